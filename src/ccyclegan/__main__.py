@@ -1,0 +1,3 @@
+from ccyclegan.cli import main
+
+raise SystemExit(main())

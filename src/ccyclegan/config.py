@@ -1,0 +1,143 @@
+"""One typed config for model, losses and training.
+
+Defaults are the poster's recipe (Tesei, CS230): Adam 2e-4, betas (0.5, 0.999), batch 64,
+lambda_cl = lambda_cyc = 1, reconstruction L1 through the shared encoder. Every field is a
+command-line flag of `ccyclegan train` and is recorded in the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+AdvLoss = Literal["bce", "lsgan", "hinge"]
+CycleMode = Literal["reconstruction", "cycle", "both"]
+LabelMode = Literal["bottleneck", "planes"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Targets = Literal["random", "all"]
+
+
+class ConfigError(ValueError):
+    """A config value or file is invalid; the message names the field."""
+
+
+@dataclass
+class Config:
+    # data
+    data: str = ""
+    out: str = "runs/ccyclegan"
+    flip: bool = True
+    drop_blank: bool = True
+    # model
+    gen_channels: int = 32
+    disc_channels: int = 64
+    label_mode: LabelMode = "bottleneck"
+    spectral_norm: bool = False
+    # losses
+    adv_loss: AdvLoss = "bce"
+    cycle_mode: CycleMode = "reconstruction"
+    lambda_cl: float = 1.0
+    lambda_cyc: float = 1.0
+    targets: Targets = "random"
+    # optimisation
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    batch_size: int = 64
+    d_steps_per_g: int = 1
+    ema_decay: float = 0.0
+    epochs: int = 200
+    max_steps: int = 0
+    # runtime
+    seed: int = 0
+    device: str = "auto"
+    precision: Precision = "auto"
+    threads: int = 0
+    compile: bool = False
+    # logging / checkpoints
+    log_every: int = 50
+    sample_every: int = 1000
+    ckpt_every: int = 1000
+    n_sample_faces: int = 8
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(Config)
+        for f in fields(self):  # JSON writes 1e-3 and 1 alike: accept ints for float fields
+            v = getattr(self, f.name)
+            if hints[f.name] is float and isinstance(v, int) and not isinstance(v, bool):
+                setattr(self, f.name, float(v))
+        self.validate()
+
+    def validate(self) -> None:
+        hints = typing.get_type_hints(Config)
+        for f in fields(self):
+            check_type(f.name, getattr(self, f.name), hints[f.name])
+        positive = ("gen_channels", "disc_channels", "batch_size", "d_steps_per_g", "epochs",
+                    "log_every", "sample_every", "ckpt_every", "lr")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"config field '{name}' must be > 0, got {getattr(self, name)!r}")
+        for name in ("max_steps", "threads", "n_sample_faces", "lambda_cl", "lambda_cyc"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"config field '{name}' must be >= 0, got {getattr(self, name)!r}")
+        for name in ("beta1", "beta2", "ema_decay"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"config field '{name}' must be in [0, 1), got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> Config:
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown config field(s) {', '.join(unknown)}")
+        try:
+            return cls(**d)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+    def save(self, path: str | Path) -> None:
+        from ccyclegan.checkpoint import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read config JSON: {e}") from None
+        return cls.from_dict(d, source=str(path))
+
+
+def check_type(name: str, value: Any, hint: Any) -> None:
+    """Reject values JSON or the CLI could smuggle in with the wrong type."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            choices = ", ".join(map(str, typing.get_args(hint)))
+            raise ConfigError(f"config field '{name}' must be one of {choices}; got {value!r}")
+        return
+    if origin in (typing.Union, types.UnionType):
+        return
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, hint)
+    if not ok:
+        raise ConfigError(
+            f"config field '{name}' must be {getattr(hint, '__name__', hint)}, got {value!r}"
+        )

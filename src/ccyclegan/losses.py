@@ -1,0 +1,49 @@
+"""The three loss terms of the poster, as pure functions of logits and images.
+
+L = L_RF + lambda_cl * L_CL + lambda_cyc * L_cyc. Everything is computed in float32 so the
+values do not depend on the autocast precision of the forward pass.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def d_adversarial(real_logits: torch.Tensor, fake_logits: torch.Tensor,
+                  kind: str = "bce") -> torch.Tensor:
+    """D's side of L_RF: push D_rf(x) up and D_rf(G(x|y)) down.
+
+    bce is the poster's -[log D(x) + log(1 - D(G(x|y)))] written with logits for stability.
+    """
+    r, f = real_logits.float(), fake_logits.float()
+    if kind == "bce":
+        return F.softplus(-r).mean() + F.softplus(f).mean()
+    if kind == "lsgan":
+        return (r - 1).pow(2).mean() + f.pow(2).mean()
+    if kind == "hinge":
+        return F.relu(1 - r).mean() + F.relu(1 + f).mean()
+    raise ValueError(f"unknown adversarial loss {kind!r}")
+
+
+def g_adversarial(fake_logits: torch.Tensor, kind: str = "bce") -> torch.Tensor:
+    """G's side of L_RF. bce uses the non-saturating -log D(G(x|y)) of Goodfellow et al."""
+    f = fake_logits.float()
+    if kind == "bce":
+        return F.softplus(-f).mean()
+    if kind == "lsgan":
+        return (f - 1).pow(2).mean()
+    if kind == "hinge":
+        return -f.mean()
+    raise ValueError(f"unknown adversarial loss {kind!r}")
+
+
+def classification(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """l_cl: cross-entropy of D_cl. For D on real faces with their labels; for G on
+    translated faces with their target labels."""
+    return F.cross_entropy(logits.float(), labels)
+
+
+def l1(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L_cyc: mean absolute error, as Keras' 'mae' in the author's code."""
+    return (x_hat.float() - x.float()).abs().mean()

@@ -1,0 +1,171 @@
+"""Generator G(x|y) = G_dec(G_enc(x) | y) and the multi-task discriminator (D_rf, D_cl).
+
+The generator is a U-Net whose encoder never sees the label, so the same encoding can be
+decoded under the target emotion (translation) and under the source emotion (the poster's
+reconstruction loss). The condition is a float vector rather than an index so that callers can
+blend two emotions (intensity) or pass soft labels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _sn
+
+NUM_CLASSES = 7
+
+
+def one_hot(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    return F.one_hot(labels.long(), num_classes).float()
+
+
+def _down(cin: int, cout: int, norm: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 4, 2, 1, bias=not norm)]
+    if norm:
+        layers.append(nn.InstanceNorm2d(cout, affine=True))
+    layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(*layers)
+
+
+class _Up(nn.Module):
+    """Nearest upsample + 3x3 conv: avoids the checkerboard of strided transposed convs."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
+        self.norm = nn.InstanceNorm2d(cout, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return F.relu(self.norm(self.conv(x)), inplace=True)
+
+
+def _planes(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return c[:, :, None, None].to(like.dtype).expand(-1, -1, like.shape[2], like.shape[3])
+
+
+class Generator(nn.Module):
+    """U-Net for 48x48 grey faces: 48 -> 24 -> 12 -> 6 -> 3 -> 1x1 bottleneck and back.
+
+    label_mode "bottleneck" (the paper's code): the condition joins the 1x1 bottleneck through a
+    dense transform layer. "planes": the condition is also tiled as constant planes into every
+    decoder stage, so skip connections cannot route around it.
+    """
+
+    def __init__(self, channels: int = 32, num_classes: int = NUM_CLASSES,
+                 label_mode: str = "bottleneck", in_channels: int = 1):
+        super().__init__()
+        if label_mode not in ("bottleneck", "planes"):
+            raise ValueError(f"label_mode must be 'bottleneck' or 'planes', got {label_mode!r}")
+        c = channels
+        self.num_classes = num_classes
+        self.label_mode = label_mode
+        self.enc = nn.ModuleList([
+            _down(in_channels, c, norm=False),  # 24
+            _down(c, 2 * c),  # 12
+            _down(2 * c, 4 * c),  # 6
+            _down(4 * c, 8 * c),  # 3
+        ])
+        self.bottleneck = nn.Sequential(nn.Conv2d(8 * c, 8 * c, 3), nn.LeakyReLU(0.2, inplace=True))
+        self.transform = nn.Sequential(nn.Linear(8 * c + num_classes, 8 * c), nn.ReLU(inplace=True))
+        self.expand = nn.Sequential(
+            nn.ConvTranspose2d(8 * c, 8 * c, 3, bias=False),
+            nn.InstanceNorm2d(8 * c, affine=True),
+            nn.ReLU(inplace=True),
+        )
+        k = num_classes if label_mode == "planes" else 0
+        self.dec = nn.ModuleList([
+            _Up(16 * c + k, 4 * c),  # 3 -> 6
+            _Up(8 * c + k, 2 * c),  # 6 -> 12
+            _Up(4 * c + k, c),  # 12 -> 24
+        ])
+        self.out = nn.Conv2d(2 * c + k, in_channels, 3, 1, 1)
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """G_enc: skip features, shallow to deep, then the 1x1 bottleneck code."""
+        feats = []
+        for layer in self.enc:
+            x = layer(x)
+            feats.append(x)
+        feats.append(self.bottleneck(x).flatten(1))
+        return feats
+
+    def decode(self, feats: list[torch.Tensor], c: torch.Tensor) -> torch.Tensor:
+        """G_dec: decode an encoding under condition c ([B, 7] one-hot or a blend)."""
+        *skips, z = feats
+        planes = self.label_mode == "planes"
+        h = self.transform(torch.cat([z, c.to(z.dtype)], 1))
+        h = self.expand(h[:, :, None, None])
+        for layer, skip in zip(self.dec, reversed(skips[1:]), strict=True):
+            h = torch.cat([h, skip], 1)
+            if planes:
+                h = torch.cat([h, _planes(c, h)], 1)
+            h = layer(h)
+        h = torch.cat([h, skips[0]], 1)
+        if planes:
+            h = torch.cat([h, _planes(c, h)], 1)
+        h = F.interpolate(h, scale_factor=2.0, mode="nearest")
+        return torch.tanh(self.out(h))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, c_rec: torch.Tensor | None = None,
+                src: torch.Tensor | None = None):
+        """G(x|c). With c_rec, also return G_dec(G_enc(x)|c_rec) from the same encoding, the
+        poster's reconstruction; src maps rows of c to rows of x when each face gets several
+        targets. One forward call, so DistributedDataParallel sees every use of the weights."""
+        feats = self.encode(x)
+        feats_t = feats if src is None else [f[src] for f in feats]
+        fake = self.decode(feats_t, c)
+        if c_rec is None:
+            return fake
+        return fake, self.decode(feats, c_rec)
+
+
+class Discriminator(nn.Module):
+    """Four stride-2 convs shared by a real/fake head (D_rf) and a 7-way emotion head (D_cl)."""
+
+    def __init__(self, channels: int = 64, num_classes: int = NUM_CLASSES,
+                 spectral_norm: bool = False, in_channels: int = 1):
+        super().__init__()
+        c = channels
+        self.body = nn.Sequential(
+            _down(in_channels, c, norm=False),  # 24
+            _down(c, 2 * c),  # 12
+            _down(2 * c, 4 * c),  # 6
+            _down(4 * c, 8 * c),  # 3
+            nn.Flatten(),
+        )
+        feat = 8 * c * 3 * 3
+        self.rf = nn.Linear(feat, 1)
+        self.cl = nn.Linear(feat, num_classes)
+        if spectral_norm:
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d | nn.Linear):
+                    _sn(m)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (real/fake logit [B], emotion logits [B, 7])."""
+        h = self.body(x)
+        return self.rf(h).squeeze(1), self.cl(h)
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """DCGAN/pix2pix initialisation: N(0, 0.02) weights, unit-scale norms."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            w = getattr(m, "parametrizations", None)
+            weight = w.weight.original if w is not None else m.weight
+            nn.init.normal_(weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.InstanceNorm2d) and m.affine:
+            nn.init.normal_(m.weight, 1.0, std)
+            nn.init.zeros_(m.bias)
+
+
+def build_models(cfg) -> tuple[Generator, Discriminator]:
+    G = Generator(cfg.gen_channels, label_mode=cfg.label_mode)
+    D = Discriminator(cfg.disc_channels, spectral_norm=cfg.spectral_norm)
+    init_weights(G)
+    init_weights(D)
+    return G, D

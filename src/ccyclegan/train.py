@@ -1,0 +1,563 @@
+"""CCycleGAN training, top to bottom: data, models, one optimisation step, the loop.
+
+A step is one discriminator update on a batch, plus a generator update every
+`d_steps_per_g` steps. Data order, flips and target emotions are pure functions of
+(seed, step), so a resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ccyclegan import losses
+from ccyclegan.checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    load_module,
+    load_tensors,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    prefixed,
+    save_tensors,
+    unprefixed,
+)
+from ccyclegan.config import Config, ConfigError
+from ccyclegan.data import EMOTIONS, NUM_CLASSES, FaceData, drop_blank, load_split, normalize
+from ccyclegan.models import Discriminator, Generator, build_models, one_hot
+
+CKPT_NAME = "checkpoint.safetensors"
+GEN_NAME = "generator.safetensors"
+# Fields that may change when a run is resumed; everything else defines the run.
+RESUMABLE_FIELDS = {"data", "out", "epochs", "max_steps", "device", "precision", "threads",
+                    "compile", "log_every", "sample_every", "ckpt_every"}
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or inf; the last good checkpoint is kept."""
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype, or None for fp32. auto: bf16/fp16 AMP on CUDA, fp32 on CPU."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("config field 'precision': fp16 needs CUDA; use bf16 on CPU")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def _rng(seed: int, stream: int, index: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + stream * 7_919 + index) % 2**63)
+
+
+class Batches:
+    """Deterministic batches for any step: epoch permutation from (seed, epoch), flips and
+    targets from (seed, step). Each rank takes its slice of the global batch."""
+
+    def __init__(self, data: FaceData, batch_size: int, seed: int, flip: bool, targets: str,
+                 device: torch.device, rank: int = 0, world: int = 1):
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device)
+        self.batch_size, self.seed, self.flip, self.targets = batch_size, seed, flip, targets
+        self.device, self.rank, self.world = device, rank, world
+        self.global_batch = batch_size * world
+        self.steps_per_epoch = len(data) // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"config field 'batch_size': {len(data)} training images are "
+                              f"fewer than one global batch of {self.global_batch}")
+        self._perm_epoch, self._perm = -1, None
+
+    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x in [-1,1], labels, index into x per translation, target labels)."""
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            self._perm = torch.randperm(len(self.labels), generator=_rng(self.seed, 1, epoch))
+            self._perm_epoch = epoch
+        g = _rng(self.seed, 2, step)
+        gb = self.global_batch
+        flips = torch.rand(gb, generator=g) < 0.5
+        offsets = torch.randint(1, NUM_CLASSES, (gb,), generator=g)
+        lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
+        idx = self._perm[i * gb:(i + 1) * gb][lo:hi].to(self.device)
+        x = normalize(self.images[idx])
+        if self.flip:
+            x = torch.where(flips[lo:hi].to(self.device)[:, None, None, None], x.flip(-1), x)
+        y = self.labels[idx]
+        if self.targets == "all":  # every face to each of the other 6 emotions
+            k = torch.arange(1, NUM_CLASSES, device=self.device)
+            src = torch.arange(len(y), device=self.device).repeat_interleave(NUM_CLASSES - 1)
+            y_t = (y[src] + k.repeat(len(y))) % NUM_CLASSES
+        else:  # one uniformly random other emotion per face
+            src = torch.arange(len(y), device=self.device)
+            y_t = (y + offsets[lo:hi].to(self.device)) % NUM_CLASSES
+        return x, y, src, y_t
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class TrainState:
+    cfg: Config
+    G: Generator
+    D: Discriminator
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    G_ema: Generator | None = None
+    step: int = 0
+    G_train: nn.Module | None = None  # DDP / compiled wrappers used for the forward passes
+    D_train: nn.Module | None = None
+    scaler_G: Any = None
+    scaler_D: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def G_eval(self) -> Generator:
+        return self.G_ema if self.G_ema is not None else self.G
+
+
+def make_state(cfg: Config, device: torch.device) -> TrainState:
+    torch.manual_seed(cfg.seed)
+    G, D = build_models(cfg)
+    G, D = G.to(device), D.to(device)
+    betas = (cfg.beta1, cfg.beta2)
+    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas)
+    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=betas)
+    G_ema = copy.deepcopy(G).requires_grad_(False) if cfg.ema_decay > 0 else None
+    return TrainState(cfg, G, D, opt_G, opt_D, G_ema)
+
+
+# --------------------------------------------------------------------------- one step
+
+
+def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tensor,
+               y_t: torch.Tensor, amp_dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """One D update and, every d_steps_per_g steps, one G update. Returns detached losses."""
+    cfg = st.cfg
+    G, D = st.G_train or st.G, st.D_train or st.D
+    device = x.device
+    update_g = st.step % cfg.d_steps_per_g == 0
+    c_t = one_hot(y_t)
+    logs: dict[str, torch.Tensor] = {}
+
+    # Translate: encode each face once, decode under the target (and, for G, the source).
+    recon = None
+    with autocast(device, amp_dtype), torch.set_grad_enabled(update_g):
+        src_arg = None if len(src) == len(x) else src
+        if update_g and cfg.cycle_mode in ("reconstruction", "both"):
+            fake, recon = G(x, c_t, c_rec=one_hot(y), src=src_arg)
+        else:
+            fake = G(x, c_t, src=src_arg)
+
+    # D: real faces are real and carry their emotion; translations are fake.
+    with autocast(device, amp_dtype):
+        rf, cl = D(torch.cat([x, fake.detach()]))
+        rf_real, rf_fake, cl_real = rf[:len(x)], rf[len(x):], cl[:len(x)]
+        d_adv = losses.d_adversarial(rf_real, rf_fake, cfg.adv_loss)
+        d_cl = losses.classification(cl_real, y)
+        loss_d = d_adv + cfg.lambda_cl * d_cl
+    _backward_step(loss_d, st.opt_D, st.scaler_D)
+    logs.update(loss_D=loss_d, D_adv=d_adv, D_cl=d_cl,
+                D_acc=(cl_real.argmax(1) == y).float().mean())
+
+    if update_g:
+        D_raw = st.D  # no DDP sync needed: D's weights do not change in the G step
+        D_raw.requires_grad_(False)
+        with autocast(device, amp_dtype):
+            rf_fake, cl_fake = D_raw(fake)
+            g_adv = losses.g_adversarial(rf_fake, cfg.adv_loss)
+            g_cl = losses.classification(cl_fake, y_t)
+            g_cyc = fake.new_zeros((), dtype=torch.float32)
+            if recon is not None:  # the poster's L_cyc: G_dec(G_enc(x)|y_x) vs x
+                g_cyc = g_cyc + losses.l1(recon, x)
+            if cfg.cycle_mode in ("cycle", "both"):  # CycleGAN's G(G(x|y)|y_x)
+                g_cyc = g_cyc + losses.l1(G(fake, one_hot(y[src])), x[src])
+            loss_g = g_adv + cfg.lambda_cl * g_cl + cfg.lambda_cyc * g_cyc
+        _backward_step(loss_g, st.opt_G, st.scaler_G)
+        D_raw.requires_grad_(True)
+        if st.G_ema is not None:
+            update_ema(st.G_ema, st.G, cfg.ema_decay)
+        logs.update(loss_G=loss_g, G_adv=g_adv, G_cl=g_cl, G_cyc=g_cyc,
+                    G_acc=(cl_fake.argmax(1) == y_t).float().mean())
+    return {k: v.detach().float() for k, v in logs.items()}
+
+
+def _backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler) -> None:
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    e, m = list(ema.parameters()), list(model.parameters())
+    torch._foreach_lerp_(e, m, 1.0 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
+        be.copy_(bm)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(st: TrainState, run_dir: Path, extra: dict[str, Any] | None = None) -> None:
+    """Full training state in one atomic safetensors file, plus the generator alone for
+    inference and a human-readable JSON of config and progress."""
+    tensors = {**prefixed("G", st.G.state_dict()), **prefixed("D", st.D.state_dict())}
+    if st.G_ema is not None:
+        tensors.update(prefixed("G_ema", st.G_ema.state_dict()))
+    tg, groups_g = optimizer_to_tensors(st.opt_G, "opt_G")
+    td, groups_d = optimizer_to_tensors(st.opt_D, "opt_D")
+    tensors.update(tg)
+    tensors.update(td)
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available() and st.G.out.weight.is_cuda:
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    progress = {"step": st.step, **(extra or {})}
+    meta = {"kind": "train", "config": st.cfg.to_dict(), "progress": progress,
+            "param_groups": {"opt_G": groups_g, "opt_D": groups_d}}
+    save_tensors(run_dir / CKPT_NAME, tensors, meta)
+    save_generator(run_dir / GEN_NAME, st.G_eval, st.cfg, progress)
+    atomic_write_text(run_dir / "checkpoint.json",
+                      _json({"config": st.cfg.to_dict(), "progress": progress}))
+
+
+def save_generator(path: Path, G: Generator, cfg: Config, progress: dict[str, Any],
+                   half: bool = False) -> None:
+    sd = {k: (v.half() if half and v.is_floating_point() else v)
+          for k, v in G.state_dict().items()}
+    save_tensors(path, sd, {"kind": "generator", "config": cfg.to_dict(), "progress": progress,
+                            "emotions": list(EMOTIONS)})
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu"
+                   ) -> tuple[Generator, Config, dict[str, Any]]:
+    """Load a generator from generator.safetensors, a training checkpoint, or a run dir."""
+    path = Path(path)
+    if path.is_dir():
+        cand = [path / GEN_NAME, path / CKPT_NAME]
+        path = next((p for p in cand if p.is_file()), cand[0])
+    tensors, meta = load_tensors(path)
+    cfg = _config_from_meta(meta, path)
+    G = Generator(cfg.gen_channels, label_mode=cfg.label_mode)
+    if meta.get("kind") == "train":
+        prefix = "G_ema" if any(k.startswith("G_ema.") for k in tensors) else "G"
+        tensors = unprefixed(prefix, tensors)
+    load_module(G, tensors, "generator", path)
+    return G.to(device).eval(), cfg, meta.get("progress", {})
+
+
+def load_checkpoint(st: TrainState, path: Path) -> dict[str, Any]:
+    tensors, meta = load_tensors(path)
+    if meta.get("kind") != "train":
+        raise CheckpointError(f"{path}: not a training checkpoint (kind={meta.get('kind')!r})")
+    load_module(st.G, unprefixed("G", tensors), "G", path)
+    load_module(st.D, unprefixed("D", tensors), "D", path)
+    if st.G_ema is not None:
+        ema = unprefixed("G_ema", tensors) or unprefixed("G", tensors)
+        load_module(st.G_ema, ema, "G_ema", path)
+    groups = meta["param_groups"]
+    try:
+        optimizer_from_tensors(st.opt_G, "opt_G", tensors, groups["opt_G"])
+        optimizer_from_tensors(st.opt_D, "opt_D", tensors, groups["opt_D"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: optimiser state does not fit: {e}") from None
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    st.step = int(meta["progress"]["step"])
+    return meta["progress"]
+
+
+def read_checkpoint_config(path: Path) -> Config:
+    _, meta = load_tensors(path)
+    return _config_from_meta(meta, path)
+
+
+def _config_from_meta(meta: dict[str, Any], path: Path) -> Config:
+    if "config" not in meta:
+        raise CheckpointError(f"{path}: checkpoint metadata has no config")
+    try:
+        return Config.from_dict(meta["config"], source=f"{path} (config)")
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, indent=2) + "\n"
+
+
+# --------------------------------------------------------------------------- logging
+
+
+class MetricsLog:
+    """metrics.csv (always) and TensorBoard (when installed). On resume, rows past the
+    checkpoint are dropped so the log reads like one uninterrupted run."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None):
+        self.path = run_dir / "metrics.csv"
+        self.fields: list[str] | None = None
+        if resume_step is not None and self.path.exists():
+            with self.path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+            self.fields = list(rows[0].keys()) if rows else None
+            with self.path.open("w", newline="") as f:
+                if self.fields:
+                    w = csv.DictWriter(f, self.fields)
+                    w.writeheader()
+                    w.writerows(rows)
+        elif self.path.exists():
+            self.path.unlink()
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except Exception:  # tensorboard is an optional extra
+            self.tb = None
+
+    def write(self, row: dict[str, float]) -> None:
+        if self.fields is None:
+            self.fields = list(row.keys())
+            with self.path.open("w", newline="") as f:
+                csv.DictWriter(f, self.fields).writeheader()
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step":
+                    self.tb.add_scalar(k, v, int(row["step"]))
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def sample_faces(data: FaceData, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n fixed faces cycling through the emotions, for comparable grids across steps."""
+    picks: list[int] = []
+    per_class = [torch.nonzero(data.labels == k).flatten().tolist() for k in range(NUM_CLASSES)]
+    j = 0
+    while len(picks) < min(n, len(data)):
+        for k in range(NUM_CLASSES):
+            if j < len(per_class[k]) and len(picks) < n:
+                picks.append(per_class[k][j])
+        j += 1
+    idx = torch.tensor(picks, dtype=torch.long)
+    return data.images[idx], data.labels[idx]
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop after the current step and save; a second
+    Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def train(cfg: Config, resume: bool = False, overrides: dict[str, Any] | None = None,
+          progress_bar: bool = True) -> dict[str, Any]:
+    """Train (or resume) a run in cfg.out. Returns a summary of the run."""
+    run_dir = Path(cfg.out)
+    ckpt_path = run_dir / CKPT_NAME
+    if resume:
+        if not ckpt_path.is_file():
+            raise CheckpointError(f"{ckpt_path}: nothing to resume (no checkpoint in {run_dir})")
+        saved = read_checkpoint_config(ckpt_path).to_dict()
+        for k, v in (overrides or {}).items():
+            if k not in RESUMABLE_FIELDS and saved.get(k) != v:
+                raise ConfigError(f"config field '{k}' cannot change when resuming "
+                                  f"(checkpoint has {saved.get(k)!r}, got {v!r})")
+            saved[k] = v
+        cfg = Config.from_dict(saved)
+    if not cfg.data:
+        raise ConfigError("config field 'data': give --data PATH (fer2013.csv or image folder)")
+
+    rank, world = dist_info()
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    amp_dtype = resolve_precision(cfg.precision, device)
+
+    train_data = load_split(cfg.data, "train")
+    n_blank = 0
+    if cfg.drop_blank:
+        train_data, n_blank = drop_blank(train_data)
+    try:
+        view_data = load_split(cfg.data, "test")
+    except Exception:
+        view_data = train_data
+    faces, face_labels = sample_faces(view_data, cfg.n_sample_faces)
+
+    st = make_state(cfg, device)
+    if amp_dtype == torch.float16:
+        st.scaler_G, st.scaler_D = torch.amp.GradScaler("cuda"), torch.amp.GradScaler("cuda")
+    if resume:
+        load_checkpoint(st, ckpt_path)
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        st.G_train = nn.parallel.DistributedDataParallel(st.G, device_ids=ids)
+        st.D_train = nn.parallel.DistributedDataParallel(st.D, device_ids=ids)
+    if cfg.compile:
+        st.G_train = torch.compile(st.G_train or st.G)
+        st.D_train = torch.compile(st.D_train or st.D)
+
+    batches = Batches(train_data, cfg.batch_size, cfg.seed, cfg.flip, cfg.targets, device,
+                      rank, world)
+    total = cfg.max_steps or cfg.epochs * batches.steps_per_epoch
+    main = rank == 0
+    log = None
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "samples").mkdir(exist_ok=True)
+        cfg.save(run_dir / "config.json")
+        log = MetricsLog(run_dir, st.step if resume else None)
+        print(f"ccyclegan: {len(train_data)} training faces ({n_blank} blank dropped), "
+              f"{batches.steps_per_epoch} steps/epoch, {total} steps, device {device}, "
+              f"precision {amp_dtype or 'fp32'}, world {world}", flush=True)
+
+    bar = None
+    if main and progress_bar:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=st.step, unit="step", dynamic_ncols=True)
+    window: dict[str, list[torch.Tensor]] = {}
+    t0, seen0 = time.perf_counter(), st.step
+    interrupted = None
+
+    def progress() -> dict[str, Any]:
+        return {"epoch": st.step / batches.steps_per_epoch, "world_size": world,
+                "global_batch": batches.global_batch}
+
+    def save_all(final: bool = False) -> None:
+        if not main:
+            return
+        save_checkpoint(st, run_dir, progress())
+        grid = _grid(st, faces, face_labels)
+        grid.save(run_dir / "samples" / f"step_{st.step:07d}.png")
+        if final:
+            grid.save(run_dir / "samples" / "final.png")
+
+    with _StopFlag() as stop:
+        while st.step < total:
+            x, y, src, y_t = batches.get(st.step)
+            logs = train_step(st, x, y, src, y_t, amp_dtype)
+            st.step += 1
+            for k, v in logs.items():
+                window.setdefault(k, []).append(v)
+            if st.step % cfg.log_every == 0 or st.step == total:
+                row = _flush(window, st.step, batches, t0, seen0)
+                if not all(math.isfinite(v) for v in row.values()):
+                    bad = [k for k, v in row.items() if not math.isfinite(v)]
+                    raise NonFiniteLossError(
+                        f"non-finite loss ({', '.join(bad)}) by step {st.step}; "
+                        f"the last good checkpoint in {run_dir} is kept")
+                t0, seen0 = time.perf_counter(), st.step
+                if main:
+                    log.write(row)
+                    if bar is not None:
+                        bar.set_postfix({k: f"{row[k]:.3f}" for k in
+                                         ("loss_D", "loss_G", "G_cyc", "D_acc") if k in row})
+            if bar is not None:
+                bar.update(1)
+            if st.step % cfg.ckpt_every == 0 or st.step % cfg.sample_every == 0:
+                if st.step % cfg.ckpt_every == 0 and main:
+                    save_checkpoint(st, run_dir, progress())
+                if st.step % cfg.sample_every == 0 and main:
+                    _grid(st, faces, face_labels).save(
+                        run_dir / "samples" / f"step_{st.step:07d}.png")
+            if stop.signal is not None:
+                interrupted = stop.signal
+                break
+        if bar is not None:
+            bar.close()
+        save_all(final=interrupted is None)
+    if log is not None:
+        log.close()
+    return {"step": st.step, "total_steps": total, "interrupted": interrupted,
+            "run_dir": str(run_dir), "steps_per_epoch": batches.steps_per_epoch}
+
+
+def _grid(st: TrainState, faces: torch.Tensor, labels: torch.Tensor):
+    from ccyclegan.visualize import translation_grid
+
+    return translation_grid(st.G_eval, faces, labels)
+
+
+def _flush(window: dict[str, list[torch.Tensor]], step: int, batches: Batches, t0: float,
+           seen0: int) -> dict[str, float]:
+    row: dict[str, float] = {"step": step, "epoch": round(step / batches.steps_per_epoch, 4)}
+    for k, vs in window.items():
+        row[k] = torch.stack(vs).mean().item()
+    window.clear()
+    dt = max(time.perf_counter() - t0, 1e-9)
+    row["img_per_s"] = (step - seen0) * batches.global_batch / dt
+    return row

@@ -1,0 +1,69 @@
+"""Each loss against values computed by hand from the poster's formulas."""
+
+import math
+
+import pytest
+import torch
+
+from ccyclegan import losses
+
+
+def sigmoid(v):
+    return 1 / (1 + math.exp(-v))
+
+
+def test_d_bce_is_the_posters_log_loss():
+    real, fake = [0.0, 2.0], [-1.0, 0.5]
+    want = (-sum(math.log(sigmoid(r)) for r in real) / 2
+            - sum(math.log(1 - sigmoid(f)) for f in fake) / 2)
+    got = losses.d_adversarial(torch.tensor(real), torch.tensor(fake), "bce")
+    assert got.item() == pytest.approx(want, rel=1e-6)
+    assert want == pytest.approx(0.410038 + 0.502024, abs=1e-5)
+
+
+def test_g_bce_is_non_saturating():
+    fake = [0.0, 1.0]
+    want = -(math.log(sigmoid(0.0)) + math.log(sigmoid(1.0))) / 2
+    assert losses.g_adversarial(torch.tensor(fake), "bce").item() == pytest.approx(want, rel=1e-6)
+    assert want == pytest.approx((0.693147 + 0.313262) / 2, abs=1e-5)
+
+
+def test_lsgan_and_hinge_by_hand():
+    r, f = torch.tensor([0.5, 1.5]), torch.tensor([0.2, -1.4])
+    # lsgan: mean((r-1)^2) + mean(f^2) = 0.25 + (0.04 + 1.96)/2
+    assert losses.d_adversarial(r, f, "lsgan").item() == pytest.approx(0.25 + 1.0)
+    # hinge: mean(relu(1-r)) + mean(relu(1+f)) = (0.5+0)/2 + (1.2+0)/2
+    assert losses.d_adversarial(r, f, "hinge").item() == pytest.approx(0.25 + 0.6)
+    assert losses.g_adversarial(f, "lsgan").item() == pytest.approx((0.64 + 5.76) / 2)
+    assert losses.g_adversarial(f, "hinge").item() == pytest.approx(0.6)
+
+
+def test_unknown_adversarial_loss():
+    with pytest.raises(ValueError, match="wasserstein"):
+        losses.d_adversarial(torch.zeros(1), torch.zeros(1), "wasserstein")
+    with pytest.raises(ValueError, match="wasserstein"):
+        losses.g_adversarial(torch.zeros(1), "wasserstein")
+
+
+def test_classification_is_l_cl():
+    logits = [[1.0, 2.0, 0.0, 0.0, 0.0, 0.0, -1.0], [0.0] * 7]
+    labels = [1, 6]
+    want = 0.0
+    for row, y in zip(logits, labels, strict=True):
+        z = sum(math.exp(v) for v in row)
+        want += -math.log(math.exp(row[y]) / z)
+    want /= 2
+    got = losses.classification(torch.tensor(logits), torch.tensor(labels))
+    assert got.item() == pytest.approx(want, rel=1e-6)
+
+
+def test_l1_reconstruction():
+    x = torch.tensor([[0.0, 1.0], [-1.0, 0.5]])
+    x_hat = torch.tensor([[0.5, 1.0], [0.0, 0.0]])
+    assert losses.l1(x_hat, x).item() == pytest.approx((0.5 + 0 + 1 + 0.5) / 4)
+
+
+def test_losses_are_float32_under_bf16_inputs():
+    r = torch.tensor([0.3, -0.2], dtype=torch.bfloat16)
+    assert losses.d_adversarial(r, r, "bce").dtype == torch.float32
+    assert losses.l1(r, r * 0).dtype == torch.float32

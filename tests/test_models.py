@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from ccyclegan.config import Config
+from ccyclegan.losses import classification, d_adversarial
+from ccyclegan.models import Discriminator, Generator, build_models, one_hot
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("label_mode", ["bottleneck", "planes"])
+def test_generator_shapes_and_enc_dec_split(label_mode):
+    G = Generator(8, label_mode=label_mode)
+    x = torch.rand(3, 1, 48, 48) * 2 - 1
+    c = one_hot(torch.tensor([0, 3, 6]))
+    y = G(x, c)
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+    feats = G.encode(x)
+    assert feats[-1].shape == (3, 64)  # 1x1 bottleneck code, 8 * channels
+    assert torch.allclose(G.decode(feats, c), y)
+
+
+@pytest.mark.parametrize("label_mode", ["bottleneck", "planes"])
+def test_target_label_changes_output(label_mode):
+    cfg = Config(gen_channels=8, label_mode=label_mode)
+    G, _ = build_models(cfg)
+    x = torch.rand(2, 1, 48, 48) * 2 - 1
+    outs = [G(x, one_hot(torch.full((2,), k))) for k in range(7)]
+    for k in range(1, 7):
+        assert (outs[k] - outs[0]).abs().max() > 1e-5
+
+
+def test_reconstruction_shares_the_encoding():
+    G = Generator(8)
+    x = torch.rand(2, 1, 48, 48) * 2 - 1
+    ct, cs = one_hot(torch.tensor([1, 2])), one_hot(torch.tensor([3, 4]))
+    fake, recon = G(x, ct, c_rec=cs)
+    assert torch.allclose(fake, G(x, ct)) and torch.allclose(recon, G(x, cs))
+    src = torch.tensor([0, 0, 1])
+    fake3, _ = G(x, one_hot(torch.tensor([1, 2, 3])), c_rec=cs, src=src)
+    assert torch.allclose(fake3[1], G(x[:1], one_hot(torch.tensor([2])))[0], atol=1e-6)
+
+
+def test_soft_condition_interpolates():
+    G = Generator(8)
+    x = torch.rand(1, 1, 48, 48)
+    a, b = one_hot(torch.tensor([0])), one_hot(torch.tensor([3]))
+    assert torch.allclose(G(x, a * 1.0 + b * 0.0), G(x, a))
+
+
+@pytest.mark.parametrize("sn", [False, True])
+def test_gradients_reach_both_discriminator_heads(sn):
+    D = Discriminator(8, spectral_norm=sn)
+    x = torch.rand(4, 1, 48, 48) * 2 - 1
+    rf, cl = D(x)
+    assert rf.shape == (4,) and cl.shape == (4, 7)
+    loss = d_adversarial(rf, rf.detach() * 0, "bce") + classification(cl, torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    for name, head in (("rf", D.rf), ("cl", D.cl)):
+        w = head.parametrizations.weight.original if sn else head.weight
+        assert w.grad is not None and w.grad.abs().sum() > 0, name
+    first = D.body[0][0]
+    w = first.parametrizations.weight.original if sn else first.weight
+    assert w.grad.abs().sum() > 0
+
+
+def test_bad_label_mode():
+    with pytest.raises(ValueError, match="label_mode"):
+        Generator(8, label_mode="film")

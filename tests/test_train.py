@@ -1,0 +1,150 @@
+"""End to end on generated data: train, checkpoint, resume, compare with an uninterrupted run."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from ccyclegan.checkpoint import CheckpointError, load_tensors
+from ccyclegan.cli import main
+from ccyclegan.config import Config, ConfigError
+from ccyclegan.train import Batches, load_generator, train
+
+TINY = dict(gen_channels=8, disc_channels=8, batch_size=16, log_every=1, ckpt_every=3,
+            sample_every=2, n_sample_faces=4, threads=1)
+
+
+def run(tmp, data, name, **kw):
+    cfg = Config(data=str(data), out=str(tmp / name), **{**TINY, **kw})
+    return train(cfg, progress_bar=False), cfg
+
+
+def weights(run_dir):
+    tensors, meta = load_tensors(run_dir / "checkpoint.safetensors")
+    return tensors, meta
+
+
+def test_tiny_run_writes_everything(tmp_path, tiny_csv):
+    res, cfg = run(tmp_path, tiny_csv, "a", max_steps=4)
+    d = tmp_path / "a"
+    assert res["step"] == 4 and res["steps_per_epoch"] == 70 // 16
+    assert Config.load(d / "config.json") == cfg
+    rows = list(csv.DictReader((d / "metrics.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    for key in ("loss_D", "loss_G", "D_adv", "D_cl", "G_adv", "G_cl", "G_cyc", "img_per_s"):
+        assert float(rows[-1][key]) == float(rows[-1][key])  # present and a number
+    grid = Image.open(d / "samples" / "final.png")
+    assert grid.width == 8 * (96 + 4) + 4  # input + 7 emotions
+    assert (d / "samples" / "step_0000002.png").exists()
+    prog = json.loads((d / "checkpoint.json").read_text())["progress"]
+    assert prog["step"] == 4
+    G, cfg2, _ = load_generator(d)
+    assert cfg2 == cfg and G(torch.zeros(1, 1, 48, 48), torch.eye(7)[:1]).shape == (1, 1, 48, 48)
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"cycle_mode": "both", "adv_loss": "lsgan", "targets": "all", "ema_decay": 0.9,
+     "d_steps_per_g": 2, "label_mode": "planes", "spectral_norm": True},
+])
+def test_resume_matches_uninterrupted(tmp_path, tiny_csv, kw):
+    run(tmp_path, tiny_csv, "full", max_steps=6, **kw)
+    run(tmp_path, tiny_csv, "split", max_steps=3, **kw)
+    cfg = Config(data=str(tiny_csv), out=str(tmp_path / "split"), **{**TINY, **kw}, max_steps=6)
+    train(cfg, resume=True, overrides={"max_steps": 6}, progress_bar=False)
+    a, ma = weights(tmp_path / "full")
+    b, mb = weights(tmp_path / "split")
+    assert ma["progress"]["step"] == mb["progress"]["step"] == 6
+    assert set(a) == set(b)
+    for k in a:
+        if not k.startswith("rng"):
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    rows = list(csv.DictReader((tmp_path / "split" / "metrics.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_training_changes_weights_and_lowers_reconstruction(tmp_path, tiny_csv):
+    run(tmp_path, tiny_csv, "r", max_steps=30, log_every=10, lr=1e-3, ckpt_every=100)
+    rows = list(csv.DictReader((tmp_path / "r" / "metrics.csv").open()))
+    assert float(rows[-1]["G_cyc"]) < float(rows[0]["G_cyc"])
+
+
+def test_resume_refuses_changed_hyperparameters(tmp_path, tiny_csv):
+    run(tmp_path, tiny_csv, "c", max_steps=3)
+    cfg = Config(data=str(tiny_csv), out=str(tmp_path / "c"))
+    with pytest.raises(ConfigError, match="'lr'"):
+        train(cfg, resume=True, overrides={"lr": 1e-3}, progress_bar=False)
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train(Config(data=str(tiny_csv), out=str(tmp_path / "none")), resume=True)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_csv):
+    run(tmp_path, tiny_csv, "k", max_steps=3)
+    p = tmp_path / "k" / "checkpoint.safetensors"
+    p.write_bytes(p.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        load_tensors(p)
+
+
+def test_batches_are_a_pure_function_of_step(tiny_csv):
+    from ccyclegan.data import load_split
+
+    data = load_split(tiny_csv, "train")
+    a = Batches(data, 16, 0, True, "random", torch.device("cpu"))
+    b = Batches(data, 16, 0, True, "random", torch.device("cpu"))
+    for s in (5, 0, 9):
+        for t1, t2 in zip(a.get(s), b.get(s), strict=True):
+            assert torch.equal(t1, t2)
+    _, y, _, y_t = a.get(1)
+    assert (y != y_t).all()
+    # two ranks of 8 together see exactly the global batch of 16
+    r0 = Batches(data, 8, 0, True, "random", torch.device("cpu"), rank=0, world=2)
+    r1 = Batches(data, 8, 0, True, "random", torch.device("cpu"), rank=1, world=2)
+    x = torch.cat([r0.get(3)[0], r1.get(3)[0]])
+    assert torch.equal(x, a.get(3)[0])
+    _, y, src, y_t = Batches(data, 4, 0, False, "all", torch.device("cpu")).get(0)
+    assert len(y_t) == 24 and all(set(y_t[src == i].tolist()) == set(range(7)) - {int(y[i])}
+                                  for i in range(4))
+
+
+def test_cli_train_and_errors(tmp_path, tiny_csv, capsys):
+    out = tmp_path / "cli"
+    rc = main(["train", "--data", str(tiny_csv), "--out", str(out), "--max-steps", "2",
+               "--gen-channels", "8", "--disc-channels", "8", "--batch-size", "16",
+               "--no-flip", "--adv-loss", "hinge", "--no-progress"])
+    assert rc == 0
+    cfg = Config.load(out / "config.json")
+    assert (cfg.flip, cfg.adv_loss, cfg.max_steps) == (False, "hinge", 2)
+    rc = main(["train", "--data", str(tmp_path / "missing.csv"), "--out", str(out / "x"),
+               "--no-progress"])
+    assert rc == 2 and "missing.csv" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resumes(tmp_path, tiny_csv):
+    out = tmp_path / "sig"
+    cmd = [sys.executable, "-m", "ccyclegan", "train", "--data", str(tiny_csv), "--out",
+           str(out), "--max-steps", "100000", "--gen-channels", "8", "--disc-channels", "8",
+           "--batch-size", "16", "--log-every", "1", "--ckpt-every", "100000",
+           "--sample-every", "100000", "--threads", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / "metrics.csv").exists():
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    _, meta = load_tensors(out / "checkpoint.safetensors")
+    step = meta["progress"]["step"]
+    assert step >= 1 and b"--resume" in err
+    cfg = Config.load(out / "config.json")
+    res = train(cfg, resume=True, overrides={"max_steps": step + 2}, progress_bar=False)
+    assert res["step"] == step + 2
