@@ -57,7 +57,8 @@ def test_gradients_reach_both_discriminator_heads(sn):
     x = torch.rand(4, 1, 48, 48) * 2 - 1
     rf, cl = D(x)
     assert rf.shape == (4,) and cl.shape == (4, 7)
-    loss = d_adversarial(rf, rf.detach() * 0, "bce") + classification(cl, torch.tensor([0, 1, 2, 3]))
+    labels = torch.tensor([0, 1, 2, 3])
+    loss = d_adversarial(rf, rf.detach() * 0, "bce") + classification(cl, labels)
     loss.backward()
     for name, head in (("rf", D.rf), ("cl", D.cl)):
         w = head.parametrizations.weight.original if sn else head.weight

@@ -83,11 +83,11 @@ class Config:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"config field '{name}' must be > 0, got {getattr(self, name)!r}")
         for name in ("max_steps", "threads", "n_sample_faces", "lambda_cl", "lambda_cyc"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"config field '{name}' must be >= 0, got {getattr(self, name)!r}")
+            if (v := getattr(self, name)) < 0:
+                raise ConfigError(f"config field '{name}' must be >= 0, got {v!r}")
         for name in ("beta1", "beta2", "ema_decay"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"config field '{name}' must be in [0, 1), got {getattr(self, name)!r}")
+            if not 0.0 <= (v := getattr(self, name)) < 1.0:
+                raise ConfigError(f"config field '{name}' must be in [0, 1), got {v!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

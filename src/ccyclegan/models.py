@@ -28,17 +28,14 @@ def _down(cin: int, cout: int, norm: bool = True) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class _Up(nn.Module):
-    """Nearest upsample + 3x3 conv: avoids the checkerboard of strided transposed convs."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
-        self.norm = nn.InstanceNorm2d(cout, affine=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        return F.relu(self.norm(self.conv(x)), inplace=True)
+def _up(cin: int, cout: int) -> nn.Sequential:
+    """Stride-2 4x4 transposed conv, as pix2pix's U-Net: 2.25x fewer FLOPs than
+    upsample + 3x3 conv, which matters on a CPU."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
+        nn.InstanceNorm2d(cout, affine=True),
+        nn.ReLU(inplace=True),
+    )
 
 
 def _planes(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -76,11 +73,11 @@ class Generator(nn.Module):
         )
         k = num_classes if label_mode == "planes" else 0
         self.dec = nn.ModuleList([
-            _Up(16 * c + k, 4 * c),  # 3 -> 6
-            _Up(8 * c + k, 2 * c),  # 6 -> 12
-            _Up(4 * c + k, c),  # 12 -> 24
+            _up(16 * c + k, 4 * c),  # 3 -> 6
+            _up(8 * c + k, 2 * c),  # 6 -> 12
+            _up(4 * c + k, c),  # 12 -> 24
         ])
-        self.out = nn.Conv2d(2 * c + k, in_channels, 3, 1, 1)
+        self.out = nn.ConvTranspose2d(2 * c + k, in_channels, 4, 2, 1)  # 24 -> 48
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """G_enc: skip features, shallow to deep, then the 1x1 bottleneck code."""
@@ -105,7 +102,6 @@ class Generator(nn.Module):
         h = torch.cat([h, skips[0]], 1)
         if planes:
             h = torch.cat([h, _planes(c, h)], 1)
-        h = F.interpolate(h, scale_factor=2.0, mode="nearest")
         return torch.tanh(self.out(h))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, c_rec: torch.Tensor | None = None,

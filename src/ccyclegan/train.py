@@ -172,7 +172,8 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
                y_t: torch.Tensor, amp_dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
     """One D update and, every d_steps_per_g steps, one G update. Returns detached losses."""
     cfg = st.cfg
-    G, D = st.G_train or st.G, st.D_train or st.D
+    G = st.G if st.G_train is None else st.G_train
+    D = st.D if st.D_train is None else st.D_train
     device = x.device
     update_g = st.step % cfg.d_steps_per_g == 0
     c_t = one_hot(y_t)
@@ -467,8 +468,8 @@ def train(cfg: Config, resume: bool = False, overrides: dict[str, Any] | None = 
         st.G_train = nn.parallel.DistributedDataParallel(st.G, device_ids=ids)
         st.D_train = nn.parallel.DistributedDataParallel(st.D, device_ids=ids)
     if cfg.compile:
-        st.G_train = torch.compile(st.G_train or st.G)
-        st.D_train = torch.compile(st.D_train or st.D)
+        st.G_train = torch.compile(st.G if st.G_train is None else st.G_train)
+        st.D_train = torch.compile(st.D if st.D_train is None else st.D_train)
 
     batches = Batches(train_data, cfg.batch_size, cfg.seed, cfg.flip, cfg.targets, device,
                       rank, world)
