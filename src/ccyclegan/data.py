@@ -8,6 +8,7 @@ is reported (file, line, field) before any training starts instead of hours into
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import os
 import re
@@ -486,6 +487,12 @@ def _listing(folder: Path, limit: int = 20) -> str:
     return ", ".join(names[:limit]) + more if names else "nothing"
 
 
+@functools.lru_cache(maxsize=2)
+def _read_csv_cached(path: str, mtime_ns: int, size: int) -> dict[str, FaceData]:
+    """Train and test splits come from one file: parse it once (keyed on mtime and size)."""
+    return read_fer2013_csv(path)
+
+
 def load_split(path: PathLike, split: str) -> FaceData:
     """One split ("train" or "test", or a raw name) from a FER2013 CSV or an image folder.
 
@@ -509,7 +516,8 @@ def load_split(path: PathLike, split: str) -> FaceData:
                 return _read_class_folders(folders[by_lower[name]])
         raise DataError(f"{path}: no folder for split {split!r} (looked for {', '.join(tried)}); "
                         f"split folders present: {', '.join(folders)}")
-    splits = read_fer2013_csv(path)
+    st = path.stat()
+    splits = _read_csv_cached(str(path.resolve()), st.st_mtime_ns, st.st_size)
     tried = {"train": ("Training",), "test": ("PublicTest", "PrivateTest")}.get(key)
     if tried is None:
         tried = tuple(u for u in _USAGES if u.lower() == key) or (split,)
