@@ -3,5 +3,17 @@
 from ccyclegan.config import Config
 from ccyclegan.data import EMOTIONS
 
-__all__ = ["Config", "EMOTIONS", "__version__"]
+__all__ = ["Config", "EMOTIONS", "ExpressionTranslator", "__version__"]
 __version__ = "0.1.0"
+
+_LAZY = {"ExpressionTranslator": "ccyclegan.translate"}  # imported on first use: stays light
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ccyclegan' has no attribute {name!r}")

@@ -23,7 +23,7 @@ HELP = {
     "lambda_cl": "weight of the emotion-classification loss",
     "lambda_cyc": "weight of the reconstruction/cycle L1 loss",
     "targets": "random: one other emotion per face; all: each of the other 6",
-    "lr": "Adam learning rate (G and D)",
+    "lr": "Adam learning rate (G and D); not scaled with the number of processes",
     "batch_size": "faces per step (per process under torchrun)",
     "d_steps_per_g": "D updates per G update",
     "ema_decay": "generator EMA decay (0 = off); samples and exports use the EMA",
@@ -68,12 +68,100 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = Config(**overrides)
     result = train(cfg, resume=args.resume, overrides=overrides,
                    progress_bar=not args.no_progress)
+    quiet = result.get("rank", 0) != 0  # under torchrun, rank 0 speaks for all
     if result["interrupted"]:
-        print(f"interrupted at step {result['step']}: checkpoint saved in {result['run_dir']}; "
-              f"continue with --resume", file=sys.stderr)
-        return 130
-    print(f"done: {result['step']} steps; run in {result['run_dir']}")
+        if not quiet:
+            print(f"interrupted at step {result['step']}: checkpoint saved in {result['run_dir']}; "
+                  f"continue with --resume", file=sys.stderr)
+        return 128 + int(result["interrupted"])  # 130 for Ctrl-C, 143 for SIGTERM
+    if not quiet:
+        print(f"done: {result['step']} steps; run in {result['run_dir']}")
     return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from ccyclegan.translate import (
+        ExpressionTranslator,
+        TranslateError,
+        check_intensity,
+        parse_targets,
+        translate_files,
+    )
+
+    parse_targets(args.to)  # bad arguments fail before the model loads
+    check_intensity(args.intensity)
+    if args.onnx and args.checkpoint:
+        raise TranslateError("give --checkpoint or --onnx, not both")
+    model = args.onnx or args.checkpoint
+    backend = args.backend or ("onnxruntime" if args.onnx else None)
+    if backend == "onnxruntime" and (model is None or not str(model).lower().endswith(".onnx")):
+        raise TranslateError("--backend onnxruntime needs --onnx MODEL.onnx "
+                             "(write one with `ccyclegan export --format onnx`)")
+    translator = ExpressionTranslator.load(model, args.device, backend=backend,
+                                           threads=args.threads or None)
+    _, errors = translate_files(
+        translator, args.inputs, args.to, args.intensity, out=args.output,
+        crop_only=args.crop_only, detect=not args.no_detect, min_face=args.min_face,
+        overwrite=args.overwrite, keep_going=args.keep_going,
+        log=None if args.quiet else print)
+    for e in errors:
+        print(f"ccyclegan translate: error: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ccyclegan.export import export_onnx
+
+    path = export_onnx(args.checkpoint, args.output, opset=args.opset)
+    print(f"wrote {path}: G(face [B,1,48,48] in [-1,1], condition [B,7]) -> [B,1,48,48]")
+    return 0
+
+
+def add_translate_parsers(sub) -> None:
+    from ccyclegan.data import EMOTIONS
+
+    names = ", ".join(EMOTIONS)
+    t = sub.add_parser(
+        "translate", help="change the expression of the faces in your own photos",
+        description="Find every face in each photo, change its expression and paste it back "
+                    "(photo_happy.jpg beside photo.jpg, or in -o).")
+    t.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of them")
+    t.add_argument("--to", required=True, metavar="EMOTION",
+                   help=f"target emotion: {names}, or all (a strip of each face in all 7)")
+    t.add_argument("--intensity", default="1.0", metavar="A",
+                   help="0..1: 0 returns the face unchanged, 1 the full expression (default 1)")
+    t.add_argument("--checkpoint", metavar="RUN",
+                   help="run dir, generator.safetensors, training checkpoint or .onnx "
+                        "(default: the bundled model)")
+    t.add_argument("--backend", choices=["torch", "onnxruntime"],
+                   help="default: torch, or onnxruntime for an .onnx model")
+    t.add_argument("--onnx", metavar="MODEL.onnx", help="run this exported model (onnxruntime)")
+    t.add_argument("-o", "--output", metavar="OUT",
+                   help="output folder (or file, for one input); default: beside each input")
+    t.add_argument("--crop-only", action="store_true",
+                   help="write the translated 48x48 face crops (photo_happy_face1.png, ...)")
+    t.add_argument("--no-detect", action="store_true",
+                   help="the whole image is the face (pre-cropped faces, e.g. 48x48 FER2013)")
+    t.add_argument("--min-face", type=float, default=0.08, metavar="F",
+                   help="smallest face to find, as a fraction of the shorter side (default 0.08)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="allow an output to replace an input file")
+    t.add_argument("--keep-going", action="store_true",
+                   help="skip (and report) inputs that fail instead of writing nothing")
+    t.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    t.add_argument("--threads", type=int, default=1,
+                   help="CPU threads (default 1: fastest for a few faces; 0 = torch's default)")
+    t.add_argument("-q", "--quiet", action="store_true", help="no per-photo lines")
+    t.set_defaults(func=cmd_translate)
+
+    e = sub.add_parser("export", help="export the generator (ONNX)")
+    e.add_argument("--checkpoint", metavar="RUN",
+                   help="run dir, generator.safetensors or training checkpoint "
+                        "(default: the bundled model)")
+    e.add_argument("--format", choices=["onnx"], default="onnx", help="onnx (default)")
+    e.add_argument("-o", "--output", required=True, metavar="MODEL.onnx")
+    e.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    e.set_defaults(func=cmd_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,16 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_args(t)
     t.set_defaults(func=cmd_train)
+    add_translate_parsers(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from ccyclegan.checkpoint import CheckpointError
     from ccyclegan.data import DataError
+    from ccyclegan.faces import TranslateError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, CheckpointError) as e:
+    except (ConfigError, DataError, CheckpointError, TranslateError) as e:
         print(f"ccyclegan {args.verb}: error: {e}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import io
 import math
 import os
 import signal
@@ -81,6 +82,60 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+@contextlib.contextmanager
+def distributed(device: str = "auto"):
+    """Join the process group torchrun describes for the duration of the block.
+
+    Active only when launched with more than one process (WORLD_SIZE > 1 in the environment)
+    and no group exists yet; a group the caller created stays the caller's. The backend
+    follows the device: NCCL for CUDA (each process on GPU LOCAL_RANK), gloo for the CPU.
+    Rank, world size and the rendezvous come from torchrun's variables (env:// init).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() \
+            or dist.is_initialized():
+        yield
+        return
+    dev = resolve_device(device)
+    kwargs: dict[str, Any] = {}
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+        kwargs["device_id"] = dev  # binds the communicator (and barriers) to this GPU
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", **kwargs)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def wrap_ddp(st: TrainState, device: torch.device) -> None:
+    """Wrap G and D in DistributedDataParallel for the forward passes (st.G_train, st.D_train);
+    st.G and st.D stay the raw modules for checkpoints, samples and the frozen D of the G step.
+
+    DDP broadcasts rank 0's weights once here and, in every backward, averages the gradients
+    over ranks. All losses are means over the rank's own batch, so with equal per-rank batches
+    the averaged gradient is the gradient of the global-batch mean: a run on N processes of
+    batch B computes what one process of batch N*B would (InstanceNorm is per-face; there is
+    no BatchNorm whose statistics would depend on the split).
+    """
+    ids = [device.index] if device.type == "cuda" else None
+    st.G_train = nn.parallel.DistributedDataParallel(st.G, device_ids=ids)
+    st.D_train = nn.parallel.DistributedDataParallel(st.D, device_ids=ids)
+
+
+def _max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest of every rank's value (NCCL needs the tensor on the GPU)."""
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def _barrier(world: int) -> None:
+    """Every rank waits here for rank 0's file writes, so none runs ahead or exits early."""
+    if world > 1:
+        dist.barrier()
+
+
 # --------------------------------------------------------------------------- batches
 
 
@@ -90,7 +145,19 @@ def _rng(seed: int, stream: int, index: int) -> torch.Generator:
 
 class Batches:
     """Deterministic batches for any step: epoch permutation from (seed, epoch), flips and
-    targets from (seed, step). Each rank takes its slice of the global batch."""
+    targets from (seed, step). Each rank takes its slice of the global batch.
+
+    Under torchrun this plays the role of DistributedSampler(shuffle=True, seed=seed,
+    drop_last=True) with set_epoch(epoch): every rank draws the same permutation for the epoch
+    and keeps a disjoint shard, so ranks see distinct faces and a new split every epoch. We
+    do it ourselves because a step-indexed global batch gives two guarantees the sampler
+    does not: (1) rank r's rows are rows [r*B, (r+1)*B) of the batch a single process with
+    batch N*B would draw at that step (the sampler interleaves indices rank::N and pads), so
+    a run does not depend on how the global batch is split, which is what the equivalence
+    test checks; (2) any step can be drawn directly, so --resume restarts mid-epoch without
+    replaying a loader. The tail of an epoch that does not fill a global batch is dropped (a
+    different tail each epoch).
+    """
 
     def __init__(self, data: FaceData, batch_size: int, seed: int, flip: bool, targets: str,
                  device: torch.device, rank: int = 0, world: int = 1):
@@ -344,13 +411,20 @@ class MetricsLog:
         self.fields: list[str] | None = None
         if resume_step is not None and self.path.exists():
             with self.path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-            self.fields = list(rows[0].keys()) if rows else None
-            with self.path.open("w", newline="") as f:
-                if self.fields:
-                    w = csv.DictWriter(f, self.fields)
-                    w.writeheader()
-                    w.writerows(rows)
+                reader = csv.DictReader(f)
+                # a crash can leave a half-written last row: keep complete rows only
+                rows = [r for r in reader
+                        if None not in r and all(r.values()) and _is_int(r.get("step"))
+                        and int(r["step"]) <= resume_step]
+                self.fields = list(reader.fieldnames or []) or None
+            buf = io.StringIO()
+            if self.fields and rows:
+                w = csv.DictWriter(buf, self.fields)
+                w.writeheader()
+                w.writerows(rows)
+            else:
+                self.fields = None
+            atomic_write_text(self.path, buf.getvalue())
         elif self.path.exists():
             self.path.unlink()
         self.tb = None
@@ -376,6 +450,10 @@ class MetricsLog:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _is_int(v: str | None) -> bool:
+    return v is not None and v.strip().isdigit()
 
 
 def sample_faces(data: FaceData, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -438,7 +516,13 @@ def train(cfg: Config, resume: bool = False, overrides: dict[str, Any] | None = 
         cfg = Config.from_dict(saved)
     if not cfg.data:
         raise ConfigError("config field 'data': give --data PATH (fer2013.csv or image folder)")
+    with distributed(cfg.device):  # under torchrun: join the group, leave it at the end
+        return _train(cfg, resume, progress_bar)
 
+
+def _train(cfg: Config, resume: bool, progress_bar: bool) -> dict[str, Any]:
+    run_dir = Path(cfg.out)
+    ckpt_path = run_dir / CKPT_NAME
     rank, world = dist_info()
     device = resolve_device(cfg.device)
     if device.type == "cuda" and world > 1:
@@ -461,12 +545,15 @@ def train(cfg: Config, resume: bool = False, overrides: dict[str, Any] | None = 
     st = make_state(cfg, device)
     if amp_dtype == torch.float16:
         st.scaler_G, st.scaler_D = torch.amp.GradScaler("cuda"), torch.amp.GradScaler("cuda")
-    if resume:
-        load_checkpoint(st, ckpt_path)
+    resumed: dict[str, Any] = {}
+    if resume:  # every rank reads the file: each needs the Adam states, not only weights
+        resumed = load_checkpoint(st, ckpt_path)
     if world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        st.G_train = nn.parallel.DistributedDataParallel(st.G, device_ids=ids)
-        st.D_train = nn.parallel.DistributedDataParallel(st.D, device_ids=ids)
+        lo, hi = -_max_over_ranks(-st.step, device), _max_over_ranks(st.step, device)
+        if lo != hi:  # every rank sees the same lo, hi: all raise together, none hangs
+            raise CheckpointError(f"{ckpt_path}: ranks resumed at different steps ({lo} to "
+                                  f"{hi}); is --out on a filesystem that every node sees?")
+        wrap_ddp(st, device)
     if cfg.compile:
         st.G_train = torch.compile(st.G if st.G_train is None else st.G_train)
         st.D_train = torch.compile(st.D if st.D_train is None else st.D_train)
@@ -479,11 +566,19 @@ def train(cfg: Config, resume: bool = False, overrides: dict[str, Any] | None = 
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "samples").mkdir(exist_ok=True)
+        for stale in run_dir.glob(".*.tmp"):  # left by a crash mid-write; never read
+            stale.unlink(missing_ok=True)
         cfg.save(run_dir / "config.json")
         log = MetricsLog(run_dir, st.step if resume else None)
         print(f"ccyclegan: {len(train_data)} training faces ({n_blank} blank dropped), "
               f"{batches.steps_per_epoch} steps/epoch, {total} steps, device {device}, "
               f"precision {amp_dtype or 'fp32'}, world {world}", flush=True)
+        was = resumed.get("global_batch", batches.global_batch)
+        if was != batches.global_batch:
+            print(f"ccyclegan: warning: resuming with a global batch of {batches.global_batch} "
+                  f"(checkpoint: {was}, world size {resumed.get('world_size')}); the data order "
+                  f"and step count no longer match the original run", flush=True)
+    _barrier(world)  # rank 0 has set up the run directory
 
     bar = None
     if main and progress_bar:
@@ -499,13 +594,13 @@ def train(cfg: Config, resume: bool = False, overrides: dict[str, Any] | None = 
                 "global_batch": batches.global_batch}
 
     def save_all(final: bool = False) -> None:
-        if not main:
-            return
-        save_checkpoint(st, run_dir, progress())
-        grid = _grid(st, faces, face_labels)
-        grid.save(run_dir / "samples" / f"step_{st.step:07d}.png")
-        if final:
-            grid.save(run_dir / "samples" / "final.png")
+        if main:
+            save_checkpoint(st, run_dir, progress())
+            grid = _grid(st, faces, face_labels)
+            grid.save(run_dir / "samples" / f"step_{st.step:07d}.png")
+            if final:
+                grid.save(run_dir / "samples" / "final.png")
+        _barrier(world)
 
     with _StopFlag() as stop:
         while st.step < total:
@@ -514,7 +609,19 @@ def train(cfg: Config, resume: bool = False, overrides: dict[str, Any] | None = 
             st.step += 1
             for k, v in logs.items():
                 window.setdefault(k, []).append(v)
-            if st.step % cfg.log_every == 0 or st.step == total:
+            is_log = st.step % cfg.log_every == 0 or st.step == total
+            is_ckpt = st.step % cfg.ckpt_every == 0
+            is_sample = st.step % cfg.sample_every == 0
+            stopping = stop.signal or 0
+            if world > 1:
+                # Ranks may get a signal at different steps; they decide together at the next
+                # log/sample/checkpoint step (all ranks reach the same ones), so none leaves
+                # the others waiting in a collective. torchrun waits --shutdown-timeout s.
+                if is_log or is_ckpt or is_sample:
+                    stopping = _max_over_ranks(stopping, device)
+                else:
+                    stopping = 0
+            if is_log:  # under DDP, the mean over ranks: the global batch's losses
                 row = _flush(window, st.step, batches, t0, seen0)
                 if not all(math.isfinite(v) for v in row.values()):
                     bad = [k for k, v in row.items() if not math.isfinite(v)]
@@ -529,14 +636,15 @@ def train(cfg: Config, resume: bool = False, overrides: dict[str, Any] | None = 
                                          ("loss_D", "loss_G", "G_cyc", "D_acc") if k in row})
             if bar is not None:
                 bar.update(1)
-            if st.step % cfg.ckpt_every == 0 or st.step % cfg.sample_every == 0:
-                if st.step % cfg.ckpt_every == 0 and main:
+            if is_ckpt or is_sample:
+                if is_ckpt and main:
                     save_checkpoint(st, run_dir, progress())
-                if st.step % cfg.sample_every == 0 and main:
+                if is_sample and main:
                     _grid(st, faces, face_labels).save(
                         run_dir / "samples" / f"step_{st.step:07d}.png")
-            if stop.signal is not None:
-                interrupted = stop.signal
+                _barrier(world)
+            if stopping:
+                interrupted = stopping
                 break
         if bar is not None:
             bar.close()
@@ -544,7 +652,8 @@ def train(cfg: Config, resume: bool = False, overrides: dict[str, Any] | None = 
     if log is not None:
         log.close()
     return {"step": st.step, "total_steps": total, "interrupted": interrupted,
-            "run_dir": str(run_dir), "steps_per_epoch": batches.steps_per_epoch}
+            "run_dir": str(run_dir), "steps_per_epoch": batches.steps_per_epoch,
+            "rank": rank, "world_size": world, "global_batch": batches.global_batch}
 
 
 def _grid(st: TrainState, faces: torch.Tensor, labels: torch.Tensor):
@@ -556,8 +665,12 @@ def _grid(st: TrainState, faces: torch.Tensor, labels: torch.Tensor):
 def _flush(window: dict[str, list[torch.Tensor]], step: int, batches: Batches, t0: float,
            seen0: int) -> dict[str, float]:
     row: dict[str, float] = {"step": step, "epoch": round(step / batches.steps_per_epoch, 4)}
-    for k, vs in window.items():
-        row[k] = torch.stack(vs).mean().item()
+    keys = list(window)  # the same keys in the same order on every rank
+    means = torch.stack([torch.stack(window[k]).mean() for k in keys])
+    if batches.world > 1:  # equal per-rank batches: the mean of rank means is the global mean
+        dist.all_reduce(means)
+        means /= batches.world
+    row.update(zip(keys, means.tolist(), strict=True))
     window.clear()
     dt = max(time.perf_counter() - t0, 1e-9)
     row["img_per_s"] = (step - seen0) * batches.global_batch / dt

@@ -1,0 +1,527 @@
+"""Our own FER2013 emotion classifier: the judge of expressions in `ccyclegan evaluate`.
+
+A compact VGG-style CNN (conv blocks of 64-128-256-512 channels with BatchNorm, a 256-d
+penultimate layer used for FED, dropout), trained on the Training split only with shift /
+scale / rotation / flip / contrast augmentation, label smoothing, and SGD-Nesterov (or AdamW)
+under a one-cycle schedule (linear warm-up, cosine decay). The epoch kept as the judge is the
+best on a validation slice of the Training split (never on the test split), which is only
+scored at the end. It never sees translated faces.
+
+Run directory (`--out`):
+
+| file | what |
+|---|---|
+| `classifier.safetensors` + `classifier.json` | the judge (best validation epoch): weights; config, accuracies, confusion matrix |
+| `last.safetensors` | the last epoch's weights |
+| `state.safetensors` | full training state (weights, optimiser, RNG, epoch) for `--resume` |
+| `metrics.csv` | per epoch: loss, train/val accuracy, lr, seconds, images/s |
+| `confusion.png` | the judge's confusion matrix on the test split |
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+import typing
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ccyclegan.checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    load_module,
+    load_tensors,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    prefixed,
+    save_tensors,
+    unprefixed,
+)
+from ccyclegan.config import ConfigError, check_type
+from ccyclegan.data import EMOTIONS, NUM_CLASSES, DataError, FaceData, drop_blank, load_split
+
+MODEL_NAME = "classifier.safetensors"
+INFO_NAME = "classifier.json"
+LAST_NAME = "last.safetensors"
+STATE_NAME = "state.safetensors"
+# May change on --resume; everything else defines the run.
+RESUMABLE_FIELDS = {"data", "out", "device", "precision", "threads"}
+
+
+@dataclass
+class ClassifierConfig:
+    data: str = ""
+    out: str = "runs/classifier"
+    # model
+    width: int = 64
+    feature_dim: int = 256
+    dropout: float = 0.4
+    # optimisation
+    epochs: int = 40
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.0  # 0 = per optimiser: 0.05 (SGD), 2e-3 (AdamW)
+    weight_decay: float = -1.0  # -1 = per optimiser: 5e-4 (SGD), 0.05 (AdamW)
+    warmup: float = 0.15
+    label_smoothing: float = 0.1
+    # augmentation
+    shift: float = 4.0  # max shift in pixels
+    scale: float = 0.1  # max relative zoom in/out
+    rotate: float = 10.0  # max degrees
+    flip: bool = True
+    jitter: float = 0.2  # max relative change of contrast and brightness
+    # data
+    val_fraction: float = 0.05
+    drop_blank: bool = True
+    limit: int = 0  # use only this many training faces (0 = all); for smoke tests
+    # runtime
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(ClassifierConfig)
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if hints[f.name] is float and isinstance(v, int) and not isinstance(v, bool):
+                setattr(self, f.name, float(v))
+            check_type(f.name, getattr(self, f.name), hints[f.name])
+        for name in ("width", "feature_dim", "epochs", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"config field '{name}' must be > 0, got {getattr(self, name)}")
+        for name in ("lr", "shift", "scale", "rotate", "jitter", "limit", "threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"config field '{name}' must be >= 0, got {getattr(self, name)}")
+        for name in ("dropout", "warmup", "label_smoothing", "val_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"config field '{name}' must be in [0, 1), "
+                                  f"got {getattr(self, name)}")
+        if self.weight_decay < 0 and self.weight_decay != -1.0:
+            raise ConfigError("config field 'weight_decay' must be >= 0 (or -1 for the default)")
+
+    @property
+    def base_lr(self) -> float:
+        return self.lr or (0.05 if self.optimizer == "sgd" else 2e-3)
+
+    @property
+    def base_weight_decay(self) -> float:
+        if self.weight_decay >= 0:
+            return self.weight_decay
+        return 5e-4 if self.optimizer == "sgd" else 0.05
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> ClassifierConfig:
+        known = {f.name for f in fields(cls)}
+        if not isinstance(d, dict) or set(d) - known:
+            raise ConfigError(f"{source}: not a classifier config "
+                              f"(unknown fields {sorted(set(d) - known) if isinstance(d, dict) else d})")
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def _conv(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True)]
+
+
+class EmotionNet(nn.Module):
+    """VGG-style: 48 -> 24 -> 12 -> 6 -> 3 through four blocks of width w, 2w, 4w, 8w (one conv
+    in the first block, two in the others: the 48x48 stage is the costliest on a CPU), then
+    flatten -> dense `feature_dim` (the penultimate features) -> 7 logits.
+
+    Input: float [B, 1, 48, 48] in [-1, 1] (`data.normalize`)."""
+
+    def __init__(self, width: int = 64, feature_dim: int = 256, dropout: float = 0.4,
+                 num_classes: int = NUM_CLASSES):
+        super().__init__()
+        w = width
+        layers: list[nn.Module] = [*_conv(1, w), nn.MaxPool2d(2)]
+        for cin, cout in ((w, 2 * w), (2 * w, 4 * w), (4 * w, 8 * w)):
+            layers += [*_conv(cin, cout), *_conv(cout, cout), nn.MaxPool2d(2)]
+        self.body = nn.Sequential(*layers)
+        self.embed = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(8 * w * 9, feature_dim, bias=False),
+            nn.BatchNorm1d(feature_dim), nn.ReLU(inplace=True))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.body(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_classifier(cfg: ClassifierConfig) -> EmotionNet:
+    return EmotionNet(cfg.width, cfg.feature_dim, cfg.dropout)
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def _to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 [B,1,48,48] (0..255) or float in [-1, 1] -> float [-1, 1] on device."""
+    if images.dtype == torch.uint8:
+        x = images.to(device).float() / 127.5 - 1.0
+    else:
+        x = images.to(device).float()
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"expected faces [B, 1, H, W], got {list(x.shape)}")
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def classify(model: EmotionNet, images: torch.Tensor, batch_size: int = 256, tta: bool = True,
+             amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class probabilities [N, 7], penultimate features [N, feature_dim]), both float32 on
+    the CPU. With tta, probabilities are averaged over the face and its mirror image;
+    features are always those of the face as given."""
+    from ccyclegan.train import autocast
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    probs, feats = [], []
+    try:
+        for chunk in images.split(batch_size):
+            x = _to_input(chunk, device)
+            with autocast(device, amp_dtype):
+                f = model.features(x)
+                p = model.head(f).float().softmax(1)
+                if tta:
+                    p = 0.5 * (p + model(x.flip(-1)).float().softmax(1))
+            probs.append(p.float().cpu())
+            feats.append(f.float().cpu())
+    finally:
+        model.train(was_training)
+    if not probs:
+        return torch.zeros(0, NUM_CLASSES), torch.zeros(0, model.head[-1].in_features)
+    return torch.cat(probs), torch.cat(feats)
+
+
+def predict(model: EmotionNet, images: torch.Tensor, batch_size: int = 256,
+            tta: bool = True) -> torch.Tensor:
+    """Class probabilities [N, 7] (mirror-averaged with tta)."""
+    return classify(model, images, batch_size, tta)[0]
+
+
+def features(model: EmotionNet, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Penultimate-layer features [N, feature_dim] (for the Frechet Emotion Distance)."""
+    return classify(model, images, batch_size, tta=False)[1]
+
+
+def confusion_matrix(true: torch.Tensor | np.ndarray, pred: torch.Tensor | np.ndarray,
+                     num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Counts [true, predicted]."""
+    t = np.asarray(true, dtype=np.int64)
+    p = np.asarray(pred, dtype=np.int64)
+    return np.bincount(t * num_classes + p, minlength=num_classes ** 2).reshape(
+        num_classes, num_classes)
+
+
+def accuracy_report(model: EmotionNet, data: FaceData, tta: bool = True,
+                    amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
+    probs, _ = classify(model, data.images, tta=tta, amp_dtype=amp_dtype)
+    pred = probs.argmax(1)
+    cm = confusion_matrix(data.labels, pred)
+    per_class = {EMOTIONS[k]: (float(cm[k, k] / cm[k].sum()) if cm[k].sum() else None)
+                 for k in range(NUM_CLASSES)}
+    return {"n": len(data), "accuracy": float((pred == data.labels).float().mean())
+            if len(data) else None, "per_class": per_class, "confusion": cm.tolist()}
+
+
+def load_classifier(path: str | Path, device: str | torch.device = "cpu"
+                    ) -> tuple[EmotionNet, dict[str, Any]]:
+    """Load the judge from a run directory (classifier.safetensors) or a weights file.
+    Returns (model in eval mode, metadata with 'config')."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_NAME
+    tensors, meta = load_tensors(path)
+    if meta.get("kind") not in ("classifier", "classifier_state"):
+        raise CheckpointError(f"{path}: not a ccyclegan classifier (kind={meta.get('kind')!r})")
+    try:
+        cfg = ClassifierConfig.from_dict(meta["config"], source=f"{path} (config)")
+    except (KeyError, ConfigError) as e:
+        raise CheckpointError(f"{path}: bad classifier config: {e}") from None
+    model = build_classifier(cfg)
+    if meta["kind"] == "classifier_state":
+        tensors = unprefixed("model", tensors)
+    load_module(model, tensors, "classifier", path)
+    model = model.to(device).to(memory_format=torch.channels_last).eval()
+    return model, meta
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _rng(seed: int, stream: int, index: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + stream * 7_919 + index) % 2**63)
+
+
+def split_validation(data: FaceData, fraction: float, seed: int) -> tuple[FaceData, FaceData]:
+    """Stratified (train, val) split of the Training split, a pure function of the seed."""
+    if fraction <= 0:
+        return data, data.subset(torch.zeros(0, dtype=torch.long))
+    g = _rng(seed, 3, 0)
+    val = []
+    for k in range(NUM_CLASSES):
+        idx = torch.nonzero(data.labels == k).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        val.append(idx[:int(round(len(idx) * fraction))])
+    val_idx = torch.cat(val).sort().values
+    mask = torch.ones(len(data), dtype=torch.bool)
+    mask[val_idx] = False
+    return data.subset(mask), data.subset(val_idx)
+
+
+def augment(x: torch.Tensor, cfg: ClassifierConfig, g: torch.Generator) -> torch.Tensor:
+    """Random shift, zoom, rotation, mirror (one affine resampling, border padding) and
+    contrast/brightness jitter of a batch in [-1, 1]."""
+    b = x.shape[0]
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(b, generator=g, dtype=torch.float64)
+
+    angle = u(-cfg.rotate, cfg.rotate) * math.pi / 180
+    zoom = u(1 - cfg.scale, 1 + cfg.scale)
+    mirror = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0).double() \
+        if cfg.flip else torch.ones(b, dtype=torch.float64)
+    half = x.shape[-1] / 2
+    tx, ty = u(-cfg.shift, cfg.shift) / half, u(-cfg.shift, cfg.shift) / half
+    contrast, bright = u(1 - cfg.jitter, 1 + cfg.jitter), u(-cfg.jitter, cfg.jitter)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    # output pixel p samples the input at A p + t: mirror x, rotate, then zoom
+    theta = torch.stack([torch.stack([cos * mirror, -sin, tx], 1),
+                         torch.stack([sin * mirror, cos, ty], 1)], 1).to(x.dtype).to(x.device)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    c = contrast.to(x.dtype).to(x.device)[:, None, None, None]
+    br = bright.to(x.dtype).to(x.device)[:, None, None, None]
+    return (out * c + br).clamp(-1.0, 1.0)
+
+
+def lr_at(step: int, total: int, cfg: ClassifierConfig) -> float:
+    """One-cycle: linear warm-up from lr/25 over `warmup` of the steps, then cosine to ~0."""
+    peak = cfg.base_lr
+    warm = int(cfg.warmup * total)
+    if step < warm:
+        return peak / 25 + (peak - peak / 25) * step / warm
+    t = (step - warm) / max(1, total - warm)
+    return peak * (1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def _make_optimizer(model: nn.Module, cfg: ClassifierConfig) -> torch.optim.Optimizer:
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.base_weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.base_lr, momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.base_lr)
+
+
+def _save_model(path: Path, model: EmotionNet, cfg: ClassifierConfig, info: dict[str, Any]) -> None:
+    save_tensors(path, model.state_dict(), {"kind": "classifier", "config": cfg.to_dict(),
+                                            "emotions": list(EMOTIONS), **info})
+
+
+def _save_state(run: Path, model: EmotionNet, opt: torch.optim.Optimizer, cfg: ClassifierConfig,
+                progress: dict[str, Any]) -> None:
+    tensors = prefixed("model", model.state_dict())
+    t_opt, groups = optimizer_to_tensors(opt, "opt")
+    tensors.update(t_opt)
+    tensors["rng.cpu"] = torch.get_rng_state()
+    save_tensors(run / STATE_NAME, tensors, {"kind": "classifier_state", "config": cfg.to_dict(),
+                                             "progress": progress, "param_groups": groups})
+
+
+def _load_state(run: Path, model: EmotionNet, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    path = run / STATE_NAME
+    tensors, meta = load_tensors(path)
+    if meta.get("kind") != "classifier_state":
+        raise CheckpointError(f"{path}: not a classifier training state")
+    load_module(model, unprefixed("model", tensors), "classifier", path)
+    try:
+        optimizer_from_tensors(opt, "opt", tensors, meta["param_groups"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: optimiser state does not fit: {e}") from None
+    torch.set_rng_state(tensors["rng.cpu"])
+    return meta["progress"]
+
+
+def _load_data(cfg: ClassifierConfig) -> tuple[FaceData, FaceData, FaceData | None, dict]:
+    full = load_split(cfg.data, "train")
+    n_blank = 0
+    if cfg.drop_blank:
+        full, n_blank = drop_blank(full)
+    if cfg.limit:
+        full = full.subset(slice(0, cfg.limit))
+    train_set, val_set = split_validation(full, cfg.val_fraction, cfg.seed)
+    try:
+        test_set = load_split(cfg.data, "test")
+    except DataError:
+        test_set = None
+    info = {"n_train": len(train_set), "n_val": len(val_set),
+            "n_test": len(test_set) if test_set is not None else 0, "n_blank_dropped": n_blank}
+    return train_set, val_set, test_set, info
+
+
+def train_classifier(cfg: ClassifierConfig, resume: bool = False,
+                     overrides: dict[str, Any] | None = None,
+                     log: typing.Callable[[str], None] = print) -> dict[str, Any]:
+    """Train (or resume) the classifier in cfg.out; returns the summary written to
+    classifier.json."""
+    from ccyclegan.train import autocast, resolve_device, resolve_precision
+
+    run = Path(cfg.out)
+    if resume:
+        if not (run / STATE_NAME).is_file():
+            raise CheckpointError(f"{run / STATE_NAME}: nothing to resume")
+        _, meta = load_tensors(run / STATE_NAME)
+        saved = meta["config"]
+        for k, v in (overrides or {}).items():
+            if k not in RESUMABLE_FIELDS and saved.get(k) != v:
+                raise ConfigError(f"config field '{k}' cannot change when resuming "
+                                  f"(state has {saved.get(k)!r}, got {v!r})")
+            saved[k] = v
+        cfg = ClassifierConfig.from_dict(saved, source=str(run / STATE_NAME))
+    if not cfg.data:
+        raise ConfigError("config field 'data': give --data PATH (fer2013.csv or image folder)")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    amp_dtype = resolve_precision(cfg.precision, device)
+
+    train_set, val_set, test_set, data_info = _load_data(cfg)
+    bs = min(cfg.batch_size, len(train_set))
+    if bs < 2:
+        raise ConfigError(f"config field 'batch_size': need at least 2 training faces, "
+                          f"got {len(train_set)}")
+    steps_per_epoch = len(train_set) // bs
+    total = cfg.epochs * steps_per_epoch
+
+    torch.manual_seed(cfg.seed)
+    model = build_classifier(cfg).to(device).to(memory_format=torch.channels_last)
+    opt = _make_optimizer(model, cfg)
+    progress = {"epoch": 0, "best_val_acc": -1.0, "best_epoch": 0}
+    if resume:
+        progress = _load_state(run, model, opt)
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+    metrics_path = run / "metrics.csv"
+    fields_ = ["epoch", "loss", "train_acc", "val_acc", "lr", "seconds", "img_per_s"]
+    if not resume or not metrics_path.exists():
+        with metrics_path.open("w", newline="") as f:
+            csv.writer(f).writerow(fields_)
+    else:  # drop rows past the state, as if the run had not been interrupted
+        with metrics_path.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= progress["epoch"]]
+        with metrics_path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fields_)
+            w.writeheader()
+            w.writerows(rows)
+
+    log(f"train-classifier: {data_info['n_train']} train / {data_info['n_val']} val / "
+        f"{data_info['n_test']} test faces ({data_info['n_blank_dropped']} blank dropped), "
+        f"{steps_per_epoch} steps/epoch x {cfg.epochs} epochs, device {device}, "
+        f"precision {amp_dtype or 'fp32'}, threads {torch.get_num_threads()}")
+    images, labels = train_set.images.to(device), train_set.labels.to(device)
+    for epoch in range(progress["epoch"], cfg.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(train_set), generator=_rng(cfg.seed, 1, epoch)).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen = 0
+        for i in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + i
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, cfg)
+            idx = perm[i * bs:(i + 1) * bs]
+            x = augment(images[idx].float() / 127.5 - 1.0, cfg, _rng(cfg.seed, 2, step))
+            x = x.contiguous(memory_format=torch.channels_last)
+            y = labels[idx]
+            with autocast(device, amp_dtype):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+        dt = time.perf_counter() - t0
+        loss_v = float(loss_sum) / seen
+        if not math.isfinite(loss_v):
+            raise FloatingPointError(f"non-finite loss in epoch {epoch + 1}; "
+                                     f"the last good state in {run} is kept")
+        val_acc = (accuracy_report(model, val_set, amp_dtype=amp_dtype)["accuracy"]
+                   if len(val_set) else None)
+        row = {"epoch": epoch + 1, "loss": round(loss_v, 5),
+               "train_acc": round(float(correct) / seen, 5),
+               "val_acc": None if val_acc is None else round(val_acc, 5),
+               "lr": f"{opt.param_groups[0]['lr']:.3g}", "seconds": round(dt, 1),
+               "img_per_s": round(seen / dt, 1)}
+        with metrics_path.open("a", newline="") as f:
+            csv.DictWriter(f, fields_).writerow(row)
+        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss_v:.4f} train acc {row['train_acc']:.4f}"
+            f" val acc {val_acc if val_acc is None else round(val_acc, 4)} "
+            f"({dt:.0f} s, {row['img_per_s']} img/s)")
+        score = val_acc if val_acc is not None else float(epoch)  # no val: keep the last
+        progress["epoch"] = epoch + 1
+        info = {"epoch": epoch + 1, "val_acc": val_acc}
+        if score >= progress["best_val_acc"]:
+            progress["best_val_acc"], progress["best_epoch"] = score, epoch + 1
+            _save_model(run / MODEL_NAME, model, cfg, info)
+        _save_model(run / LAST_NAME, model, cfg, info)
+        _save_state(run, model, opt, cfg, progress)
+
+    return finish(run, cfg, test_set, data_info, amp_dtype, log)
+
+
+def finish(run: Path, cfg: ClassifierConfig, test_set: FaceData | None, data_info: dict,
+           amp_dtype: torch.dtype | None, log: typing.Callable[[str], None] = print
+           ) -> dict[str, Any]:
+    """Score the judge (and the last epoch) on the test split; write classifier.json and
+    confusion.png."""
+    from ccyclegan.plots import confusion_image
+
+    best, meta_best = load_classifier(run / MODEL_NAME)
+    last, meta_last = load_classifier(run / LAST_NAME)
+    summary: dict[str, Any] = {
+        "config": cfg.to_dict(), "data": data_info, "emotions": list(EMOTIONS),
+        "selected_epoch": meta_best.get("epoch"), "val_acc": meta_best.get("val_acc"),
+        "last_epoch": meta_last.get("epoch"), "last_val_acc": meta_last.get("val_acc"),
+        "test_split": "test (FER2013 PublicTest)", "tta": "mean of the face and its mirror",
+    }
+    if test_set is not None and len(test_set):
+        rep = accuracy_report(best, test_set, amp_dtype=amp_dtype)
+        summary["test"] = rep
+        summary["test_last_epoch"] = {"accuracy": accuracy_report(
+            last, test_set, amp_dtype=amp_dtype)["accuracy"]}
+        summary["test_no_tta"] = {"accuracy": accuracy_report(
+            best, test_set, tta=False, amp_dtype=amp_dtype)["accuracy"]}
+        confusion_image(rep["confusion"], EMOTIONS, EMOTIONS,
+                        title=f"classifier on the test split: accuracy "
+                              f"{100 * rep['accuracy']:.1f}% (n={rep['n']})").save(
+            run / "confusion.png")
+        log(f"test accuracy {rep['accuracy']:.4f} (selected epoch {summary['selected_epoch']}); "
+            f"last epoch {summary['test_last_epoch']['accuracy']:.4f}; "
+            f"without mirror averaging {summary['test_no_tta']['accuracy']:.4f}")
+        log("confusion (rows true, columns predicted): " + json.dumps(rep["confusion"]))
+    atomic_write_text(run / INFO_NAME, json.dumps(summary, indent=2) + "\n")
+    return summary

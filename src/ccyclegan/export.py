@@ -1,0 +1,103 @@
+"""Export the generator to ONNX: `ccyclegan export --checkpoint RUN --format onnx -o model.onnx`.
+
+The graph is G(x|c): inputs ``face`` float32 [B, 1, 48, 48] in [-1, 1] and ``condition``
+float32 [B, 7] (one-hot or a blend, in data.EMOTIONS order), output ``translated`` float32
+[B, 1, 48, 48] in [-1, 1]; the batch dimension is dynamic. The model's config, the emotion order
+and the input range are stored in the ONNX metadata (``ccyclegan.config``, ``ccyclegan.emotions``).
+
+Exporter: torch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``), opset
+17. It needs no onnxscript and works offline; the generator is a static conv net, which is what
+that exporter handles well. (Since torch 2.9 ``dynamo=True`` is the default and needs
+onnxscript; we do not depend on it.) The ``onnx`` package is used to add the metadata and check
+the graph; ``onnxruntime`` runs it (``translate --backend onnxruntime``): both come with
+``pip install 'ccyclegan[export]'``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ccyclegan.data import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
+from ccyclegan.faces import TranslateError
+
+__all__ = ["OPSET", "export_onnx", "onnx_bytes"]
+
+OPSET = 17
+
+
+class _Forward(nn.Module):
+    def __init__(self, G: nn.Module):
+        super().__init__()
+        self.G = G
+
+    def forward(self, face: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        return self.G(face, condition)
+
+
+def _need(module: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        raise TranslateError(f"ONNX export needs the {module} package: "
+                             "pip install 'ccyclegan[export]'") from None
+
+
+def onnx_bytes(G: nn.Module, config: dict | None = None, opset: int = OPSET) -> bytes:
+    """The serialized ONNX model of generator G (fp32, on the CPU)."""
+    onnx = _need("onnx")
+    G = G.float().cpu().eval()
+    face = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
+    cond = torch.zeros(1, NUM_CLASSES)
+    cond[0, 0] = 1.0
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # legacy-exporter deprecation notice; instance_norm "train=True" (it always uses the
+        # input's statistics: track_running_stats is off, so this is the eval behaviour)
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _Forward(G), (face, cond), buf, dynamo=False, opset_version=opset,
+            input_names=["face", "condition"], output_names=["translated"],
+            dynamic_axes={"face": {0: "batch"}, "condition": {0: "batch"},
+                          "translated": {0: "batch"}},
+            do_constant_folding=True)
+    model = onnx.load_from_string(buf.getvalue())
+    meta = {"ccyclegan.emotions": json.dumps(list(EMOTIONS)),
+            "ccyclegan.input_range": "[-1, 1]",
+            "ccyclegan.config": json.dumps(config or {})}
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.doc_string = "CCycleGAN generator G(face | condition)"
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def export_onnx(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLike[str],
+                opset: int = OPSET) -> Path:
+    """Load a run dir / generator.safetensors / training checkpoint (None: the bundled model)
+    and write its generator as ONNX to out (atomically)."""
+    from ccyclegan.checkpoint import atomic_write_bytes
+    from ccyclegan.train import load_generator
+    from ccyclegan.translate import NO_BUNDLED_MODEL, bundled_model_path
+
+    if checkpoint is None:
+        checkpoint = bundled_model_path()
+        if checkpoint is None:
+            raise TranslateError(NO_BUNDLED_MODEL)
+    src, out = Path(checkpoint), Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise TranslateError(f"{out}: the ONNX output should end in .onnx")
+    G, cfg, _ = load_generator(src, "cpu")
+    data = onnx_bytes(G, cfg.to_dict(), opset)
+    try:
+        atomic_write_bytes(out, data)
+    except OSError as e:
+        raise TranslateError(f"{out}: cannot write ({e.strerror or e})") from None
+    return out

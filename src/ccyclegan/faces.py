@@ -1,0 +1,359 @@
+"""Faces in ordinary photos: read them upright, find them, frame them as FER2013 does, and
+paste the model's change back into the photo without a visible seam.
+
+Detection uses OpenCV's Haar cascade (``haarcascade_frontalface_default.xml``), which ships
+inside the ``opencv-python-headless`` wheel (``cv2.data.haarcascades``), so nothing is
+downloaded at run time. OpenCV 5 dropped ``CascadeClassifier`` and the XML files, hence the
+``<5`` pin; ``cv2.FaceDetectorYN`` needs a model file that no package ships.
+
+Framing: FER2013 faces are tight crops. Running the same cascade on FER2013's own faces
+(upscaled 4x, padded) puts its box at a median 0.95 of the frame side, centred 1% below the
+frame's centre, so a FER-style frame is the Haar box enlarged 1.05x and moved up by 1% of its
+side (FRAME_SCALE, FRAME_SHIFT), then made square, grey and 48x48.
+
+Paste-back: the model sees only luminance, so only luminance changes. Adding dY to Y at fixed
+Cr and Cb (YCrCb, the BT.601 weights OpenCV and Pillow use for grey) is the same as adding dY
+to each of R, G and B, which is what ``paste_delta`` does, in float, once: no colour-space
+round trip, so pixels where the change rounds to zero keep their exact input values. The change
+is made at 48x48, multiplied by a soft elliptical mask (1 over the face, 0 at the frame's edge
+and corners), and upsampled (bicubic) to the frame's size in the photo.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = [
+    "FACE_SIZE",
+    "FRAME_SCALE",
+    "FRAME_SHIFT",
+    "Box",
+    "NoFaceError",
+    "TranslateError",
+    "crop_face",
+    "detect_faces",
+    "frame_box",
+    "paste_delta",
+    "read_image",
+    "whole_image_frame",
+]
+
+FACE_SIZE = 48
+FRAME_SCALE = 1.05
+FRAME_SHIFT = -0.01
+DETECT_SIZE = 640  # detect on a copy whose longest side is at most this
+MIN_FACE = 0.08  # smallest face searched for, as a fraction of the photo's shorter side
+_HAAR_WINDOW = 24  # the cascade's own window: nothing smaller can be found
+
+
+class TranslateError(ValueError):
+    """An input cannot be translated: unreadable image, bad emotion or intensity, no model."""
+
+
+class NoFaceError(TranslateError):
+    """The face detector found no face in a photo."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """A pixel rectangle in the (upright) photo; a frame may extend past the photo's edges."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return (self.x, self.y, self.w, self.h)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass
+class Picture:
+    """Pixels (HxW grey or HxWx3 RGB, uint8), an optional alpha plane, and what to save with."""
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None = None
+    icc_profile: bytes | None = None
+
+
+def read_image(path: str | os.PathLike[str]) -> Picture:
+    """Decode a whole image file, upright per its EXIF orientation; TranslateError if it is not
+    a readable, complete image."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode everything now: a truncated file fails here, not later
+            return from_pil(img)
+    except FileNotFoundError:
+        raise TranslateError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise TranslateError(f"{path}: is a folder, not an image") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise TranslateError(f"{path}: not a readable image ({_short(e)})") from None
+
+
+def _short(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def from_pil(img: Image.Image) -> Picture:
+    """PIL image (any mode) -> Picture, upright per EXIF."""
+    icc = img.info.get("icc_profile")
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    alpha = None
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA" if mode != "LA" else "LA")
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.uint8).copy()
+        img = rgba.convert("L" if mode == "LA" else "RGB")
+        mode = img.mode
+    if mode.startswith("I") or mode == "F":  # 16-bit / float grey: scale, do not clip
+        values = np.asarray(img, dtype=np.float64)
+        if mode.startswith("I;16") or values.max(initial=0) > 255:
+            values = values / 257.0
+        return Picture(np.clip(np.rint(values), 0, 255).astype(np.uint8), alpha, icc)
+    if mode in ("1", "L"):
+        return Picture(np.asarray(img.convert("L"), dtype=np.uint8).copy(), alpha, icc)
+    return Picture(np.asarray(img.convert("RGB"), dtype=np.uint8).copy(), alpha, icc)
+
+
+def to_pil(pic: Picture) -> Image.Image:
+    img = Image.fromarray(pic.pixels)
+    if pic.alpha is not None:
+        img.putalpha(Image.fromarray(pic.alpha))
+    if pic.icc_profile:
+        img.info["icc_profile"] = pic.icc_profile
+    return img
+
+
+def encode_image(img: Image.Image, suffix: str) -> bytes:
+    """Encode for a file ending in suffix (.jpg keeps quality; alpha is dropped where the format
+    has none). No EXIF is written: the pixels are already upright."""
+    fmt = Image.registered_extensions().get(suffix.lower())
+    if fmt is None:
+        raise TranslateError(f"cannot write {suffix!r} images (use .jpg or .png)")
+    opts: dict[str, Any] = {}
+    if img.info.get("icc_profile"):
+        opts["icc_profile"] = img.info["icc_profile"]
+    if fmt in ("JPEG", "WEBP"):
+        opts["quality"] = 95
+    if fmt == "JPEG" and img.mode not in ("L", "RGB"):
+        img = img.convert("RGB")
+    buf = io.BytesIO()
+    try:
+        img.save(buf, format=fmt, **opts)
+    except (OSError, ValueError, KeyError) as e:
+        raise TranslateError(f"cannot write {suffix!r} images ({_short(e)})") from None
+    return buf.getvalue()
+
+
+def luma(pixels: np.ndarray) -> np.ndarray:
+    """Grey (BT.601 Y, as FER2013 and Pillow's convert("L")) of HxW or HxWx3 uint8."""
+    if pixels.ndim == 2:
+        return pixels
+    cv2 = _cv2()
+    return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)
+
+
+# --------------------------------------------------------------------------------------------
+# Detection
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as e:
+        raise TranslateError(
+            f"OpenCV is needed to find faces ({e}); pip install 'opencv-python-headless<5'"
+        ) from None
+    return cv2
+
+
+@functools.lru_cache(maxsize=1)
+def _cascade():
+    cv2 = _cv2()
+    root = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    if root is None or not hasattr(cv2, "CascadeClassifier"):
+        raise TranslateError(
+            f"this OpenCV ({cv2.__version__}) has no Haar face cascade; "
+            "pip install 'opencv-python-headless<5'")
+    path = os.path.join(root, "haarcascade_frontalface_default.xml")
+    casc = cv2.CascadeClassifier(path)
+    if casc.empty():
+        raise TranslateError(f"{path}: OpenCV's Haar face cascade could not be loaded")
+    return casc
+
+
+def warm_up() -> None:
+    """Load the detector now (a few ms), so the first photo does not pay for it."""
+    _cascade()
+
+
+def detect_faces(pixels: np.ndarray, *, detect_size: int = DETECT_SIZE,
+                 min_face: float = MIN_FACE, scale_factor: float = 1.15,
+                 min_neighbors: int = 5) -> list[Box]:
+    """Frontal faces in an HxW or HxWx3 uint8 photo, left to right, as boxes in its pixels.
+
+    Searches a grey copy downscaled to longest side ``detect_size`` (area averaging), for faces
+    at least ``min_face`` of the shorter side (and at least the cascade's 24-pixel window).
+    """
+    cv2 = _cv2()
+    grey = luma(pixels)
+    h, w = grey.shape
+    s = min(1.0, detect_size / max(h, w))
+    if s < 1.0:
+        size = (max(1, round(w * s)), max(1, round(h * s)))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        s_y, s_x = grey.shape[0] / h, grey.shape[1] / w
+    else:
+        s_y = s_x = 1.0
+    small_min = min(grey.shape)
+    min_px = max(_HAAR_WINDOW, round(min_face * small_min))
+    if small_min < min_px:
+        return []
+    grey = cv2.equalizeHist(grey)
+    found = _cascade().detectMultiScale(grey, scaleFactor=scale_factor,
+                                        minNeighbors=min_neighbors, minSize=(min_px, min_px))
+    boxes = [Box(round(x / s_x), round(y / s_y), round(bw / s_x), round(bh / s_y))
+             for x, y, bw, bh in np.asarray(found, dtype=np.int64).reshape(-1, 4).tolist()]
+    return sorted(_drop_nested(boxes), key=lambda b: (b.x, b.y))
+
+
+def _drop_nested(boxes: list[Box]) -> list[Box]:
+    """Drop a box that lies mostly (> 50%) inside a bigger one: one face, two detections."""
+    keep: list[Box] = []
+    for b in sorted(boxes, key=lambda b: b.w * b.h, reverse=True):
+        inside = False
+        for k in keep:
+            ix = max(0, min(b.x + b.w, k.x + k.w) - max(b.x, k.x))
+            iy = max(0, min(b.y + b.h, k.y + k.h) - max(b.y, k.y))
+            if ix * iy > 0.5 * b.w * b.h:
+                inside = True
+                break
+        if not inside:
+            keep.append(b)
+    return keep
+
+
+# --------------------------------------------------------------------------------------------
+# Framing and cropping
+
+
+def frame_box(box: Box, scale: float = FRAME_SCALE, shift: float = FRAME_SHIFT) -> Box:
+    """The square FER2013-style frame around a detector box (may extend past the photo)."""
+    side = max(1, round(max(box.w, box.h) * scale))
+    cx = box.x + box.w / 2
+    cy = box.y + box.h / 2 + shift * side
+    return Box(round(cx - side / 2), round(cy - side / 2), side, side)
+
+
+def whole_image_frame(shape: tuple[int, ...]) -> Box:
+    """--no-detect: the centred square of the image (all of it when square), as data.py frames
+    the faces of an image folder."""
+    h, w = shape[:2]
+    side = min(h, w)
+    return Box((w - side) // 2, (h - side) // 2, side, side)
+
+
+def _region(pixels: np.ndarray, frame: Box) -> np.ndarray:
+    """pixels[frame], edge pixels repeated where the frame extends past the photo."""
+    cv2 = _cv2()
+    h, w = pixels.shape[:2]
+    x0, y0 = max(frame.x, 0), max(frame.y, 0)
+    x1, y1 = min(frame.x + frame.w, w), min(frame.y + frame.h, h)
+    if x0 >= x1 or y0 >= y1:
+        raise TranslateError(f"face frame {frame.as_tuple()} lies outside the {w}x{h} image")
+    part = pixels[y0:y1, x0:x1]
+    pads = (y0 - frame.y, frame.y + frame.h - y1, x0 - frame.x, frame.x + frame.w - x1)
+    if any(pads):
+        part = cv2.copyMakeBorder(np.ascontiguousarray(part), *pads, cv2.BORDER_REPLICATE)
+    return part
+
+
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    cv2 = _cv2()
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    # area averaging when shrinking (no aliasing), bicubic when enlarging
+    method = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC
+    return cv2.resize(np.ascontiguousarray(img), (size, size), interpolation=method)
+
+
+def crop_face(pixels: np.ndarray, frame: Box, size: int = FACE_SIZE) -> np.ndarray:
+    """The grey size x size face in frame, as the model expects it."""
+    return _resize(luma(_region(pixels, frame)), size)
+
+
+def crop_region(pixels: np.ndarray, frame: Box, size: int) -> np.ndarray:
+    """The frame's region in its own colours, resized to size x size (for strips)."""
+    return _resize(_region(pixels, frame), size)
+
+
+# --------------------------------------------------------------------------------------------
+# Paste-back
+
+
+@functools.lru_cache(maxsize=4)
+def face_mask(size: int = FACE_SIZE, inner: float = 0.62, rx: float = 0.47,
+              ry: float = 0.5) -> np.ndarray:
+    """Soft ellipse over a frame: 1 inside radius ``inner``, smoothstep to 0 at the ellipse
+    (semi-axes rx, ry frame sides), 0 in the corners and along the edges."""
+    t = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
+    r = np.sqrt((t[None, :] / rx) ** 2 + (t[:, None] / ry) ** 2)
+    u = np.clip((1.0 - r) / (1.0 - inner), 0.0, 1.0)
+    mask = u * u * (3.0 - 2.0 * u)
+    mask.setflags(write=False)
+    return mask
+
+
+def edge_mask(size: int, frame: Box, shape: tuple[int, ...], ramp: float = 0.12) -> np.ndarray:
+    """--no-detect: 1 everywhere, except a ramp along any side where the frame cuts the image
+    (a non-square image), so that even there no edge shows."""
+    h, w = shape[:2]
+    t = (np.arange(size, dtype=np.float32) + 0.5) / size
+    up = np.clip(t / ramp, 0.0, 1.0)
+    down = up[::-1]
+    mx = np.ones(size, np.float32)
+    my = np.ones(size, np.float32)
+    if frame.x > 0:
+        mx *= up
+    if frame.x + frame.w < w:
+        mx *= down
+    if frame.y > 0:
+        my *= up
+    if frame.y + frame.h < h:
+        my *= down
+    return my[:, None] * mx[None, :]
+
+
+def paste_delta(pixels: np.ndarray, frame: Box, delta: np.ndarray, mask: np.ndarray) -> None:
+    """Add delta (size x size float, grey levels) x mask, upsampled to the frame, to the
+    luminance of pixels (HxW or HxWx3 uint8) in place. Pixels outside the frame, and where the
+    masked change rounds to zero, keep their exact values."""
+    cv2 = _cv2()
+    d = np.asarray(delta, np.float32) * mask
+    if frame.w != d.shape[1] or frame.h != d.shape[0]:
+        method = cv2.INTER_CUBIC if frame.w > d.shape[1] else cv2.INTER_AREA
+        d = cv2.resize(d, (frame.w, frame.h), interpolation=method)
+    h, w = pixels.shape[:2]
+    x0, y0 = max(frame.x, 0), max(frame.y, 0)
+    x1, y1 = min(frame.x + frame.w, w), min(frame.y + frame.h, h)
+    if x0 >= x1 or y0 >= y1:
+        return
+    d = d[y0 - frame.y:y1 - frame.y, x0 - frame.x:x1 - frame.x]
+    roi = pixels[y0:y1, x0:x1]
+    if roi.ndim == 3:
+        d = d[:, :, None]
+    roi[...] = np.clip(np.rint(roi.astype(np.float32) + d), 0, 255).astype(np.uint8)
