@@ -164,7 +164,10 @@ def _split_fields(line: bytes, path: Path, lineno: int) -> list[bytes]:
 
 def _parse_header(line: bytes, path: Path) -> tuple[list[str], int, int, int | None]:
     text = line.decode("utf-8-sig", errors="replace").rstrip("\r\n")
-    names = [n.strip() for n in next(csv.reader([text]), [])]
+    try:
+        names = [n.strip() for n in next(csv.reader([text]), [])]
+    except csv.Error as e:
+        raise DataError(f"{path}: line 1: malformed CSV header ({e})") from e
     where: dict[str, int] = {}
     for k, name in enumerate(names):
         key = name.lower()
@@ -403,10 +406,29 @@ def _folder_splits(root: Path) -> dict[str, Path]:
     return {p.name: p for p in folders}
 
 
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def max_pixels() -> int:
+    """Largest image (width x height) we decode; $CCYCLEGAN_MAX_PIXELS overrides. Checked on
+    the header, before decoding, so a tiny file claiming 20000x20000 is refused cheaply."""
+    raw = os.environ.get("CCYCLEGAN_MAX_PIXELS", "")
+    return int(raw) if raw.strip().isdigit() else DEFAULT_MAX_PIXELS
+
+
+def check_image_size(img: Image.Image, path: PathLike) -> None:
+    w, h = img.size
+    limit = max_pixels()
+    if w * h > limit or w < 1 or h < 1:
+        raise DataError(f"{path}: image is {w}x{h} = {w * h:,} pixels, over the limit of "
+                        f"{limit:,} (set CCYCLEGAN_MAX_PIXELS to allow larger images)")
+
+
 def _load_face(path: Path) -> np.ndarray:
     """Any image file -> 48x48 grey, upright per EXIF, centre-cropped so faces keep proportions."""
     try:
         with Image.open(path) as img:
+            check_image_size(img, path)
             img.draft("L", (2 * IMAGE_SIZE, 2 * IMAGE_SIZE))  # JPEG only: decode big photos small
             img = ImageOps.exif_transpose(img)
             grey = _to_grey(img)
