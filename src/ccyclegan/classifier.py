@@ -11,7 +11,8 @@ Run directory (`--out`):
 
 | file | what |
 |---|---|
-| `classifier.safetensors` + `classifier.json` | the judge (best validation epoch): weights; config, accuracies, confusion matrix |
+| `classifier.safetensors` | the judge (best validation epoch) |
+| `classifier.json` | config, validation and test accuracies, confusion matrix |
 | `last.safetensors` | the last epoch's weights |
 | `state.safetensors` | full training state (weights, optimiser, RNG, epoch) for `--resume` |
 | `metrics.csv` | per epoch: loss, train/val accuracy, lr, seconds, images/s |
@@ -25,9 +26,8 @@ import json
 import math
 import time
 import typing
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +45,8 @@ from ccyclegan.checkpoint import (
     save_tensors,
     unprefixed,
 )
-from ccyclegan.config import ConfigError, check_type
+from ccyclegan.classifier_config import ClassifierConfig
+from ccyclegan.config import ConfigError
 from ccyclegan.data import EMOTIONS, NUM_CLASSES, DataError, FaceData, drop_blank, load_split
 
 MODEL_NAME = "classifier.safetensors"
@@ -54,80 +55,6 @@ LAST_NAME = "last.safetensors"
 STATE_NAME = "state.safetensors"
 # May change on --resume; everything else defines the run.
 RESUMABLE_FIELDS = {"data", "out", "device", "precision", "threads"}
-
-
-@dataclass
-class ClassifierConfig:
-    data: str = ""
-    out: str = "runs/classifier"
-    # model
-    width: int = 64
-    feature_dim: int = 256
-    dropout: float = 0.4
-    # optimisation
-    epochs: int = 40
-    batch_size: int = 128
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.0  # 0 = per optimiser: 0.05 (SGD), 2e-3 (AdamW)
-    weight_decay: float = -1.0  # -1 = per optimiser: 5e-4 (SGD), 0.05 (AdamW)
-    warmup: float = 0.15
-    label_smoothing: float = 0.1
-    # augmentation
-    shift: float = 4.0  # max shift in pixels
-    scale: float = 0.1  # max relative zoom in/out
-    rotate: float = 10.0  # max degrees
-    flip: bool = True
-    jitter: float = 0.2  # max relative change of contrast and brightness
-    # data
-    val_fraction: float = 0.05
-    drop_blank: bool = True
-    limit: int = 0  # use only this many training faces (0 = all); for smoke tests
-    # runtime
-    seed: int = 0
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    threads: int = 0
-
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(ClassifierConfig)
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if hints[f.name] is float and isinstance(v, int) and not isinstance(v, bool):
-                setattr(self, f.name, float(v))
-            check_type(f.name, getattr(self, f.name), hints[f.name])
-        for name in ("width", "feature_dim", "epochs", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"config field '{name}' must be > 0, got {getattr(self, name)}")
-        for name in ("lr", "shift", "scale", "rotate", "jitter", "limit", "threads"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"config field '{name}' must be >= 0, got {getattr(self, name)}")
-        for name in ("dropout", "warmup", "label_smoothing", "val_fraction"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"config field '{name}' must be in [0, 1), "
-                                  f"got {getattr(self, name)}")
-        if self.weight_decay < 0 and self.weight_decay != -1.0:
-            raise ConfigError("config field 'weight_decay' must be >= 0 (or -1 for the default)")
-
-    @property
-    def base_lr(self) -> float:
-        return self.lr or (0.05 if self.optimizer == "sgd" else 2e-3)
-
-    @property
-    def base_weight_decay(self) -> float:
-        if self.weight_decay >= 0:
-            return self.weight_decay
-        return 5e-4 if self.optimizer == "sgd" else 0.05
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> ClassifierConfig:
-        known = {f.name for f in fields(cls)}
-        if not isinstance(d, dict) or set(d) - known:
-            raise ConfigError(f"{source}: not a classifier config "
-                              f"(unknown fields {sorted(set(d) - known) if isinstance(d, dict) else d})")
-        return cls(**d)
 
 
 # --------------------------------------------------------------------------- the model
@@ -490,18 +417,18 @@ def train_classifier(cfg: ClassifierConfig, resume: bool = False,
         _save_model(run / LAST_NAME, model, cfg, info)
         _save_state(run, model, opt, cfg, progress)
 
-    return finish(run, cfg, test_set, data_info, amp_dtype, log)
+    return finish(run, cfg, test_set, data_info, amp_dtype, log, device)
 
 
 def finish(run: Path, cfg: ClassifierConfig, test_set: FaceData | None, data_info: dict,
-           amp_dtype: torch.dtype | None, log: typing.Callable[[str], None] = print
-           ) -> dict[str, Any]:
+           amp_dtype: torch.dtype | None, log: typing.Callable[[str], None] = print,
+           device: torch.device | str = "cpu") -> dict[str, Any]:
     """Score the judge (and the last epoch) on the test split; write classifier.json and
     confusion.png."""
     from ccyclegan.plots import confusion_image
 
-    best, meta_best = load_classifier(run / MODEL_NAME)
-    last, meta_last = load_classifier(run / LAST_NAME)
+    best, meta_best = load_classifier(run / MODEL_NAME, device)
+    last, meta_last = load_classifier(run / LAST_NAME, device)
     summary: dict[str, Any] = {
         "config": cfg.to_dict(), "data": data_info, "emotions": list(EMOTIONS),
         "selected_epoch": meta_best.get("epoch"), "val_acc": meta_best.get("val_acc"),

@@ -94,9 +94,6 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise TranslateError("give --checkpoint or --onnx, not both")
     model = args.onnx or args.checkpoint
     backend = args.backend or ("onnxruntime" if args.onnx else None)
-    if backend == "onnxruntime" and (model is None or not str(model).lower().endswith(".onnx")):
-        raise TranslateError("--backend onnxruntime needs --onnx MODEL.onnx "
-                             "(write one with `ccyclegan export --format onnx`)")
     translator = ExpressionTranslator.load(model, args.device, backend=backend,
                                            threads=args.threads or None)
     _, errors = translate_files(
@@ -134,7 +131,8 @@ def add_translate_parsers(sub) -> None:
                    help="run dir, generator.safetensors, training checkpoint or .onnx "
                         "(default: the bundled model)")
     t.add_argument("--backend", choices=["torch", "onnxruntime"],
-                   help="default: torch, or onnxruntime for an .onnx model")
+                   help="default: torch, or onnxruntime for an .onnx model (onnxruntime with "
+                        "a PyTorch checkpoint exports it in memory first)")
     t.add_argument("--onnx", metavar="MODEL.onnx", help="run this exported model (onnxruntime)")
     t.add_argument("-o", "--output", metavar="OUT",
                    help="output folder (or file, for one input); default: beside each input")
@@ -176,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(t)
     t.set_defaults(func=cmd_train)
     add_translate_parsers(sub)
+    from ccyclegan.cli_eval import add_eval_parsers
+
+    add_eval_parsers(sub)
     return p
 
 

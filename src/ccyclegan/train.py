@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import gc
 import io
 import math
 import os
@@ -105,6 +106,9 @@ def distributed(device: str = "auto"):
     try:
         yield
     finally:
+        # DDP wrappers sit in reference cycles and hold the group: collect them now, so the
+        # group is torn down here and not at interpreter exit (where gloo can abort).
+        gc.collect()
         dist.destroy_process_group()
 
 
@@ -412,9 +416,11 @@ class MetricsLog:
         if resume_step is not None and self.path.exists():
             with self.path.open(newline="") as f:
                 reader = csv.DictReader(f)
-                # a crash can leave a half-written last row: keep complete rows only
+                # a crash can leave a half-written last row: keep complete rows only (G
+                # columns may be empty: a window without a G step, d_steps_per_g > 1)
                 rows = [r for r in reader
-                        if None not in r and all(r.values()) and _is_int(r.get("step"))
+                        if None not in r and None not in r.values()
+                        and r[reader.fieldnames[-1]] and _is_int(r.get("step"))
                         and int(r["step"]) <= resume_step]
                 self.fields = list(reader.fieldnames or []) or None
             buf = io.StringIO()

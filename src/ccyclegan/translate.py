@@ -153,13 +153,15 @@ class _OnnxBackend:
         return self.session.run(None, {"face": face, "condition": c})[0]
 
 
-def _onnx_session(path: Path, threads: int | None, device: str | None):
+def _onnx_session(path: Path, threads: int | None, device: str | None,
+                  model: bytes | None = None):
+    """An onnxruntime session for the .onnx file path (or the serialized model, named path)."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise TranslateError("the onnxruntime backend needs onnxruntime: "
                              "pip install 'ccyclegan[export]'") from None
-    if not path.is_file():
+    if model is None and not path.is_file():
         from ccyclegan.checkpoint import CheckpointError
 
         raise CheckpointError(f"{path}: ONNX model not found")
@@ -168,14 +170,17 @@ def _onnx_session(path: Path, threads: int | None, device: str | None):
     opts.intra_op_num_threads = threads or 1
     opts.inter_op_num_threads = 1
     providers = ["CPUExecutionProvider"]
-    if device and str(device).startswith("cuda"):
+    if (device and str(device).startswith("cuda")
+            and "CUDAExecutionProvider" in ort.get_available_providers()):
         providers.insert(0, "CUDAExecutionProvider")
     try:
-        session = ort.InferenceSession(str(path), opts, providers=providers)
+        session = ort.InferenceSession(str(path) if model is None else model, opts,
+                                       providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for bad files
         from ccyclegan.checkpoint import CheckpointError
 
-        raise CheckpointError(f"{path}: not a valid ONNX model ({str(e)[:200]})") from None
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"{path}: not a valid ONNX model ({why})") from None
     names = [i.name for i in session.get_inputs()]
     if names != ["face", "condition"]:
         raise TranslateError(f"{path}: expected inputs (face, condition), got {names}; "
@@ -324,8 +329,9 @@ class ExpressionTranslator:
         an exported .onnx (run by onnxruntime); None means the bundled default model.
 
         device: "cpu" (default), "cuda", "auto". backend: "torch" or "onnxruntime" (default:
-        by the file's suffix). threads: if given, torch.set_num_threads (process-wide) or
-        onnxruntime's intra-op threads (default 1).
+        by the file's suffix; onnxruntime with a PyTorch checkpoint exports it in memory first,
+        about a second, and then runs faster on a CPU). threads: if given,
+        torch.set_num_threads (process-wide) or onnxruntime's intra-op threads (default 1).
         """
         if path is None:
             path = bundled_model_path()
@@ -334,8 +340,19 @@ class ExpressionTranslator:
         path = Path(path)
         if backend is None:
             backend = "onnxruntime" if path.suffix.lower() == ".onnx" else "torch"
+        from ccyclegan.faces import warm_up
+
         if backend == "onnxruntime":
-            return cls(_OnnxBackend(_onnx_session(path, threads, device)), str(path))
+            model = cfg = None
+            if path.suffix.lower() != ".onnx":  # a PyTorch checkpoint: export it in memory
+                from ccyclegan.export import onnx_bytes
+                from ccyclegan.train import load_generator
+
+                G, cfg, _ = load_generator(path, "cpu")
+                model = onnx_bytes(G, cfg.to_dict())
+            session = _onnx_session(path, threads, device, model)
+            warm_up()
+            return cls(_OnnxBackend(session), str(path), cfg)
         if backend != "torch":
             raise TranslateError(f"unknown backend {backend!r} (torch or onnxruntime)")
         if path.suffix.lower() == ".onnx":
@@ -348,12 +365,10 @@ class ExpressionTranslator:
             torch.set_num_threads(int(threads))
         try:
             dev = resolve_device(device or "cpu")
-        except RuntimeError as e:
-            raise TranslateError(f"bad device {device!r} ({e})") from None
-        G, cfg, _ = load_generator(path, dev)
+            G, cfg, _ = load_generator(path, dev)
+        except (RuntimeError, AssertionError) as e:  # e.g. cuda on a build without CUDA
+            raise TranslateError(f"cannot use device {device!r}: {e}") from None
         G.requires_grad_(False)
-        from ccyclegan.faces import warm_up
-
         warm_up()
         return cls(_TorchBackend(G, dev), str(path), cfg)
 
@@ -421,6 +436,8 @@ class ExpressionTranslator:
 
     def _translate_picture(self, pic: Picture, targets: tuple[str, ...], a: float,
                            detect: bool, min_face: float, name: str) -> TranslationResult:
+        if not 0.0 < min_face <= 1.0:
+            raise TranslateError(f"min_face must be in (0, 1], got {min_face!r}")
         if detect:
             boxes = detect_faces(pic.pixels, min_face=min_face)
             if not boxes:
@@ -572,8 +589,10 @@ def translate_files(translator: ExpressionTranslator, inputs: Sequence[str | os.
                 planned[r] = src
             pending.extend(blobs)
             if log is not None:
-                faces = ", ".join(f"{f.source} at {f.box.as_tuple()}" for f in result.faces)
-                log(f"{src}: {len(result.faces)} face(s) [source emotion {faces}] -> "
+                n = len(result.faces)
+                faces = "; ".join(f"looks {f.source} at x={f.box.x} y={f.box.y} "
+                                  f"{f.box.w}x{f.box.h}" for f in result.faces)
+                log(f"{src}: {n} face{'s' if n != 1 else ''} ({faces}) -> "
                     + ", ".join(str(d) for d, _ in blobs))
         except TranslateError as e:
             if not keep_going:

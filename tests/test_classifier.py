@@ -1,0 +1,196 @@
+"""The emotion classifier: learns generated faces quickly, saves/loads, resumes exactly,
+selects on validation (never test), and the CLI verb."""
+
+import csv
+import json
+
+import pytest
+import torch
+from conftest import REAL_FER
+
+from ccyclegan.checkpoint import CheckpointError, load_tensors
+from ccyclegan.classifier import (
+    EmotionNet,
+    augment,
+    classify,
+    confusion_matrix,
+    features,
+    load_classifier,
+    lr_at,
+    predict,
+    split_validation,
+    train_classifier,
+)
+from ccyclegan.classifier_config import ClassifierConfig
+from ccyclegan.cli import main
+from ccyclegan.config import ConfigError
+from ccyclegan.data import load_split, synthetic_faces, write_fer2013_csv
+
+TINY = dict(width=8, feature_dim=32, dropout=0.1, batch_size=16, val_fraction=0.1, threads=1,
+            optimizer="adamw")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def faces_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clf") / "faces.csv"
+    write_fer2013_csv(path, {"Training": synthetic_faces(30, seed=1),
+                             "PublicTest": synthetic_faces(10, seed=2)})
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, faces_csv):
+    out = tmp_path_factory.mktemp("clf") / "run"
+    cfg = ClassifierConfig(data=str(faces_csv), out=str(out), epochs=8, **TINY)
+    return train_classifier(cfg, log=lambda _: None), out
+
+
+def test_learns_generated_faces_well_above_chance(trained):
+    summary, out = trained
+    assert summary["test"]["accuracy"] > 0.45  # chance is 1/7
+    assert summary["test"]["n"] == 70
+    assert summary["data"] == {"n_train": 189, "n_val": 21, "n_test": 70, "n_blank_dropped": 0}
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 9))
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+
+
+def test_run_directory_and_loading(trained, faces_csv):
+    summary, out = trained
+    for name in ("classifier.safetensors", "classifier.json", "last.safetensors",
+                 "state.safetensors", "metrics.csv", "confusion.png", "config.json"):
+        assert (out / name).is_file(), name
+    info = json.loads((out / "classifier.json").read_text())
+    assert info == json.loads(json.dumps(summary))
+    cm = info["test"]["confusion"]
+    assert sum(map(sum, cm)) == 70 and sum(cm[k][k] for k in range(7)) / 70 == \
+        pytest.approx(info["test"]["accuracy"])
+    # the judge is the best validation epoch; the test split played no part in choosing it
+    vals = [float(r["val_acc"]) for r in csv.DictReader((out / "metrics.csv").open())]
+    assert info["val_acc"] == pytest.approx(max(vals), abs=1e-5)
+    assert info["selected_epoch"] == max(i + 1 for i, v in enumerate(vals) if v == max(vals))
+    model, meta = load_classifier(out)
+    assert meta["kind"] == "classifier" and not model.training
+    test = load_split(faces_csv, "test")
+    p = predict(model, test.images)
+    assert p.shape == (70, 7) and torch.allclose(p.sum(1), torch.ones(70), atol=1e-5)
+    assert (p.argmax(1) == test.labels).float().mean().item() == \
+        pytest.approx(info["test"]["accuracy"])
+    f = features(model, test.images[:5])
+    assert f.shape == (5, 32) and (f >= 0).all()  # after ReLU
+    # float input in [-1, 1] gives the same as uint8
+    p2, f2 = classify(model, test.images[:5].float() / 127.5 - 1)
+    assert torch.allclose(p2, p[:5], atol=1e-6) and torch.allclose(f2, f, atol=1e-6)
+    last, _ = load_classifier(out / "last.safetensors")
+    assert isinstance(last, EmotionNet)
+    (out / "broken.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError):
+        load_classifier(out / "broken.safetensors")
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, faces_csv):
+    kw = dict(data=str(faces_csv), epochs=3, **{**TINY, "width": 4, "feature_dim": 8})
+    train_classifier(ClassifierConfig(out=str(tmp_path / "full"), **kw), log=lambda _: None)
+
+    def stop_in_epoch_2(msg):
+        if msg.startswith("epoch 2/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(ClassifierConfig(out=str(tmp_path / "split"), **kw),
+                         log=stop_in_epoch_2)
+    _, meta = load_tensors(tmp_path / "split" / "state.safetensors")
+    assert meta["progress"]["epoch"] == 1
+    train_classifier(ClassifierConfig(out=str(tmp_path / "split"), **kw), resume=True,
+                     overrides={"out": str(tmp_path / "split")}, log=lambda _: None)
+    a, _ = load_tensors(tmp_path / "full" / "last.safetensors")
+    b, _ = load_tensors(tmp_path / "split" / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ra = list(csv.DictReader((tmp_path / "full" / "metrics.csv").open()))
+    rb = list(csv.DictReader((tmp_path / "split" / "metrics.csv").open()))
+    strip = ("seconds", "img_per_s")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in ra] == \
+        [{k: v for k, v in r.items() if k not in strip} for r in rb]
+    with pytest.raises(ConfigError, match="width"):
+        train_classifier(ClassifierConfig(out=str(tmp_path / "split"), **kw), resume=True,
+                         overrides={"width": 8}, log=lambda _: None)
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train_classifier(ClassifierConfig(out=str(tmp_path / "none"), **kw), resume=True)
+
+
+def test_augment_and_schedule():
+    x = torch.rand(4, 1, 48, 48) * 2 - 1
+    cfg = ClassifierConfig(shift=0, scale=0, rotate=0, flip=False, jitter=0)
+    assert torch.allclose(augment(x, cfg, torch.Generator().manual_seed(0)), x, atol=1e-5)
+    cfg = ClassifierConfig()
+    a = augment(x, cfg, torch.Generator().manual_seed(1))
+    assert torch.equal(a, augment(x, cfg, torch.Generator().manual_seed(1)))
+    assert not torch.allclose(a, x, atol=1e-2) and a.min() >= -1 and a.max() <= 1
+    mirror = ClassifierConfig(shift=0, scale=0, rotate=0, flip=True, jitter=0)
+    m = augment(x, mirror, torch.Generator().manual_seed(2))
+    for i in range(4):  # each face either unchanged or mirrored
+        assert torch.allclose(m[i], x[i], atol=1e-5) or torch.allclose(m[i], x[i].flip(-1),
+                                                                        atol=1e-5)
+    cfg = ClassifierConfig(lr=0.1, warmup=0.2)
+    assert lr_at(0, 100, cfg) == pytest.approx(0.1 / 25)
+    assert lr_at(20, 100, cfg) == pytest.approx(0.1)
+    assert lr_at(100, 100, cfg) == pytest.approx(1e-5)
+    assert ClassifierConfig(optimizer="adamw").base_lr == 2e-3
+
+
+def test_validation_split_is_stratified_and_disjoint():
+    data = synthetic_faces(20, seed=0)
+    tr, va = split_validation(data, 0.1, seed=0)
+    assert len(tr) + len(va) == len(data) and va.class_counts() == [2] * 7
+    tr2, va2 = split_validation(data, 0.1, seed=0)
+    assert torch.equal(va.images, va2.images)
+    rows = {bytes(t.flatten().tolist()) for t in tr.images}
+    assert not any(bytes(v.flatten().tolist()) in rows for v in va.images)
+
+
+def test_confusion_matrix():
+    cm = confusion_matrix([0, 0, 1, 6], [0, 1, 1, 0])
+    assert cm.shape == (7, 7) and cm[0, 0] == 1 and cm[0, 1] == 1 and cm[1, 1] == 1
+    assert cm[6, 0] == 1 and cm.sum() == 4
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="width"):
+        ClassifierConfig(width=0)
+    with pytest.raises(ConfigError, match="val_fraction"):
+        ClassifierConfig(val_fraction=1.0)
+    with pytest.raises(ConfigError, match="optimizer"):
+        ClassifierConfig(optimizer="rmsprop")
+    with pytest.raises(ConfigError, match="unknown"):
+        ClassifierConfig.from_dict({"widht": 3})
+
+
+def test_cli_train_classifier(tmp_path, faces_csv, capsys):
+    rc = main(["train-classifier", "--data", str(faces_csv), "--out", str(tmp_path / "c"),
+               "--epochs", "1", "--width", "4", "--feature-dim", "8", "--batch-size", "32",
+               "--threads", "1", "--no-flip"])
+    assert rc == 0
+    assert "test accuracy" in capsys.readouterr().out
+    cfg = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert cfg["flip"] is False and cfg["width"] == 4
+    assert main(["train-classifier", "--data", str(faces_csv), "--out", str(tmp_path / "d"),
+                 "--width", "-1"]) == 2
+    assert main(["train-classifier", "--data", str(tmp_path / "missing.csv"),
+                 "--out", str(tmp_path / "e")]) == 2
+
+
+@pytest.mark.skipif(not REAL_FER.exists(), reason=f"real FER2013 not at {REAL_FER}")
+def test_real_fer2013_smoke(tmp_path):
+    cfg = ClassifierConfig(data=str(REAL_FER), out=str(tmp_path / "r"), epochs=1, width=4,
+                           feature_dim=8, limit=256, batch_size=64, threads=1)
+    summary = train_classifier(cfg, log=lambda _: None)
+    assert summary["data"]["n_train"] + summary["data"]["n_val"] == 256
+    assert summary["test"]["n"] == 3589  # the whole PublicTest split

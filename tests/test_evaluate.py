@@ -1,0 +1,317 @@
+"""Metrics checked by hand and against reference formulas; `ccyclegan evaluate` end to end on a
+tiny random generator and classifier (files written, identity baseline, determinism, FID/KID
+plumbing with a stand-in feature extractor, the how-to message without Inception weights)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import REAL_FER
+from fidelity_ref import reference
+
+from ccyclegan.classifier import EmotionNet, _save_model, load_classifier, predict
+from ccyclegan.classifier_config import ClassifierConfig
+from ccyclegan.cli import main
+from ccyclegan.config import Config
+from ccyclegan.data import load_split
+from ccyclegan.evaluate import (
+    FACE_BOX,
+    box_mask,
+    evaluate,
+    frechet_distance,
+    frechet_from_features,
+    kid,
+    mae,
+    mean_cov,
+    mmd2_unbiased,
+    psnr,
+    region_change,
+    ssim,
+)
+from ccyclegan.models import Generator
+from ccyclegan.train import save_generator
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# --------------------------------------------------------------------------- Frechet distance
+
+
+def test_frechet_1d_gaussians_by_hand():
+    # N(1, 2^2) vs N(3, 3^2): (1 - 3)^2 + (2 - 3)^2 = 5
+    assert frechet_distance([1.0], [[4.0]], [3.0], [[9.0]]) == pytest.approx(5.0, abs=1e-12)
+    assert frechet_distance([0.0], [[1.0]], [0.0], [[1.0]]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_frechet_2d_by_hand():
+    # diagonal: per-dimension sum; (0,0),diag(1,4) vs (1,1),diag(4,9): 2 + 1 + 1 = 4
+    assert frechet_distance([0, 0], np.diag([1.0, 4.0]), [1, 1], np.diag([4.0, 9.0])) == \
+        pytest.approx(4.0, abs=1e-12)
+    # S1 = I, S2 = [[2,1],[1,2]] (eigenvalues 3, 1): 2 + 4 - 2 (sqrt 3 + 1)
+    got = frechet_distance([0, 0], np.eye(2), [0, 0], [[2.0, 1.0], [1.0, 2.0]])
+    assert got == pytest.approx(6 - 2 * (math.sqrt(3) + 1), abs=1e-12)
+
+
+def test_frechet_matches_scipy_sqrtm_and_the_reference():
+    linalg = pytest.importorskip("scipy.linalg")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(6, 6)), rng.normal(size=(6, 6))
+    s1, s2 = a @ a.T + 0.1 * np.eye(6), b @ b.T + 0.1 * np.eye(6)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    covmean = linalg.sqrtm(s1 @ s2).real
+    expected = ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean)
+    got = frechet_distance(mu1, s1, mu2, s2)
+    assert got == pytest.approx(expected, rel=1e-9)
+    ref = reference("metric_fid").fid_statistics_to_metric(
+        {"mu": mu1, "sigma": s1}, {"mu": mu2, "sigma": s2}, verbose=False)
+    assert got == pytest.approx(next(iter(ref.values())), rel=1e-9)
+
+
+def test_frechet_from_samples_and_singular_covariances():
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, size=(20000, 2))
+    y = rng.normal(0, 2, size=(20000, 2)) + [3, 0]
+    # (3^2) + 2 * (2 - 1)^2 = 11, up to sampling error
+    assert frechet_from_features(x, y) == pytest.approx(11.0, rel=0.03)
+    assert frechet_from_features(x, x) == pytest.approx(0.0, abs=1e-9)
+    mu, s = mean_cov(x[:3])
+    assert s.shape == (2, 2) and mu.shape == (2,)
+    few = rng.normal(size=(5, 32))  # fewer samples than dimensions: singular covariances
+    d = frechet_from_features(few, rng.normal(size=(7, 32)))
+    assert d is not None and np.isfinite(d) and d > 0
+    assert frechet_from_features(few[:1], few) is None
+    with pytest.raises(ValueError):
+        frechet_distance([0, 0], np.eye(2), [0], np.eye(1))
+
+
+# --------------------------------------------------------------------------- KID
+
+
+def test_mmd_by_hand():
+    # x = {0, 1}, y = {1, 2}, d = 1, k(a, b) = (ab + 1)^3:
+    # k(0,1) = 1; k(1,2) = 27; cross: 1, 1, 8, 27 -> 1 + 27 - 2 * 37 / 4 = 9.5
+    assert mmd2_unbiased(np.array([[0.0], [1.0]]), np.array([[1.0], [2.0]])) == \
+        pytest.approx(9.5)
+    res = kid(np.array([[0.0], [1.0]]), np.array([[1.0], [2.0]]), subset_size=2, n_subsets=3)
+    assert res["mean"] == pytest.approx(9.5) and res["std"] == pytest.approx(0.0)
+    assert res["subset_size"] == 2
+
+
+def test_kid_matches_reference_and_is_zero_for_one_distribution():
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(300, 16)), rng.normal(size=(300, 16)) + 0.5
+    ref = reference("metric_kid")
+    k = ref.kernel_poly
+    kw = {"kid_kernel_poly_degree": 3, "kid_kernel_poly_gamma": None,
+          "kid_kernel_poly_coef0": 1}
+    expected = ref.mmd2(k(x, x, **kw), k(x, y, **kw), k(y, y, **kw))
+    assert mmd2_unbiased(x, y) == pytest.approx(expected, rel=1e-12)
+    # subset size = all rows: every subset is the whole set, so the seed does not matter
+    assert kid(x, y, subset_size=300, n_subsets=2)["mean"] == pytest.approx(expected, rel=1e-12)
+    same = kid(x, rng.normal(size=(300, 16)), subset_size=100, n_subsets=50, seed=0)
+    shifted = kid(x, y, subset_size=100, n_subsets=50, seed=0)
+    assert abs(same["mean"]) < 3 * same["std"] / math.sqrt(50) + 1e-3
+    assert shifted["mean"] > 0.1 and shifted["mean"] > 20 * abs(same["mean"])
+    assert kid(x, y, 100, 10, seed=3) == kid(x, y, 100, 10, seed=3)
+    assert kid(x, y, 5000, 2)["subset_size"] == 300
+    assert kid(x[:1], y) is None
+
+
+# --------------------------------------------------------------------------- images
+
+
+def test_psnr_known_values():
+    a = torch.zeros(2, 1, 8, 8)
+    assert psnr(a, a + 0.1).tolist() == pytest.approx([20.0, 20.0])
+    z = torch.zeros(1, 1, 4, 4, dtype=torch.uint8)
+    assert psnr(z, z + 255).item() == pytest.approx(0.0)
+    assert math.isinf(psnr(z, z).item())
+    assert mae(z, z + 51).item() == pytest.approx(0.2)
+
+
+def test_ssim_known_values():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 1, 48, 48, generator=g)
+    assert torch.allclose(ssim(x, x), torch.ones(3, dtype=torch.float64))
+    # constant images a, b: SSIM = (2ab + C1) / (a^2 + b^2 + C1)
+    a, b, c1 = 0.2, 0.7, 0.01 ** 2
+    f64 = torch.float64
+    got = ssim(torch.full((1, 1, 16, 16), a, dtype=f64), torch.full((1, 1, 16, 16), b, dtype=f64))
+    assert got.item() == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1), rel=1e-9)
+    y = torch.rand(3, 1, 48, 48, generator=g)
+    s = ssim(x, y)
+    assert torch.allclose(s, ssim(y, x)) and (s.abs() < 0.2).all()  # unrelated noise
+    assert (ssim(x, 1 - x) < -0.5).all()  # inverted contrast
+    u8 = (x * 255).round().to(torch.uint8)
+    assert torch.allclose(ssim(u8, u8), torch.ones(3, dtype=torch.float64))
+
+
+def test_ssim_matches_skimage():
+    metrics = pytest.importorskip("skimage.metrics")
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 1, 48, 48, generator=g, dtype=torch.float64)
+    y = (x + 0.2 * torch.rand(2, 1, 48, 48, generator=g, dtype=torch.float64)).clamp(0, 1)
+    ours = ssim(x, y)
+    for i in range(2):
+        ref = metrics.structural_similarity(
+            x[i, 0].numpy(), y[i, 0].numpy(), data_range=1.0, gaussian_weights=True,
+            sigma=1.5, use_sample_covariance=False)
+        assert ours[i].item() == pytest.approx(ref, abs=1e-6)
+
+
+def test_face_box_and_region_change():
+    m = box_mask()
+    assert m.sum() == 32 * 32 and m[8, 8] and not m[7, 8] and not m[40, 39] and m[39, 39]
+    assert FACE_BOX == (8, 40, 8, 40)
+    src = torch.zeros(2, 1, 48, 48, dtype=torch.uint8)
+    out = src.clone()
+    out[..., :8, :] = 255  # change only the top rows: outside the box
+    r = region_change(src, out)
+    assert r["inside"] == 0.0
+    assert r["outside"] == pytest.approx(8 * 48 / (48 * 48 - 32 * 32))
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory, tiny_csv):
+    d = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    save_generator(d / "generator.safetensors", Generator(8), Config(gen_channels=8), {"step": 7})
+    cfg = ClassifierConfig(width=4, feature_dim=16)
+    clf = EmotionNet(4, 16).eval()
+    with torch.no_grad():  # random but not degenerate BatchNorm statistics
+        for m in clf.modules():
+            if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+                m.running_var.uniform_(0.5, 2.0)
+                m.running_mean.uniform_(-0.1, 0.1)
+    (d / "clf").mkdir()
+    _save_model(d / "clf" / "classifier.safetensors", clf, cfg, {"epoch": 1, "val_acc": None})
+    return d / "generator.safetensors", d / "clf", tiny_csv
+
+
+def _no_inception(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+
+
+def test_evaluate_writes_everything_and_reports_without_inception(tiny_models, tmp_path,
+                                                                    monkeypatch):
+    _no_inception(monkeypatch, tmp_path)
+    gen, clf, data = tiny_models
+    lines = []
+    m = evaluate(gen, data, clf, out=tmp_path / "ev", seed=3, log=lines.append)
+    for name in ("metrics.json", "report.md", "confusion.png", "confusion_identity.png",
+                 "samples.png"):
+        assert (tmp_path / "ev" / name).is_file(), name
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text()) == m
+    s = m["sample"]
+    assert s["faces"] == 21 and s["translations"] == 21 * 6 and s["seed"] == 3
+    assert sum(v["translated"] for v in s["per_target"].values()) == 126
+    assert all(v["translated"] == 18 and v["real"] == 3 for v in s["per_target"].values())
+    for who in ("model", "identity"):
+        block = m[who]
+        acc = block["expression_accuracy"]
+        assert 0 <= acc["overall"] <= 1 and set(acc["per_target"]) == set(s["per_target"])
+        assert np.array(acc["confusion"]).sum() == 126
+        assert block["fed"]["overall"]["frechet"] >= 0
+        assert all(v["frechet"] >= 0 for v in block["fed"]["per_target"].values())
+        assert block["fid"] is None
+    # identity: a face changes nothing, so it "reaches" target t only when the classifier
+    # already calls it t: overall accuracy = (1 - accuracy on real faces) / 6
+    real_acc = m["classifier"]["accuracy_real"]
+    assert m["identity"]["expression_accuracy"]["overall"] == pytest.approx((1 - real_acc) / 6)
+    model_clf, _ = load_classifier(clf)
+    faces = load_split(data, "test")
+    pred = predict(model_clf, faces.images).argmax(1)
+    assert real_acc == pytest.approx(float((pred == faces.labels).float().mean()))
+    assert m["identity"]["reconstruction"]["psnr"] is None  # inf in JSON-safe form
+    assert m["identity"]["translation_change"] == {"inside": 0.0, "outside": 0.0}
+    rec = m["model"]["reconstruction"]
+    assert 0 < rec["l1"] < 1 and -1 <= rec["ssim"] <= 1 and np.isfinite(rec["psnr"])
+    assert m["floor"]["fed"]["overall"]["frechet"] >= 0
+    assert m["generator_step"] == 7
+    # no Inception weights: FID/KID are skipped with instructions, everything else is there
+    assert "pt_inception-2015-12-05-6726825d.pth" in m["inception"]["note"]
+    assert "https://" in m["inception"]["note"]
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "FID/KID: not computed" in report and "--inception-weights" in report
+    assert "| identity |" in report and "classifier on real faces (reference)" in report
+    assert any("FID/KID skipped" in line for line in lines)
+
+
+def test_evaluate_is_deterministic_and_limit_is_seeded(tiny_models, tmp_path, monkeypatch):
+    _no_inception(monkeypatch, tmp_path)
+    gen, clf, data = tiny_models
+    kw = dict(limit=10, seed=5, log=lambda _: None)
+    evaluate(gen, data, clf, out=tmp_path / "a", **kw)
+    evaluate(gen, data, clf, out=tmp_path / "b", **kw)
+    a = (tmp_path / "a" / "metrics.json").read_text()
+    assert a == (tmp_path / "b" / "metrics.json").read_text()
+    assert (tmp_path / "a" / "report.md").read_text() == (tmp_path / "b" / "report.md").read_text()
+    m = json.loads(a)
+    assert m["sample"]["faces"] == 10 and m["sample"]["faces_available"] == 21
+    c = evaluate(gen, data, clf, out=tmp_path / "c", limit=10, seed=6, log=lambda _: None)
+    assert c["sample"]["class_counts"] != m["sample"]["class_counts"] or \
+        c["model"]["fed"] != m["model"]["fed"]
+
+
+def test_evaluate_fid_and_kid_plumbing(tiny_models, tmp_path):
+    """FID/KID with a stand-in feature extractor: the numbers are the Frechet distance / KID
+    of exactly the sets the report says (translations to t vs real faces of t)."""
+    gen, clf, data = tiny_models
+
+    def extractor(images):  # 16 coarse pixel means as "features"
+        x = images.float().div(255).view(-1, 1, 48, 48)
+        return torch.nn.functional.avg_pool2d(x, 12).flatten(1).double().numpy()
+
+    m = evaluate(gen, data, clf, out=tmp_path / "ev", inception=extractor, kid_subsets=5,
+                 log=lambda _: None)
+    fid = m["model"]["fid"]
+    assert fid is not None and m["identity"]["fid"] is not None and m["floor"]["fid"]
+    faces = load_split(data, "test")
+    feats = extractor(faces.images)
+    labels = faces.labels.numpy()
+    # identity baseline for target "happy" (3): real faces of the other emotions vs real happy
+    want = frechet_from_features(feats[labels != 3], feats[labels == 3])
+    got = m["identity"]["fid"]["per_target"]["happy"]["frechet"]
+    assert got == pytest.approx(want, rel=1e-9)
+    want_kid = kid(feats[labels != 3], feats[labels == 3], 1000, 5, seed=0)
+    assert m["identity"]["fid"]["per_target"]["happy"]["kid"] == pytest.approx(want_kid)
+    assert fid["overall"]["kid"]["subset_size"] == 21  # min(1000, 126, 21)
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "FID identity" in report and "KID x1e3" in report
+
+
+def test_cli_evaluate(tiny_models, tmp_path, monkeypatch, capsys):
+    _no_inception(monkeypatch, tmp_path)
+    gen, clf, data = tiny_models
+    rc = main(["evaluate", "--checkpoint", str(gen), "--data", str(data), "--classifier",
+               str(clf), "--out", str(tmp_path / "ev"), "--limit", "7", "--seed", "1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "expression accuracy" in out and "Download https://" in out
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["sample"]["faces"] == 7 and m["sample"]["limit"] == 7
+    rc = main(["evaluate", "--checkpoint", str(tmp_path / "nope"), "--data", str(data),
+               "--classifier", str(clf)])
+    assert rc == 2 and "not found" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not REAL_FER.exists(), reason=f"real FER2013 not at {REAL_FER}")
+def test_evaluate_real_fer2013_subset(tiny_models, tmp_path, monkeypatch):
+    _no_inception(monkeypatch, tmp_path)
+    gen, clf, _ = tiny_models
+    m = evaluate(gen, REAL_FER, clf, out=tmp_path / "ev", limit=40, kid_subsets=2,
+                 log=lambda _: None)
+    assert m["sample"]["faces"] == 40 and m["sample"]["faces_available"] > 3500
+    assert m["sample"]["translations"] == 240

@@ -1,0 +1,123 @@
+"""`ccyclegan export --format onnx`: the graph, its dynamic batch, parity with PyTorch through
+real onnxruntime, and `translate` running on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ccyclegan import cli
+from ccyclegan.config import Config
+from ccyclegan.data import EMOTIONS, synthetic_faces
+from ccyclegan.models import Generator
+from ccyclegan.train import load_generator, save_generator
+from ccyclegan.translate import ExpressionTranslator
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("run")
+    save_generator(path / "generator.safetensors", Generator(8, label_mode="planes"),
+                   Config(gen_channels=8, label_mode="planes"), {"step": 3})
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_onnx(run_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "onnx",
+                     "-o", str(out)]) == 0
+    return out
+
+
+def test_graph_inputs_outputs_and_metadata(model_onnx):
+    model = onnx.load(str(model_onnx))
+    onnx.checker.check_model(model)
+
+    def dims(v):
+        return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+
+    assert [(i.name, dims(i)) for i in model.graph.input] == [
+        ("face", ["batch", 1, 48, 48]), ("condition", ["batch", 7])]
+    assert [(o.name, dims(o)) for o in model.graph.output] == [
+        ("translated", ["batch", 1, 48, 48])]
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["ccyclegan.emotions"]) == list(EMOTIONS)
+    assert json.loads(meta["ccyclegan.config"])["label_mode"] == "planes"
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_onnxruntime_matches_pytorch(model_onnx, run_dir, batch):
+    G, _, _ = load_generator(run_dir)
+    session = ort.InferenceSession(str(model_onnx), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(batch)
+    x = rng.uniform(-1, 1, (batch, 1, 48, 48)).astype(np.float32)
+    c = rng.dirichlet(np.ones(7), batch).astype(np.float32)  # blends, not just one-hots
+    c[0] = np.eye(7, dtype=np.float32)[3]
+    (got,) = session.run(None, {"face": x, "condition": c})
+    with torch.no_grad():
+        want = G(torch.from_numpy(x), torch.from_numpy(c)).numpy()
+    assert got.shape == want.shape == (batch, 1, 48, 48)
+    assert np.abs(got - want).max() < 1e-3
+    assert np.abs(want).mean() > 0.01  # not a trivially constant output
+
+
+def test_translator_on_onnxruntime_matches_torch(model_onnx, run_dir):
+    faces = synthetic_faces(1, seed=4).images[:, 0].numpy()
+    t_torch = ExpressionTranslator.load(run_dir)
+    t_onnx = ExpressionTranslator.load(model_onnx)
+    assert t_onnx.backend == "onnxruntime" and t_torch.backend == "torch"
+    for a in (1.0, 0.4):
+        _, d1, s1, e1 = t_torch.edit(faces, ["happy", "fear"], a)
+        _, d2, s2, e2 = t_onnx.edit(faces, ["happy", "fear"], a)
+        assert np.array_equal(s1, s2)
+        assert np.abs(e1 - e2).max() < 1e-3
+        assert np.abs(d1 - d2).max() < 1e-3 * 127.5 * 2  # 1e-3 of the [-1, 1] range, twice
+        assert np.abs(d1).mean() > 0.5
+
+
+def test_cli_translate_with_onnx(model_onnx, run_dir, tmp_path, capsys):
+    face = tmp_path / "face.png"
+    Image.fromarray(synthetic_faces(1, seed=6).images[2, 0].numpy()).save(face)
+    for flags, name in ((["--onnx", model_onnx], "a.png"),
+                        (["--checkpoint", model_onnx], "b.png"),
+                        (["--backend", "onnxruntime", "--checkpoint", run_dir], "c.png"),
+                        (["--checkpoint", run_dir], "d.png")):
+        rc = cli.main(["translate", str(face), "--to", "sad", "--no-detect", "-q",
+                       "-o", str(tmp_path / name), *map(str, flags)])
+        assert rc == 0, capsys.readouterr().err
+    a, b, c, d = (np.asarray(Image.open(tmp_path / f"{n}.png"), dtype=int) for n in "abcd")
+    assert np.array_equal(a, b)  # the exported file and the in-memory export run alike
+    assert np.abs(a - c).max() <= 1
+    assert np.abs(a - d).max() <= 1  # onnxruntime vs torch: within one grey level
+    assert not np.array_equal(a, np.asarray(Image.open(face)))
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["translate", "X", "--to", "sad", "--onnx", "BAD", "--checkpoint", "RUN"], "not both"),
+    (["translate", "X", "--to", "sad", "--backend", "torch", "--onnx", "BAD"], "onnxruntime"),
+    (["translate", "X", "--to", "sad", "--onnx", "missing.onnx"], "not found"),
+    (["translate", "X", "--to", "sad", "--onnx", "BAD"], "not a valid ONNX model"),
+    (["export", "--checkpoint", "missing_run", "-o", "m.onnx"], "not found"),
+    (["export", "--checkpoint", "RUN", "-o", "m.txt"], "should end in .onnx"),
+])
+def test_cli_errors(argv, what, tmp_path, run_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "X").write_bytes(b"")
+    (tmp_path / "BAD").write_bytes(b"not onnx")
+    (tmp_path / "BAD.onnx").write_bytes(b"not onnx")
+    argv = [str(run_dir) if a == "RUN" else "BAD.onnx" if a == "BAD" else a for a in argv]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ccyclegan {argv[0]}: error: ") and what in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

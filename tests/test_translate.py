@@ -1,0 +1,429 @@
+"""`ccyclegan translate` and ExpressionTranslator: detection, framing, paste-back, intensity,
+API types, EXIF, and the command's errors. No trained model exists in tests: a small random
+generator still changes pixels, which is what the plumbing checks need."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ccyclegan import cli
+from ccyclegan.config import Config
+from ccyclegan.data import EMOTIONS, synthetic_faces
+from ccyclegan.faces import FACE_SIZE, Box, NoFaceError, TranslateError, detect_faces, frame_box
+from ccyclegan.models import Generator
+from ccyclegan.train import save_generator
+from ccyclegan.translate import ExpressionTranslator, expand_inputs
+
+skimage_data = pytest.importorskip("skimage.data")
+
+# scikit-image's astronaut (Eileen Collins): her face is at about x 175..276, y 64..165
+FACE = Box(175, 64, 101, 101)
+
+
+@pytest.fixture(scope="module")
+def gen_path(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "generator.safetensors"
+    save_generator(path, Generator(8), Config(gen_channels=8), {})
+    return path
+
+
+@pytest.fixture(scope="module")
+def tr(gen_path) -> ExpressionTranslator:
+    return ExpressionTranslator.load(gen_path)
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return skimage_data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def astro_all(tr, astronaut):
+    """Her face in all 7 emotions (one detection, one edit), shared by several tests."""
+    return tr.translate_faces(astronaut, to="all")
+
+
+@pytest.fixture(scope="module")
+def other(astro_all) -> str:
+    """An emotion that is not her face's estimated source emotion (so the edit changes it)."""
+    return next(e for e in EMOTIONS if e != astro_all.faces[0].source)
+
+
+@pytest.fixture(scope="module")
+def small(astronaut) -> np.ndarray:
+    """The astronaut at 256x256 (face about 50 px): quicker where only plumbing is checked."""
+    return np.asarray(Image.fromarray(astronaut).resize((256, 256), Image.Resampling.BOX))
+
+
+def jpeg_bytes(a: np.ndarray, quality: int = 92, exif=None) -> bytes:
+    buf = io.BytesIO()
+    img = Image.fromarray(a)
+    if exif is not None:
+        img.save(buf, "JPEG", quality=quality, exif=exif)
+    else:
+        img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def near(box: Box, ref: Box, tol: float = 0.25) -> bool:
+    return (abs(box.x + box.w / 2 - ref.x - ref.w / 2) < tol * ref.w
+            and abs(box.y + box.h / 2 - ref.y - ref.h / 2) < tol * ref.h
+            and abs(box.w - ref.w) < tol * ref.w)
+
+
+def outside(shape, frame: Box, margin: int = 0) -> np.ndarray:
+    """Boolean HxW: True away from frame (by margin pixels)."""
+    m = np.ones(shape[:2], bool)
+    m[max(0, frame.y - margin):frame.y + frame.h + margin,
+      max(0, frame.x - margin):frame.x + frame.w + margin] = False
+    return m
+
+
+# ------------------------------------------------------------------------------ detection
+
+
+def test_haar_finds_the_astronauts_face(astronaut):
+    for img in (astronaut, np.asarray(Image.open(io.BytesIO(jpeg_bytes(astronaut))))):
+        boxes = detect_faces(img)
+        assert len(boxes) == 1, boxes
+        assert near(boxes[0], FACE)
+    # grey, and in a big photo: found at the right place, original resolution
+    assert near(detect_faces(np.asarray(Image.fromarray(astronaut).convert("L")))[0], FACE)
+    canvas = np.full((720, 1280, 3), 90, np.uint8)
+    canvas[100:612, 600:1112] = astronaut
+    (box,) = detect_faces(canvas)
+    assert near(box, Box(FACE.x + 600, FACE.y + 100, FACE.w, FACE.h))
+
+
+def test_the_verifier_removes_false_positives():
+    # the first cascade alone fires on coins and on a cell; the second does not
+    for name, fires in (("coins", True), ("cell", True), ("coffee", False), ("rocket", False)):
+        img = getattr(skimage_data, name)()
+        if img.dtype != np.uint8:
+            img = (img / img.max() * 255).astype(np.uint8)
+        assert (len(detect_faces(img, verify=False)) > 0) == fires, name
+        assert detect_faces(img) == [], name
+
+
+def test_frame_is_a_slightly_enlarged_square():
+    f = frame_box(Box(100, 100, 100, 100))
+    assert f.w == f.h == 105
+    assert abs(f.x + f.w / 2 - 150) <= 1 and f.y + f.h / 2 < 150
+
+
+# ------------------------------------------------------------------------------ photos
+
+
+def test_photo_face_changes_background_does_not(tr, astronaut, other):
+    result = tr.translate_faces(astronaut, to=other)
+    (face,) = result.faces
+    out = result.image()
+    assert out.shape == astronaut.shape and out.dtype == np.uint8
+    diff = np.abs(out.astype(int) - astronaut).max(axis=2)
+    inner = diff[FACE.y + 25:FACE.y + 75, FACE.x + 25:FACE.x + 75]
+    assert inner.mean() > 2.0  # the face changed
+    assert (diff[outside(out.shape, face.frame)] == 0).all()  # nothing else did
+    ys, xs = np.nonzero(diff)
+    assert xs.min() >= face.frame.x and xs.max() < face.frame.x + face.frame.w
+    # seamless: the change fades out, none on the frame's border rows/columns
+    f = face.frame
+    border = np.concatenate([diff[f.y, f.x:f.x + f.w], diff[f.y + f.h - 1, f.x:f.x + f.w],
+                             diff[f.y:f.y + f.h, f.x], diff[f.y:f.y + f.h, f.x + f.w - 1]])
+    assert border.max() == 0
+    assert face.before.shape == (FACE_SIZE, FACE_SIZE) and face.before.dtype == np.uint8
+    assert face.source in EMOTIONS and set(face.source_errors) == set(EMOTIONS)
+    assert face.source == min(face.source_errors, key=face.source_errors.get)
+
+
+def test_only_luminance_changes(tr, astronaut, other):
+    out = tr.translate(astronaut, to=other).astype(int)
+    d = out - astronaut
+    unclipped = ((out > 0) & (out < 255)).all(axis=2)
+    changed = (d != 0).any(axis=2) & unclipped
+    assert changed.sum() > 500
+    # the same dY added to R, G and B: Cr and Cb (colour) untouched
+    assert (d[changed][:, 0] == d[changed][:, 1]).all()
+    assert (d[changed][:, 1] == d[changed][:, 2]).all()
+
+
+def test_big_photo_keeps_its_resolution(tr, astronaut):
+    canvas = np.full((720, 1280, 3), 90, np.uint8)
+    canvas[100:612, 600:1112] = astronaut
+    result = tr.translate_faces(canvas, to="all")
+    out = result.image(next(e for e in EMOTIONS if e != result.faces[0].source))
+    assert out.shape == (720, 1280, 3)
+    assert (out[outside(out.shape, result.faces[0].frame)] == canvas[
+        outside(out.shape, result.faces[0].frame)]).all()
+    assert (out != canvas).any()
+
+
+def test_intensity_zero_is_identity_and_change_grows(tr, astronaut, astro_all, other):
+    assert np.array_equal(tr.translate(astronaut, to=other, intensity=0.0), astronaut)
+    crop = astro_all.faces[0].before[None]
+    changes = []
+    for a in (0.25, 0.5, 1.0):
+        _, delta, _, _ = tr.edit(crop, [other], a)
+        changes.append(float(np.abs(delta).mean()))
+    assert 0 < changes[0] < changes[1] < changes[2]
+    assert np.allclose(delta[0, 0], astro_all.faces[0].delta[other])  # a=1: the photo's edit
+    # continuous: a small step in intensity makes a small change
+    d1 = tr.edit(crop, [other], 0.50)[1]
+    d2 = tr.edit(crop, [other], 0.52)[1]
+    assert np.abs(d1 - d2).mean() < 0.1 * changes[1]
+
+
+def test_target_equal_to_source_changes_nothing(tr, astronaut, astro_all):
+    source = astro_all.faces[0].source
+    assert np.array_equal(astro_all.image(source), astronaut)
+    for a in (0.3, 1.0):
+        _, delta, _, _ = tr.edit(astro_all.faces[0].before[None], [source], a)
+        assert not delta.any()
+
+
+def test_all_gives_a_strip_of_seven(tr, astronaut, astro_all):
+    result = astro_all
+    (face,) = result.faces
+    assert list(face.after) == list(EMOTIONS)
+    strip = result.strip()
+    tile = strip.shape[0]
+    assert strip.shape == (tile, 8 * tile, 3)
+    tiles = [strip[:, k * tile:(k + 1) * tile] for k in range(8)]
+    k_src = 1 + EMOTIONS.index(face.source)
+    assert np.array_equal(tiles[k_src], tiles[0])  # the source emotion: unchanged
+    assert sum(not np.array_equal(t, tiles[0]) for t in tiles[1:]) == 6
+    assert result.crops(0).shape == (FACE_SIZE, 8 * FACE_SIZE)
+    api = tr.translate(astronaut, to="all")
+    assert np.array_equal(api, strip)
+
+
+def test_edit_of_crops(tr):
+    faces = synthetic_faces(1, seed=3).images[:, 0].numpy()  # 7 FER-like crops
+    after, delta, src, errors = tr.edit(faces, ["happy", "sad"], 1.0)
+    assert after.shape == (7, 2, 48, 48) and delta.shape == (7, 2, 48, 48)
+    assert src.shape == (7,) and errors.shape == (7, 7)
+    assert np.array_equal(after, np.clip(np.rint(faces[:, None] + delta), 0, 255))
+    a0, *_ = tr.edit(faces, ["happy"], 0.0)
+    assert np.array_equal(a0[:, 0], faces)
+    with pytest.raises(TranslateError):
+        tr.edit(faces.astype(np.float32), ["happy"])
+
+
+def test_no_detect_whole_image_is_the_face(tr):
+    crop = synthetic_faces(1, seed=5).images[3, 0].numpy()  # a 48x48 grey face
+    source = EMOTIONS[int(tr.edit(crop[None], ["happy"])[2][0])]
+    to = next(e for e in EMOTIONS if e != source)
+    result = tr.translate_faces(crop, to=to, detect=False)
+    (face,) = result.faces
+    assert face.frame == Box(0, 0, 48, 48) and face.source == source
+    out = tr.translate(crop, to=to, detect=False)
+    assert out.shape == (48, 48) and out.dtype == np.uint8
+    assert np.array_equal(out, face.after[to])  # the model's output, no feathering
+    assert (out != crop).any()
+    # a non-square crop: the centre square is the face, the rest is untouched
+    wide = np.pad(crop, ((0, 0), (16, 16)), mode="edge")
+    out = tr.translate(wide, to=to, detect=False)
+    assert out.shape == wide.shape
+    assert np.array_equal(out[:, :16], wide[:, :16]) and np.array_equal(out[:, -16:],
+                                                                        wide[:, -16:])
+    assert (out != wide).any()
+
+
+def test_no_face_raises(tr):
+    with pytest.raises(NoFaceError, match="no face found"):
+        tr.translate(np.full((300, 400, 3), 128, np.uint8), to="happy")
+
+
+# ------------------------------------------------------------------------------ API types
+
+
+def test_api_returns_the_kind_it_was_given(tr, small, tmp_path):
+    path = tmp_path / "astro.png"
+    Image.fromarray(small).save(path)
+    out = tr.translate(path, to="sad")
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == (256, 256)
+    assert isinstance(tr.translate(str(path), to="sad"), Image.Image)
+
+    grey = Image.fromarray(small).convert("L")
+    out = tr.translate(grey, to="sad")
+    assert isinstance(out, Image.Image) and out.mode == "L"
+    out = tr.translate(np.asarray(grey), to="sad")
+    assert isinstance(out, np.ndarray) and out.shape == (256, 256)
+    out = tr.translate(small, to="sad")
+    assert isinstance(out, np.ndarray) and out.shape == (256, 256, 3)
+
+    rgba = np.dstack([small, np.full((256, 256), 200, np.uint8)])
+    out = tr.translate(rgba, to="sad")
+    assert out.shape == (256, 256, 4) and (out[:, :, 3] == 200).all()
+    assert tr.translate(Image.fromarray(rgba), to="sad").mode == "RGBA"
+
+    for bad in (small.astype(np.float32), np.zeros((4, 4, 2), np.uint8), 42):
+        with pytest.raises(TranslateError):
+            tr.translate(bad, to="sad")
+    with pytest.raises(TranslateError, match="unknown emotion"):
+        tr.translate(small, to="joy")
+    with pytest.raises(TranslateError, match="intensity"):
+        tr.translate(small, to="sad", intensity=1.01)
+
+
+def test_exif_rotation_is_honoured(tr, astronaut, tmp_path):
+    upright = np.ascontiguousarray(astronaut[:, 40:440])  # 512 high, 400 wide
+    stored = np.ascontiguousarray(np.rot90(upright))  # as a camera held sideways stores it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    path = tmp_path / "sideways.jpg"
+    path.write_bytes(jpeg_bytes(stored, exif=exif))
+    result = tr.translate_faces(path, to="happy")
+    assert len(result.faces) == 1 and result.image().shape == (512, 400, 3)
+    out = tr.translate(path, to="happy")
+    assert out.size == (400, 512)
+    # without the EXIF tag, the sideways face is not found: the tag is what made it work
+    plain = tmp_path / "plain.jpg"
+    plain.write_bytes(jpeg_bytes(stored))
+    with pytest.raises(NoFaceError):
+        tr.translate(plain, to="happy")
+    # written files carry no orientation tag (the pixels are upright already)
+    assert cli.main(["translate", str(path), "--to", "happy", "--checkpoint",
+                     str(tr.source), "-q"]) == 0
+    with Image.open(tmp_path / "sideways_happy.jpg") as img:
+        assert img.size == (400, 512) and img.getexif().get(0x0112, 1) == 1
+
+
+def test_bundled_model_lookup(monkeypatch, gen_path):
+    from ccyclegan import translate
+
+    found = translate.bundled_model_path()
+    assert found is None or found.name == "ccyclegan_fer2013.safetensors"
+    monkeypatch.setattr(translate, "bundled_model_path", lambda: gen_path)
+    assert ExpressionTranslator.load().source == str(gen_path)
+    monkeypatch.setattr(translate, "bundled_model_path", lambda: None)
+    with pytest.raises(TranslateError, match="no bundled model exists yet"):
+        ExpressionTranslator.load()
+
+
+def test_lazy_export():
+    import ccyclegan
+
+    assert ccyclegan.ExpressionTranslator is ExpressionTranslator
+
+
+# ------------------------------------------------------------------------------ the command
+
+
+@pytest.fixture
+def photos(tmp_path, small) -> Path:
+    (tmp_path / "astro.jpg").write_bytes(jpeg_bytes(small))
+    return tmp_path
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    rc = cli.main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def listing(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def test_cli_writes_beside_the_input(photos, gen_path, capsys):
+    rc, out, err = run(["translate", photos / "astro.jpg", "--to", "happy",
+                        "--checkpoint", gen_path], capsys)
+    assert rc == 0, err
+    written = photos / "astro_happy.jpg"
+    assert "astro_happy.jpg" in out
+    with Image.open(written) as img:
+        assert img.size == (256, 256) and img.mode == "RGB"
+    # a folder as input skips the earlier output, -o puts results in a folder
+    rc, out, err = run(["translate", photos, "--to", "all", "--checkpoint", gen_path,
+                        "-o", photos / "out", "--intensity", "0.5"], capsys)
+    assert rc == 0, err
+    assert listing(photos / "out") == {"astro_all.jpg"}
+    with Image.open(photos / "out" / "astro_all.jpg") as img:
+        assert img.width == 8 * img.height
+
+
+def test_cli_crop_only_and_no_detect(photos, gen_path, capsys):
+    rc, _, err = run(["translate", photos / "astro.jpg", "--to", "sad", "--crop-only",
+                      "--checkpoint", gen_path, "-o", photos / "crops"], capsys)
+    assert rc == 0, err
+    with Image.open(photos / "crops" / "astro_sad_face1.png") as img:
+        assert img.size == (48, 48) and img.mode == "L"
+    crop = photos / "face48.png"
+    Image.fromarray(synthetic_faces(1, seed=2).images[0, 0].numpy()).save(crop)
+    rc, _, err = run(["translate", crop, "--to", "happy", "--no-detect", "--checkpoint",
+                      gen_path, "-o", photos / "one.png"], capsys)
+    assert rc == 0, err
+    with Image.open(photos / "one.png") as img:
+        assert img.size == (48, 48)
+
+
+def assert_clean_error(rc: int, err: str, folder: Path, before: set[str], what: str) -> None:
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("ccyclegan translate: error: ") and what in lines[0], lines[0]
+    assert listing(folder) == before
+
+
+@pytest.mark.parametrize("case", ["no_face", "not_image", "truncated", "emotion", "intensity",
+                                  "intensity_nan", "checkpoint", "no_bundled", "overwrite",
+                                  "missing_input", "one_bad_of_two"])
+def test_cli_errors_are_one_line_and_write_nothing(case, photos, gen_path, capsys, monkeypatch,
+                                                   astronaut):
+    good = photos / "astro.jpg"
+    (photos / "blank.png").write_bytes(b"")
+    Image.new("RGB", (640, 480), (120, 130, 140)).save(photos / "blank.png")
+    (photos / "notes.jpg").write_text("not an image\n")
+    (photos / "cut.jpg").write_bytes(jpeg_bytes(astronaut)[:4000])
+    ck = ["--checkpoint", gen_path]
+    argv, what = {
+        "no_face": ([photos / "blank.png", "--to", "happy", *ck], "no face found"),
+        "not_image": ([photos / "notes.jpg", "--to", "happy", *ck], "not a readable image"),
+        "truncated": ([photos / "cut.jpg", "--to", "happy", *ck], "truncated"),
+        "emotion": ([good, "--to", "joyful", *ck], "unknown emotion 'joyful'"),
+        "intensity": ([good, "--to", "happy", "--intensity", "1.5", *ck], "intensity"),
+        "intensity_nan": ([good, "--to", "happy", "--intensity", "nan", *ck], "intensity"),
+        "checkpoint": ([good, "--to", "happy", "--checkpoint", photos / "nope"], "not found"),
+        "no_bundled": ([good, "--to", "happy"], "no bundled model exists yet"),
+        "overwrite": ([good, "--to", "happy", *ck, "-o", good], "would overwrite an input"),
+        "missing_input": ([photos / "gone.jpg", "--to", "happy", *ck], "no such file"),
+        "one_bad_of_two": ([good, photos / "cut.jpg", "--to", "happy", *ck], "cut.jpg"),
+    }[case]
+    if case == "no_bundled":
+        from ccyclegan import translate
+
+        monkeypatch.setattr(translate, "bundled_model_path", lambda: None)
+    before = listing(photos)
+    rc, _, err = run(["translate", *argv], capsys)
+    assert_clean_error(rc, err, photos, before, what)
+
+
+def test_cli_keep_going_and_overwrite(photos, gen_path, capsys, astronaut):
+    (photos / "cut.jpg").write_bytes(jpeg_bytes(astronaut)[:4000])
+    rc, _, err = run(["translate", photos / "astro.jpg", photos / "cut.jpg", "--to", "happy",
+                      "--checkpoint", gen_path, "--keep-going"], capsys)
+    assert rc == 1 and "cut.jpg" in err and (photos / "astro_happy.jpg").is_file()
+    assert not (photos / "cut_happy.jpg").exists()
+    data = (photos / "astro.jpg").read_bytes()
+    rc, _, err = run(["translate", photos / "astro.jpg", "--to", "happy", "--checkpoint",
+                      gen_path, "-o", photos / "astro.jpg", "--overwrite"], capsys)
+    assert rc == 0, err
+    assert (photos / "astro.jpg").read_bytes() != data
+
+
+def test_expand_inputs_skips_own_outputs(tmp_path):
+    for name in ("a.jpg", "a_happy.jpg", "b_sad.jpg", "a_all_face2.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in expand_inputs([tmp_path])] == ["a.jpg", "b_sad.jpg"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TranslateError, match="no image files"):
+        expand_inputs([tmp_path / "empty"])
+    with pytest.raises(TranslateError, match="no such file or folder"):
+        expand_inputs([tmp_path / "missing"])
