@@ -7,20 +7,38 @@ metadata, so a single rename makes it visible: a crash mid-write leaves the prev
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+M = TypeVar("M", bound=torch.nn.Module)
+
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, truncated, corrupted or does not fit the model."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A run's files (checkpoint, samples, metrics, config) cannot be written: the disk is full,
+    the folder is read-only, ... The message says what the last good checkpoint on disk is."""
+
+
+def oserror_text(e: OSError) -> str:
+    """'[Errno 28] No space left on device', without the temp file's name."""
+    if e.errno is not None:
+        return f"[Errno {e.errno}] {e.strerror or os.strerror(e.errno)}"
+    return str(e) or type(e).__name__
+
+
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -56,35 +74,64 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+DIGEST_KEY = "ccyclegan.blake2b"  # checksum of every tensor's name, dtype, shape and bytes
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """safetensors has no checksum: a flipped bit in the data would load as a wrong weight.
+    We store this digest in the header and compare it on load."""
+    h = hashlib.blake2b(digest_size=16)
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
                  meta: dict[str, Any]) -> None:
-    """Save tensors with JSON-encoded metadata, atomically."""
+    """Save tensors with JSON-encoded metadata and a checksum, atomically."""
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    data = st_save(flat, metadata={"ccyclegan": json.dumps(meta)})
+    data = st_save(flat, metadata={"ccyclegan": json.dumps(meta),
+                                   DIGEST_KEY: tensors_digest(flat)})
     atomic_write_bytes(path, data)
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of a ccyclegan safetensors file (never a pickle). CheckpointError
+    if the file is missing, is not safetensors, is truncated, fails its checksum, or its
+    metadata is not a JSON object."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint: {oserror_text(e)}") from None
     try:
         tensors = st_load(raw)
-        meta = _read_metadata(raw)
-    except (SafetensorError, ValueError, OSError, json.JSONDecodeError) as e:
+        meta, digest = _read_metadata(raw)
+    except (SafetensorError, ValueError, TypeError, OSError, RecursionError) as e:
+        why = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
         raise CheckpointError(f"{path}: not a valid safetensors checkpoint "
-                              f"(truncated or corrupted?): {e}") from None
+                              f"(truncated or corrupted?): {why}") from None
+    if digest is not None and tensors_digest(tensors) != digest:
+        raise CheckpointError(f"{path}: checksum mismatch: the tensor data is corrupted")
     return tensors, meta
 
 
-def _read_metadata(raw: bytes) -> dict[str, Any]:
+def _read_metadata(raw: bytes) -> tuple[dict[str, Any], str | None]:
     n = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8:8 + n])
-    meta = header.get("__metadata__", {}) or {}
+    meta = (header.get("__metadata__") if isinstance(header, dict) else None) or {}
     if "ccyclegan" not in meta:
         raise ValueError("metadata has no 'ccyclegan' entry: not written by ccyclegan")
-    return json.loads(meta["ccyclegan"])
+    out = json.loads(meta["ccyclegan"])
+    if not isinstance(out, dict):
+        raise ValueError(f"ccyclegan metadata must be a JSON object, got {type(out).__name__}")
+    digest = meta.get(DIGEST_KEY)
+    return out, digest if isinstance(digest, str) else None
 
 
 def prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -118,9 +165,10 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, prefix: str,
     opt.load_state_dict({"state": state, "param_groups": param_groups})
 
 
-def load_module(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str,
-                path: str | Path) -> None:
-    """load_state_dict with an error that says which file and which tensors do not fit."""
+def check_fits(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str,
+               path: str | Path, finite: bool = True) -> None:
+    """CheckpointError naming the file and the tensors unless state has exactly the module's
+    tensors, with their shapes (and, if finite, no NaN or inf)."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -130,10 +178,42 @@ def load_module(module: torch.nn.Module, state: dict[str, torch.Tensor], what: s
         if missing:
             parts.append(f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}")
         if unexpected:
-            parts.append(f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+            shown = [k[:60] for k in unexpected[:3]]
+            parts.append(f"unexpected {shown}{'...' if len(unexpected) > 3 else ''}")
         if wrong:
             k = wrong[0]
             parts.append(f"shape mismatch for {k}: file {tuple(state[k].shape)} "
                          f"vs model {tuple(own[k].shape)}")
         raise CheckpointError(f"{path}: {what} weights do not fit the model: " + "; ".join(parts))
+    if finite:
+        bad = sorted(k for k, v in state.items()
+                     if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+        if bad:
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            raise CheckpointError(f"{path}: {what} weights are not finite (NaN or inf in "
+                                  f"{bad[0]}{more})")
+
+
+def load_module(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str,
+                path: str | Path) -> None:
+    """load_state_dict with an error that says which file and which tensors do not fit."""
+    check_fits(module, state, what, path)
+    own = module.state_dict()
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def check_on_meta(factory: Callable[[], torch.nn.Module], state: dict[str, torch.Tensor],
+                  what: str, path: str | Path) -> None:
+    """Build factory() on the meta device (no memory) and check that state fits it. Do this
+    before building a model from a checkpoint's config: a config claiming a huge model is
+    refused before anything is allocated (a model that fits is no bigger than the file)."""
+    with torch.device("meta"):
+        ghost = factory()
+    check_fits(ghost, state, what, path, finite=False)
+
+
+def build_checked(factory: Callable[[], M], state: dict[str, torch.Tensor], what: str,
+                  path: str | Path) -> M:
+    """factory(), once check_on_meta has found that state fits it."""
+    check_on_meta(factory, state, what, path)
+    return factory()

@@ -6,7 +6,7 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from ccyclegan.config import ConfigError, check_type
+from ccyclegan.config import ConfigError, check_type, to_float
 
 
 @dataclass
@@ -46,7 +46,7 @@ class ClassifierConfig:
         for f in fields(self):
             v = getattr(self, f.name)
             if hints[f.name] is float and isinstance(v, int) and not isinstance(v, bool):
-                setattr(self, f.name, float(v))
+                setattr(self, f.name, to_float(f.name, v))
             check_type(f.name, getattr(self, f.name), hints[f.name])
         for name in ("width", "feature_dim", "epochs", "batch_size"):
             if getattr(self, name) <= 0:
@@ -81,4 +81,7 @@ class ClassifierConfig:
             raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
         if unknown := sorted(set(d) - known):
             raise ConfigError(f"{source}: unknown classifier config field(s) {', '.join(unknown)}")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None

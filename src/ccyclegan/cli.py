@@ -33,6 +33,8 @@ HELP = {
     "precision": "auto (AMP on CUDA, fp32 on CPU), fp32, bf16, fp16 (CUDA)",
     "threads": "CPU threads for torch (0 = torch's default)",
     "compile": "torch.compile the models",
+    "skip_nonfinite": "skip the update of a step whose loss or gradients are NaN/inf (counted "
+                      "in metrics.csv) instead of stopping with an error",
     "ckpt_every": "checkpoint every N steps",
     "sample_every": "write a sample grid every N steps",
     "log_every": "log metrics every N steps",
@@ -75,7 +77,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"continue with --resume", file=sys.stderr)
         return 128 + int(result["interrupted"])  # 130 for Ctrl-C, 143 for SIGTERM
     if not quiet:
-        print(f"done: {result['step']} steps; run in {result['run_dir']}")
+        n = result.get("skipped_steps", 0)
+        skipped = f" ({n} skipped: non-finite loss)" if n else ""
+        print(f"done: {result['step']} steps{skipped}; run in {result['run_dir']}")
     return 0
 
 
@@ -184,10 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     from ccyclegan.checkpoint import CheckpointError
     from ccyclegan.data import DataError
     from ccyclegan.faces import TranslateError
+    from ccyclegan.train import NonFiniteLossError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, CheckpointError, TranslateError) as e:
+    except (ConfigError, DataError, CheckpointError, TranslateError, NonFiniteLossError) as e:
+        # one line: CheckpointWriteError (disk full, read-only run dir) and NonFiniteLossError
+        # say which step failed and which checkpoint on disk is the last good one
         print(f"ccyclegan {args.verb}: error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -59,6 +60,7 @@ class Config:
     precision: Precision = "auto"
     threads: int = 0
     compile: bool = False
+    skip_nonfinite: bool = False
     # logging / checkpoints
     log_every: int = 50
     sample_every: int = 1000
@@ -70,7 +72,7 @@ class Config:
         for f in fields(self):  # JSON writes 1e-3 and 1 alike: accept ints for float fields
             v = getattr(self, f.name)
             if hints[f.name] is float and isinstance(v, int) and not isinstance(v, bool):
-                setattr(self, f.name, float(v))
+                setattr(self, f.name, to_float(f.name, v))
         self.validate()
 
     def validate(self) -> None:
@@ -81,13 +83,14 @@ class Config:
                     "log_every", "sample_every", "ckpt_every", "lr")
         for name in positive:
             if getattr(self, name) <= 0:
-                raise ConfigError(f"config field '{name}' must be > 0, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"config field '{name}' must be > 0, got {_show(getattr(self, name))}")
         for name in ("max_steps", "threads", "n_sample_faces", "lambda_cl", "lambda_cyc"):
             if (v := getattr(self, name)) < 0:
-                raise ConfigError(f"config field '{name}' must be >= 0, got {v!r}")
+                raise ConfigError(f"config field '{name}' must be >= 0, got {_show(v)}")
         for name in ("beta1", "beta2", "ema_decay"):
             if not 0.0 <= (v := getattr(self, name)) < 1.0:
-                raise ConfigError(f"config field '{name}' must be in [0, 1), got {v!r}")
+                raise ConfigError(f"config field '{name}' must be in [0, 1), got {_show(v)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -99,7 +102,9 @@ class Config:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ConfigError(f"{source}: unknown config field(s) {', '.join(unknown)}")
+            names = ", ".join(_show(k, 40).strip("'") for k in unknown[:5])
+            raise ConfigError(f"{source}: unknown config field(s) {names}"
+                              f"{' ...' if len(unknown) > 5 else ''}")
         try:
             return cls(**d)
         except ConfigError as e:
@@ -119,13 +124,30 @@ class Config:
         return cls.from_dict(d, source=str(path))
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """repr for messages, cut short (a fuzzed config can hold a 4000-digit number)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's str-conversion limit
+        return f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def to_float(name: str, value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise ConfigError(f"config field '{name}' is too large, got {_show(value)}") from None
+
+
 def check_type(name: str, value: Any, hint: Any) -> None:
     """Reject values JSON or the CLI could smuggle in with the wrong type."""
     origin = typing.get_origin(hint)
     if origin is Literal:
         if value not in typing.get_args(hint):
             choices = ", ".join(map(str, typing.get_args(hint)))
-            raise ConfigError(f"config field '{name}' must be one of {choices}; got {value!r}")
+            raise ConfigError(
+                f"config field '{name}' must be one of {choices}; got {_show(value)}")
         return
     if origin in (typing.Union, types.UnionType):
         return
@@ -135,9 +157,12 @@ def check_type(name: str, value: Any, hint: Any) -> None:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise ConfigError(
+                f"config field '{name}' must be a finite number, got {_show(value)}")
     else:
         ok = isinstance(value, hint)
     if not ok:
         raise ConfigError(
-            f"config field '{name}' must be {getattr(hint, '__name__', hint)}, got {value!r}"
+            f"config field '{name}' must be {getattr(hint, '__name__', hint)}, got {_show(value)}"
         )

@@ -27,11 +27,16 @@ from torch import nn
 from ccyclegan import losses
 from ccyclegan.checkpoint import (
     CheckpointError,
+    CheckpointWriteError,
+    atomic_write_bytes,
     atomic_write_text,
+    build_checked,
+    check_on_meta,
     load_module,
     load_tensors,
     optimizer_from_tensors,
     optimizer_to_tensors,
+    oserror_text,
     prefixed,
     save_tensors,
     unprefixed,
@@ -44,11 +49,18 @@ CKPT_NAME = "checkpoint.safetensors"
 GEN_NAME = "generator.safetensors"
 # Fields that may change when a run is resumed; everything else defines the run.
 RESUMABLE_FIELDS = {"data", "out", "epochs", "max_steps", "device", "precision", "threads",
-                    "compile", "log_every", "sample_every", "ckpt_every"}
+                    "compile", "log_every", "sample_every", "ckpt_every", "skip_nonfinite"}
+# what train_step logs, in this order (the columns of metrics.csv between epoch and img_per_s)
+LOG_KEYS = ("loss_D", "D_adv", "D_cl", "D_acc", "loss_G", "G_adv", "G_cl", "G_cyc", "G_acc")
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or inf; the last good checkpoint is kept."""
+    """A loss (or gradient) became NaN or inf at `step`. The update was not applied, so the
+    weights in memory and the last good checkpoint on disk stay finite."""
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step
 
 
 # --------------------------------------------------------------------------- runtime
@@ -129,15 +141,14 @@ def wrap_ddp(st: TrainState, device: torch.device) -> None:
 
 def _max_over_ranks(value: int, device: torch.device) -> int:
     """The largest of every rank's value (NCCL needs the tensor on the GPU)."""
-    t = torch.tensor([value], dtype=torch.int64, device=device)
+    return _maxes_over_ranks([value], device)[0]
+
+
+def _maxes_over_ranks(values: list[int], device: torch.device) -> list[int]:
+    """Element-wise maxima over ranks, in one collective."""
+    t = torch.tensor(values, dtype=torch.int64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
-
-
-def _barrier(world: int) -> None:
-    """Every rank waits here for rank 0's file writes, so none runs ahead or exits early."""
-    if world > 1:
-        dist.barrier()
+    return [int(v) for v in t.tolist()]
 
 
 # --------------------------------------------------------------------------- batches
@@ -241,7 +252,13 @@ def make_state(cfg: Config, device: torch.device) -> TrainState:
 
 def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tensor,
                y_t: torch.Tensor, amp_dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
-    """One D update and, every d_steps_per_g steps, one G update. Returns detached losses."""
+    """One D update and, every d_steps_per_g steps, one G update. Returns detached losses.
+
+    Each update is applied only if its loss and gradients are finite on every rank (checked
+    before the optimiser step, so the weights never become NaN/inf). Otherwise: raise
+    NonFiniteLossError naming the step or, with cfg.skip_nonfinite, skip the rest of the step
+    (a non-finite D update skips the G update too) and return {"skipped": 1} only; the reason
+    is in st.extra["nonfinite"]."""
     cfg = st.cfg
     G = st.G if st.G_train is None else st.G_train
     D = st.D if st.D_train is None else st.D_train
@@ -266,25 +283,30 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
         d_adv = losses.d_adversarial(rf_real, rf_fake, cfg.adv_loss)
         d_cl = losses.classification(cl_real, y)
         loss_d = d_adv + cfg.lambda_cl * d_cl
-    _backward_step(loss_d, st.opt_D, st.scaler_D)
+    if not _backward_step(loss_d, st.opt_D, st.scaler_D):
+        return _nonfinite(st, "D", loss_d)
     logs.update(loss_D=loss_d, D_adv=d_adv, D_cl=d_cl,
                 D_acc=(cl_real.argmax(1) == y).float().mean())
 
     if update_g:
         D_raw = st.D  # no DDP sync needed: D's weights do not change in the G step
         D_raw.requires_grad_(False)
-        with autocast(device, amp_dtype):
-            rf_fake, cl_fake = D_raw(fake)
-            g_adv = losses.g_adversarial(rf_fake, cfg.adv_loss)
-            g_cl = losses.classification(cl_fake, y_t)
-            g_cyc = fake.new_zeros((), dtype=torch.float32)
-            if recon is not None:  # the poster's L_cyc: G_dec(G_enc(x)|y_x) vs x
-                g_cyc = g_cyc + losses.l1(recon, x)
-            if cfg.cycle_mode in ("cycle", "both"):  # CycleGAN's G(G(x|y)|y_x)
-                g_cyc = g_cyc + losses.l1(G(fake, one_hot(y[src])), x[src])
-            loss_g = g_adv + cfg.lambda_cl * g_cl + cfg.lambda_cyc * g_cyc
-        _backward_step(loss_g, st.opt_G, st.scaler_G)
-        D_raw.requires_grad_(True)
+        try:
+            with autocast(device, amp_dtype):
+                rf_fake, cl_fake = D_raw(fake)
+                g_adv = losses.g_adversarial(rf_fake, cfg.adv_loss)
+                g_cl = losses.classification(cl_fake, y_t)
+                g_cyc = fake.new_zeros((), dtype=torch.float32)
+                if recon is not None:  # the poster's L_cyc: G_dec(G_enc(x)|y_x) vs x
+                    g_cyc = g_cyc + losses.l1(recon, x)
+                if cfg.cycle_mode in ("cycle", "both"):  # CycleGAN's G(G(x|y)|y_x)
+                    g_cyc = g_cyc + losses.l1(G(fake, one_hot(y[src])), x[src])
+                loss_g = g_adv + cfg.lambda_cl * g_cl + cfg.lambda_cyc * g_cyc
+            stepped = _backward_step(loss_g, st.opt_G, st.scaler_G)
+        finally:
+            D_raw.requires_grad_(True)
+        if not stepped:
+            return _nonfinite(st, "G", loss_g)
         if st.G_ema is not None:
             update_ema(st.G_ema, st.G, cfg.ema_decay)
         logs.update(loss_G=loss_g, G_adv=g_adv, G_cl=g_cl, G_cyc=g_cyc,
@@ -292,15 +314,53 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
     return {k: v.detach().float() for k, v in logs.items()}
 
 
-def _backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler) -> None:
+def _backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler) -> bool:
+    """Backward, then the optimiser step if the loss and gradients are finite on every rank.
+    Returns whether the step was taken.
+
+    The backward always runs, so that under DDP every rank joins its gradient all-reduce; one
+    more all-reduce (MIN of the finite flags) then gives every rank the same decision, so no
+    rank steps while another skips. With a GradScaler (fp16) only the loss is checked here:
+    inf gradients are the scaler's business (it skips that step and lowers the scale).
+    """
     opt.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
+    else:
+        loss.backward()
+    if not _finite_everywhere(loss, opt, grads=scaler is None):
+        opt.zero_grad(set_to_none=True)
+        return False
+    if scaler is not None:
         scaler.step(opt)
         scaler.update()
     else:
-        loss.backward()
         opt.step()
+    return True
+
+
+def _finite_everywhere(loss: torch.Tensor, opt: torch.optim.Optimizer, grads: bool) -> bool:
+    ok = torch.isfinite(loss.detach()).all()
+    if grads:
+        gs = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        if gs:  # max |g| per tensor: NaN or inf iff some element is
+            ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(gs, math.inf))).all()
+    flag = ok.to(torch.int32).reshape(1)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def _nonfinite(st: TrainState, net: str, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    step = st.step + 1  # the step being taken, as metrics.csv numbers it
+    value = float(loss.detach().float())
+    where = (f"loss_{net} = {value}" if not math.isfinite(value)
+             else f"loss_{net} = {value:.4g} is finite here, so: its gradients or another rank")
+    msg = f"non-finite loss or gradient in the {net} update at step {step} ({where})"
+    if not st.cfg.skip_nonfinite:
+        raise NonFiniteLossError(msg, step=step)
+    st.extra["nonfinite"] = msg
+    return {"skipped": torch.ones(())}
 
 
 @torch.no_grad()
@@ -352,40 +412,72 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
         cand = [path / GEN_NAME, path / CKPT_NAME]
         path = next((p for p in cand if p.is_file()), cand[0])
     tensors, meta = load_tensors(path)
+    kind = meta.get("kind")
+    if kind not in ("generator", "train"):
+        raise CheckpointError(f"{path}: not a generator or training checkpoint "
+                              f"(kind={str(kind)[:40]!r})")
     cfg = _config_from_meta(meta, path)
-    G = Generator(cfg.gen_channels, label_mode=cfg.label_mode)
-    if meta.get("kind") == "train":
+    if kind == "train":
         prefix = "G_ema" if any(k.startswith("G_ema.") for k in tensors) else "G"
         tensors = unprefixed(prefix, tensors)
+    G = build_checked(lambda: Generator(cfg.gen_channels, label_mode=cfg.label_mode),
+                      tensors, "generator", path)
     load_module(G, tensors, "generator", path)
-    return G.to(device).eval(), cfg, meta.get("progress", {})
+    progress = meta.get("progress")
+    return G.to(device).eval(), cfg, progress if isinstance(progress, dict) else {}
 
 
 def load_checkpoint(st: TrainState, path: Path) -> dict[str, Any]:
     tensors, meta = load_tensors(path)
     if meta.get("kind") != "train":
-        raise CheckpointError(f"{path}: not a training checkpoint (kind={meta.get('kind')!r})")
+        raise CheckpointError(f"{path}: not a training checkpoint "
+                              f"(kind={str(meta.get('kind'))[:40]!r})")
     load_module(st.G, unprefixed("G", tensors), "G", path)
     load_module(st.D, unprefixed("D", tensors), "D", path)
     if st.G_ema is not None:
         ema = unprefixed("G_ema", tensors) or unprefixed("G", tensors)
         load_module(st.G_ema, ema, "G_ema", path)
-    groups = meta["param_groups"]
+    progress = meta.get("progress")
     try:
+        step = progress["step"]
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"progress step must be an integer >= 0, got {str(step)[:40]}")
+        groups = meta["param_groups"]
         optimizer_from_tensors(st.opt_G, "opt_G", tensors, groups["opt_G"])
         optimizer_from_tensors(st.opt_D, "opt_D", tensors, groups["opt_D"])
-    except (KeyError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: optimiser state does not fit: {e}") from None
-    torch.set_rng_state(tensors["rng.cpu"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
-    st.step = int(meta["progress"]["step"])
-    return meta["progress"]
+        torch.set_rng_state(tensors["rng.cpu"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: training state (progress, optimiser or RNG) is "
+                              f"missing or does not fit: {why}") from None
+    st.step = step
+    return progress
 
 
 def read_checkpoint_config(path: Path) -> Config:
     _, meta = load_tensors(path)
     return _config_from_meta(meta, path)
+
+
+def verify_checkpoint(path: Path) -> Config:
+    """The config of a training checkpoint, after checking (on the meta device: nothing is
+    allocated) that its G, D and EMA tensors fit the models that config describes."""
+    tensors, meta = load_tensors(path)
+    if meta.get("kind") != "train":
+        raise CheckpointError(f"{path}: not a training checkpoint "
+                              f"(kind={str(meta.get('kind'))[:40]!r})")
+    cfg = _config_from_meta(meta, path)
+    def G_fac() -> Generator:
+        return Generator(cfg.gen_channels, label_mode=cfg.label_mode)
+
+    check_on_meta(G_fac, unprefixed("G", tensors), "G", path)
+    check_on_meta(lambda: Discriminator(cfg.disc_channels, spectral_norm=cfg.spectral_norm),
+                  unprefixed("D", tensors), "D", path)
+    if cfg.ema_decay > 0 and unprefixed("G_ema", tensors):
+        check_on_meta(G_fac, unprefixed("G_ema", tensors), "G_ema", path)
+    return cfg
 
 
 def _config_from_meta(meta: dict[str, Any], path: Path) -> Config:
@@ -441,7 +533,8 @@ class MetricsLog:
         except Exception:  # tensorboard is an optional extra
             self.tb = None
 
-    def write(self, row: dict[str, float]) -> None:
+    def write(self, row: dict[str, float | None]) -> None:
+        """Append a row; None (a loss not computed in this window) is an empty cell."""
         if self.fields is None:
             self.fields = list(row.keys())
             with self.path.open("w", newline="") as f:
@@ -450,7 +543,7 @@ class MetricsLog:
             csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
         if self.tb is not None:
             for k, v in row.items():
-                if k != "step":
+                if k != "step" and v is not None:
                     self.tb.add_scalar(k, v, int(row["step"]))
 
     def close(self) -> None:
@@ -513,7 +606,7 @@ def train(cfg: Config, resume: bool = False, overrides: dict[str, Any] | None = 
     if resume:
         if not ckpt_path.is_file():
             raise CheckpointError(f"{ckpt_path}: nothing to resume (no checkpoint in {run_dir})")
-        saved = read_checkpoint_config(ckpt_path).to_dict()
+        saved = verify_checkpoint(ckpt_path).to_dict()
         for k, v in (overrides or {}).items():
             if k not in RESUMABLE_FIELDS and saved.get(k) != v:
                 raise ConfigError(f"config field '{k}' cannot change when resuming "
@@ -568,14 +661,44 @@ def _train(cfg: Config, resume: bool, progress_bar: bool) -> dict[str, Any]:
                       rank, world)
     total = cfg.max_steps or cfg.epochs * batches.steps_per_epoch
     main = rank == 0
-    log = None
-    if main:
+    skipped = int(resumed.get("skipped_steps", 0) or 0) if resume else 0
+    logs_: list[MetricsLog] = []  # the metrics log, once rank 0 has opened it
+
+    def write_phase(writes: list[tuple[str, Any]], stopping: int = 0) -> int:
+        """Rank 0 runs the writes; an OSError (disk full, read-only, ...) becomes a
+        CheckpointWriteError naming the last good checkpoint. Then every rank learns, in one
+        collective (which also keeps the others from running ahead of rank 0's files), whether
+        the writes failed and whether any rank was asked to stop; on a failure all raise."""
+        err: CheckpointWriteError | None = None
+        if main:
+            for what, write in writes:
+                try:
+                    write()
+                except OSError as e:
+                    err = CheckpointWriteError(f"cannot write {what} to {run_dir}: "
+                                               f"{oserror_text(e)}; {_last_good(ckpt_path)}")
+                    break
+        if world > 1:
+            failed, stopping = _maxes_over_ranks([int(err is not None), stopping], device)
+            if failed and err is None:
+                err = CheckpointWriteError(f"rank 0 cannot write to {run_dir} (its error says "
+                                           f"why); {_last_good(ckpt_path)}")
+        if err is not None:
+            raise err
+        return stopping
+
+    def set_up() -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "samples").mkdir(exist_ok=True)
         for stale in run_dir.glob(".*.tmp"):  # left by a crash mid-write; never read
             stale.unlink(missing_ok=True)
-        cfg.save(run_dir / "config.json")
-        log = MetricsLog(run_dir, st.step if resume else None)
+
+    write_phase([("the run directory", set_up),
+                 ("config.json", lambda: cfg.save(run_dir / "config.json")),
+                 ("metrics.csv", lambda: logs_.append(
+                     MetricsLog(run_dir, st.step if resume else None)))] if main else [])
+    log = logs_[0] if logs_ else None
+    if main:
         print(f"ccyclegan: {len(train_data)} training faces ({n_blank} blank dropped), "
               f"{batches.steps_per_epoch} steps/epoch, {total} steps, device {device}, "
               f"precision {amp_dtype or 'fp32'}, world {world}", flush=True)
@@ -584,82 +707,113 @@ def _train(cfg: Config, resume: bool, progress_bar: bool) -> dict[str, Any]:
             print(f"ccyclegan: warning: resuming with a global batch of {batches.global_batch} "
                   f"(checkpoint: {was}, world size {resumed.get('world_size')}); the data order "
                   f"and step count no longer match the original run", flush=True)
-    _barrier(world)  # rank 0 has set up the run directory
 
     bar = None
     if main and progress_bar:
         from tqdm import tqdm
 
         bar = tqdm(total=total, initial=st.step, unit="step", dynamic_ncols=True)
+    say = bar.write if bar is not None else (lambda m: print(m, flush=True))
     window: dict[str, list[torch.Tensor]] = {}
     t0, seen0 = time.perf_counter(), st.step
     interrupted = None
 
     def progress() -> dict[str, Any]:
         return {"epoch": st.step / batches.steps_per_epoch, "world_size": world,
-                "global_batch": batches.global_batch}
+                "global_batch": batches.global_batch, "skipped_steps": skipped}
 
-    def save_all(final: bool = False) -> None:
-        if main:
-            save_checkpoint(st, run_dir, progress())
-            grid = _grid(st, faces, face_labels)
-            grid.save(run_dir / "samples" / f"step_{st.step:07d}.png")
-            if final:
-                grid.save(run_dir / "samples" / "final.png")
-        _barrier(world)
+    def save_sample(*names: str) -> None:
+        buf = io.BytesIO()
+        _grid(st, faces, face_labels).save(buf, format="PNG")
+        for name in names:  # atomic, like the checkpoint: never a half-written PNG
+            atomic_write_bytes(run_dir / "samples" / name, buf.getvalue())
 
-    with _StopFlag() as stop:
-        while st.step < total:
-            x, y, src, y_t = batches.get(st.step)
-            logs = train_step(st, x, y, src, y_t, amp_dtype)
-            st.step += 1
-            for k, v in logs.items():
-                window.setdefault(k, []).append(v)
-            is_log = st.step % cfg.log_every == 0 or st.step == total
-            is_ckpt = st.step % cfg.ckpt_every == 0
-            is_sample = st.step % cfg.sample_every == 0
-            stopping = stop.signal or 0
-            if world > 1:
-                # Ranks may get a signal at different steps; they decide together at the next
-                # log/sample/checkpoint step (all ranks reach the same ones), so none leaves
-                # the others waiting in a collective. torchrun waits --shutdown-timeout s.
-                if is_log or is_ckpt or is_sample:
-                    stopping = _max_over_ranks(stopping, device)
-                else:
-                    stopping = 0
-            if is_log:  # under DDP, the mean over ranks: the global batch's losses
-                row = _flush(window, st.step, batches, t0, seen0)
-                if not all(math.isfinite(v) for v in row.values()):
-                    bad = [k for k, v in row.items() if not math.isfinite(v)]
+    try:
+        with _StopFlag() as stop:
+            while st.step < total:
+                x, y, src, y_t = batches.get(st.step)
+                try:
+                    logs = train_step(st, x, y, src, y_t, amp_dtype)
+                except NonFiniteLossError as e:  # every rank raises at the same step
                     raise NonFiniteLossError(
-                        f"non-finite loss ({', '.join(bad)}) by step {st.step}; "
-                        f"the last good checkpoint in {run_dir} is kept")
-                t0, seen0 = time.perf_counter(), st.step
-                if main:
-                    log.write(row)
-                    if bar is not None:
-                        bar.set_postfix({k: f"{row[k]:.3f}" for k in
-                                         ("loss_D", "loss_G", "G_cyc", "D_acc") if k in row})
-            if bar is not None:
-                bar.update(1)
-            if is_ckpt or is_sample:
+                        f"{e}; training stopped; {_last_good(ckpt_path)} in {run_dir} "
+                        f"(--skip-nonfinite skips such steps instead)", step=e.step) from None
+                st.step += 1
+                if "skipped" in logs:
+                    skipped += 1
+                    if main:
+                        say(f"ccyclegan: warning: {st.extra.pop('nonfinite', 'non-finite loss')}"
+                            f"; update skipped (--skip-nonfinite; {skipped} skipped so far)")
+                else:
+                    for k, v in logs.items():
+                        window.setdefault(k, []).append(v)
+                is_log = st.step % cfg.log_every == 0 or st.step == total
+                is_ckpt = st.step % cfg.ckpt_every == 0
+                is_sample = st.step % cfg.sample_every == 0
+                writes: list[tuple[str, Any]] = []
+                if is_log:  # under DDP, the mean over ranks: the global batch's losses
+                    row = _flush(window, st.step, batches, t0, seen0)
+                    row["skipped_steps"] = skipped
+                    bad = [k for k, v in row.items() if v is not None and not math.isfinite(v)]
+                    if bad:
+                        raise NonFiniteLossError(
+                            f"non-finite loss ({', '.join(bad)}) by step {st.step}; "
+                            f"{_last_good(ckpt_path)} in {run_dir}", step=st.step)
+                    t0, seen0 = time.perf_counter(), st.step
+                    if main:
+                        writes.append(("metrics.csv", lambda r=row: log.write(r)))
+                        if bar is not None:
+                            bar.set_postfix({k: f"{row[k]:.3f}" for k in
+                                             ("loss_D", "loss_G", "G_cyc", "D_acc")
+                                             if row.get(k) is not None})
+                if bar is not None:
+                    bar.update(1)
                 if is_ckpt and main:
-                    save_checkpoint(st, run_dir, progress())
+                    writes.append(("checkpoint", lambda: save_checkpoint(st, run_dir,
+                                                                          progress())))
                 if is_sample and main:
-                    _grid(st, faces, face_labels).save(
-                        run_dir / "samples" / f"step_{st.step:07d}.png")
-                _barrier(world)
-            if stopping:
-                interrupted = stopping
-                break
+                    writes.append(("a sample grid",
+                                   lambda: save_sample(f"step_{st.step:07d}.png")))
+                stopping = stop.signal or 0
+                if is_log or is_ckpt or is_sample:
+                    # Ranks may get a signal at different steps; they decide together at the
+                    # next log/sample/checkpoint step (all ranks reach the same ones), so none
+                    # leaves the others waiting in a collective. torchrun waits
+                    # --shutdown-timeout s.
+                    stopping = write_phase(writes, stopping)
+                elif world > 1:
+                    stopping = 0
+                if stopping:
+                    interrupted = stopping
+                    break
+            if bar is not None:
+                bar.close()
+                bar = None
+            final = interrupted is None
+            names = [f"step_{st.step:07d}.png"] + (["final.png"] if final else [])
+            write_phase([("checkpoint", lambda: save_checkpoint(st, run_dir, progress())),
+                         ("a sample grid", lambda: save_sample(*names))] if main else [])
+    finally:
         if bar is not None:
             bar.close()
-        save_all(final=interrupted is None)
-    if log is not None:
-        log.close()
+        if log is not None:
+            log.close()
     return {"step": st.step, "total_steps": total, "interrupted": interrupted,
             "run_dir": str(run_dir), "steps_per_epoch": batches.steps_per_epoch,
-            "rank": rank, "world_size": world, "global_batch": batches.global_batch}
+            "rank": rank, "world_size": world, "global_batch": batches.global_batch,
+            "skipped_steps": skipped}
+
+
+def _last_good(ckpt_path: Path) -> str:
+    """What a failed run leaves: the checkpoint on disk, read back in full (checksum)."""
+    if not ckpt_path.is_file():
+        return "no checkpoint has been written yet"
+    try:
+        _, meta = load_tensors(ckpt_path)
+        step = int(meta["progress"]["step"])
+    except (CheckpointError, KeyError, TypeError, ValueError) as e:
+        return f"the checkpoint on disk cannot be read back ({e})"
+    return f"the last good checkpoint (step {step}) is intact"
 
 
 def _grid(st: TrainState, faces: torch.Tensor, labels: torch.Tensor):
@@ -669,14 +823,19 @@ def _grid(st: TrainState, faces: torch.Tensor, labels: torch.Tensor):
 
 
 def _flush(window: dict[str, list[torch.Tensor]], step: int, batches: Batches, t0: float,
-           seen0: int) -> dict[str, float]:
-    row: dict[str, float] = {"step": step, "epoch": round(step / batches.steps_per_epoch, 4)}
+           seen0: int) -> dict[str, float | None]:
+    """The window's mean losses (None where none was computed: no G step in the window, or
+    every step in it skipped), epoch and images/s."""
+    row: dict[str, float | None] = {"step": step,
+                                    "epoch": round(step / batches.steps_per_epoch, 4)}
+    row.update(dict.fromkeys(LOG_KEYS))
     keys = list(window)  # the same keys in the same order on every rank
-    means = torch.stack([torch.stack(window[k]).mean() for k in keys])
-    if batches.world > 1:  # equal per-rank batches: the mean of rank means is the global mean
-        dist.all_reduce(means)
-        means /= batches.world
-    row.update(zip(keys, means.tolist(), strict=True))
+    if keys:
+        means = torch.stack([torch.stack(window[k]).mean() for k in keys])
+        if batches.world > 1:  # equal per-rank batches: mean of rank means = global mean
+            dist.all_reduce(means)
+            means /= batches.world
+        row.update(zip(keys, means.tolist(), strict=True))
     window.clear()
     dt = max(time.perf_counter() - t0, 1e-9)
     row["img_per_s"] = (step - seen0) * batches.global_batch / dt
