@@ -37,6 +37,8 @@ from torch import nn
 from ccyclegan.checkpoint import (
     CheckpointError,
     atomic_write_text,
+    build_checked,
+    check_on_meta,
     load_module,
     load_tensors,
     optimizer_from_tensors,
@@ -178,15 +180,13 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu"
     if path.is_dir():
         path = path / MODEL_NAME
     tensors, meta = load_tensors(path)
-    if meta.get("kind") not in ("classifier", "classifier_state"):
-        raise CheckpointError(f"{path}: not a ccyclegan classifier (kind={meta.get('kind')!r})")
-    try:
-        cfg = ClassifierConfig.from_dict(meta["config"], source=f"{path} (config)")
-    except (KeyError, ConfigError) as e:
-        raise CheckpointError(f"{path}: bad classifier config: {e}") from None
-    model = build_classifier(cfg)
-    if meta["kind"] == "classifier_state":
+    kind = meta.get("kind")
+    if kind not in ("classifier", "classifier_state"):
+        raise CheckpointError(f"{path}: not a ccyclegan classifier (kind={str(kind)[:40]!r})")
+    cfg = _config_from_meta(meta, path)
+    if kind == "classifier_state":
         tensors = unprefixed("model", tensors)
+    model = build_checked(lambda: build_classifier(cfg), tensors, "classifier", path)
     load_module(model, tensors, "classifier", path)
     model = model.to(device).to(memory_format=torch.channels_last).eval()
     return model, meta
@@ -276,18 +276,49 @@ def _save_state(run: Path, model: EmotionNet, opt: torch.optim.Optimizer, cfg: C
                                              "progress": progress, "param_groups": groups})
 
 
+def _config_from_meta(meta: dict[str, Any], path: Path) -> ClassifierConfig:
+    """The config in a file's metadata, validated field by field (CheckpointError naming the
+    bad field)."""
+    if "config" not in meta:
+        raise CheckpointError(f"{path}: classifier metadata has no config")
+    try:
+        return ClassifierConfig.from_dict(meta["config"], source=f"{path} (config)")
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: bad classifier config: {e}") from None
+
+
+def _read_state_config(path: Path) -> ClassifierConfig:
+    """The config of a classifier training state, once its model tensors are known to fit
+    the model it describes (checked on the meta device: nothing is allocated)."""
+    tensors, meta = load_tensors(path)
+    if meta.get("kind") != "classifier_state":
+        raise CheckpointError(f"{path}: not a classifier training state")
+    cfg = _config_from_meta(meta, path)
+    check_on_meta(lambda: build_classifier(cfg), unprefixed("model", tensors), "classifier",
+                  path)
+    return cfg
+
+
 def _load_state(run: Path, model: EmotionNet, opt: torch.optim.Optimizer) -> dict[str, Any]:
     path = run / STATE_NAME
     tensors, meta = load_tensors(path)
     if meta.get("kind") != "classifier_state":
         raise CheckpointError(f"{path}: not a classifier training state")
     load_module(model, unprefixed("model", tensors), "classifier", path)
+    progress = meta.get("progress")
     try:
+        if not isinstance(progress, dict):
+            raise ValueError("no progress record")
+        for key, kind in (("epoch", int), ("best_epoch", int), ("best_val_acc", int | float)):
+            if isinstance(progress[key], bool) or not isinstance(progress[key], kind):
+                raise ValueError(f"progress {key} is {str(progress[key])[:40]}")
         optimizer_from_tensors(opt, "opt", tensors, meta["param_groups"])
-    except (KeyError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: optimiser state does not fit: {e}") from None
-    torch.set_rng_state(tensors["rng.cpu"])
-    return meta["progress"]
+        torch.set_rng_state(tensors["rng.cpu"])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: training state (progress, optimiser or RNG) is "
+                              f"missing or does not fit: {why}") from None
+    return progress
 
 
 def _load_data(cfg: ClassifierConfig) -> tuple[FaceData, FaceData, FaceData | None, dict]:
@@ -318,8 +349,7 @@ def train_classifier(cfg: ClassifierConfig, resume: bool = False,
     if resume:
         if not (run / STATE_NAME).is_file():
             raise CheckpointError(f"{run / STATE_NAME}: nothing to resume")
-        _, meta = load_tensors(run / STATE_NAME)
-        saved = meta["config"]
+        saved = _read_state_config(run / STATE_NAME).to_dict()
         for k, v in (overrides or {}).items():
             if k not in RESUMABLE_FIELDS and saved.get(k) != v:
                 raise ConfigError(f"config field '{k}' cannot change when resuming "
@@ -356,7 +386,9 @@ def train_classifier(cfg: ClassifierConfig, resume: bool = False,
             csv.writer(f).writerow(fields_)
     else:  # drop rows past the state, as if the run had not been interrupted
         with metrics_path.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= progress["epoch"]]
+            rows = [r for r in csv.DictReader(f)  # complete rows only (crash mid-write)
+                    if None not in r and (r.get("epoch") or "").isdigit()
+                    and int(r["epoch"]) <= progress["epoch"]]
         with metrics_path.open("w", newline="") as f:
             w = csv.DictWriter(f, fields_)
             w.writeheader()

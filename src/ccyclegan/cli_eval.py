@@ -108,6 +108,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             base = json.loads(open(args.config).read())
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"{args.config}: cannot read config JSON: {e}") from None
+        if not isinstance(base, dict):
+            raise ConfigError(f"{args.config}: expected a JSON object, got {type(base).__name__}")
         for k in ("data", "out", "lr", "lambda_cl", "lambda_cyc", "max_steps", "seed"):
             base.pop(k, None)
     res = sweep(args.data, args.out, args.classifier, args.lr, args.lambda_cl, args.lambda_cyc,

@@ -24,6 +24,8 @@ whose FIDs differ slightly from TensorFlow's.
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -264,9 +266,27 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             sd = load_file(str(path))
         else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling refused, truncated file, ...
-        raise InceptionWeightsError(f"{path}: cannot read Inception weights: {e}") from None
+            # The one place a pickle is read, because the published FID weights are .pth
+            # files: weights_only=True is torch's restricted unpickler, which builds tensors
+            # and plain containers only and refuses any other global (os.system, ...)
+            # without calling it.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "pickle protocol 4" notices
+                sd = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        lines = [ln.strip() for ln in str(e).splitlines()]
+        code = next((ln for ln in lines if "GLOBAL" in ln), None)
+        if code is None:  # not a pickle at all, or a broken one
+            why = next((ln for ln in lines if "unsupported" in ln.lower()), "unreadable")
+            raise InceptionWeightsError(f"{path}: cannot read Inception weights: not a torch "
+                                        f"weights file ({why})") from None
+        raise InceptionWeightsError(
+            f"{path}: refused: this pickle holds more than tensors ({code}); .pth weights are "
+            f"read with torch.load(weights_only=True), which never runs code from the file; "
+            f"use the published pytorch-fid / torch-fidelity file or a .safetensors") from None
+    except Exception as e:  # truncated file, not a pickle or zip, ...
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise InceptionWeightsError(f"{path}: cannot read Inception weights: {why}") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):

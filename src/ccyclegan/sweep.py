@@ -39,6 +39,17 @@ def _step_of(run: Path) -> int:
         return -1
 
 
+def _read_json(path: Path) -> Any:
+    """An earlier evaluation's metrics.json, or None if missing or unreadable (then it is
+    evaluated again)."""
+    try:
+        m = json.loads(path.read_text())
+        ok = isinstance(m, dict) and all(isinstance(m.get(k), dict) for k in ("sample", "model"))
+        return m if ok else None
+    except (OSError, ValueError):
+        return None
+
+
 def _mean(values: list[float | None]) -> float | None:
     v = [x for x in values if x is not None]
     return sum(v) / len(v) if v else None
@@ -106,7 +117,7 @@ def sweep(data: str, out: str | Path, classifier: str | Path, lrs: list[float],
                 return {"interrupted": True, "rows": rows}
         eval_dir = run / "eval"
         mpath = eval_dir / "metrics.json"
-        m = json.loads(mpath.read_text()) if mpath.is_file() else None
+        m = _read_json(mpath)
         if (m is None or m.get("generator_step") != max_steps or m["sample"]["seed"] != seed
                 or m["sample"]["limit"] != eval_limit or (fid and m["model"]["fid"] is None)):
             m = evaluate(run, data, classifier, out=eval_dir, limit=eval_limit, seed=seed,

@@ -607,6 +607,7 @@ def train(cfg: Config, resume: bool = False, overrides: dict[str, Any] | None = 
         if not ckpt_path.is_file():
             raise CheckpointError(f"{ckpt_path}: nothing to resume (no checkpoint in {run_dir})")
         saved = verify_checkpoint(ckpt_path).to_dict()
+        saved["out"] = cfg.out  # the run is where its checkpoint is (a moved run stays moved)
         for k, v in (overrides or {}).items():
             if k not in RESUMABLE_FIELDS and saved.get(k) != v:
                 raise ConfigError(f"config field '{k}' cannot change when resuming "
