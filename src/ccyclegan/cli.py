@@ -166,6 +166,68 @@ def add_translate_parsers(sub) -> None:
     e.set_defaults(func=cmd_export)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ccyclegan.translate import ExpressionTranslator
+    from ccyclegan.web import ServeError, require_web, serve
+
+    try:
+        require_web()  # a missing extra fails before the model loads
+        translator = ExpressionTranslator.load(args.checkpoint, args.device,
+                                               backend=args.backend, threads=args.threads or None)
+        serve(translator, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+              max_queue=args.max_queue)
+    except ServeError as e:
+        print(f"ccyclegan serve: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _positive(value: str) -> float:
+    x = float(value)
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return x
+
+
+def _count(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return n
+
+
+def _port(value: str) -> int:
+    n = int(value)
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 0..65535, got {value}")
+    return n
+
+
+def add_serve_parser(sub) -> None:
+    s = sub.add_parser(
+        "serve", help="a web page to try the model: upload or webcam photo, emotion, intensity",
+        description="Load the model once and serve a page (no CDN, nothing from the network) "
+                    "where you upload a photo or take one with the webcam, pick an emotion and "
+                    "an intensity, and see and download the result. Needs the web extra: "
+                    "pip install 'ccyclegan[web]'.")
+    s.add_argument("--checkpoint", metavar="RUN",
+                   help="run dir, generator.safetensors, training checkpoint or .onnx "
+                        "(default: the bundled model)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this computer only)")
+    s.add_argument("--port", type=_port, default=7860, help="port (default 7860; 0: any free)")
+    s.add_argument("--max-upload-mb", type=_positive, default=10.0, metavar="MB",
+                   help="largest photo file accepted, in MB (default 10)")
+    s.add_argument("--max-queue", type=_count, default=32, metavar="N",
+                   help="photos that may wait for the model; more are answered 503 (default 32)")
+    s.add_argument("--backend", choices=["torch", "onnxruntime"],
+                   help="default: torch, or onnxruntime for an .onnx model")
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    s.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for the model (default 1; 0 = torch's default)")
+    s.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ccyclegan", description=__doc__)
     sub = p.add_subparsers(dest="verb", required=True)
@@ -178,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(t)
     t.set_defaults(func=cmd_train)
     add_translate_parsers(sub)
+    add_serve_parser(sub)
     from ccyclegan.cli_eval import add_eval_parsers
 
     add_eval_parsers(sub)

@@ -1,0 +1,655 @@
+"""`ccyclegan serve`: a local web page to try the model on your own photo or a webcam shot.
+
+    ccyclegan serve --checkpoint runs/paper           # http://127.0.0.1:7860/
+
+One page (``web_static/``: HTML, CSS and vanilla JS, no framework, nothing loaded from another
+site) posts the photo, the emotion (or "all") and the intensity to ``POST /api/translate``,
+which answers JSON: the translated photo (or, for "all", the strip of every face in every
+emotion, as ``ccyclegan translate --to all`` writes it), and per face its box, its estimated
+source emotion, the 48x48 crops the model saw and made, and its region in colour, before and
+after. The work is ``ExpressionTranslator.translate_faces``, the API behind
+``ccyclegan translate``; this module only moves bytes.
+
+Uploads are processed in memory only, never written to disk: the multipart body is parsed as it
+streams in (python-multipart's push parser), the photo part is kept in a bytes buffer, and the
+upload is refused with 413 as soon as it passes ``--max-upload-mb``: at most that much of a
+request body is ever held. (Starlette's and FastAPI's own form parsing would first spool the
+whole file into a temporary file, however large.) The image's size in pixels is checked on its
+header, before decoding, against the project's limit (``data.max_pixels()``,
+$CCYCLEGAN_MAX_PIXELS).
+
+Concurrency: the model runs on one worker thread, one photo at a time (the translator is not
+thread-safe, and the CPU is better spent finishing one photo than interleaving many). Requests
+queue for it; when ``max_queue`` are already waiting, a new one is answered 503 (with
+Retry-After) before its body is read, so memory stays bounded by about
+(max_queue + 1) x max_upload plus one photo being processed.
+
+Offline and private: no CDN, no fonts or analytics, no share tunnel; a Content-Security-Policy
+keeps the page from loading anything from another origin, and the server binds to 127.0.0.1
+unless told otherwise (and then accepts only localhost Host headers, against DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import ipaddress
+import json
+import logging
+import re
+import signal
+import socket
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import PurePath
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ccyclegan.data import EMOTIONS, DataError, check_image_size, max_pixels
+from ccyclegan.faces import (
+    MIN_FACE,
+    NoFaceError,
+    Picture,
+    TranslateError,
+    encode_image,
+    to_pil,
+)
+from ccyclegan.translate import check_intensity, parse_targets
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_MAX_QUEUE", "DEFAULT_MAX_UPLOAD_MB", "DEFAULT_PORT",
+           "ServeError", "create_app", "serve"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+DEFAULT_MAX_UPLOAD_MB = 10.0
+DEFAULT_MAX_QUEUE = 32
+FIELD_LIMIT = 1024  # bytes of each text field (to, intensity, detect)
+FIELDS_MAX = 16
+DRAIN_MIN = 64 << 20  # a refused body is read and dropped up to max(this, 4 x the limit)
+STATIC = "web_static"
+PAGES = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+       "media-src 'self' blob: mediastream:; connect-src 'self'; base-uri 'none'; "
+       "form-action 'self'; frame-ancestors 'none'")
+
+log = logging.getLogger("ccyclegan.web")
+
+
+class ServeError(RuntimeError):
+    """`ccyclegan serve` cannot start: the web extra is missing, or the address is taken."""
+
+
+class WebError(Exception):
+    """A request the page answers with a message (status 4xx/5xx, JSON {"error": ...})."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def require_web():
+    """Import the web extra's packages, or explain how to install them."""
+    try:
+        import starlette  # noqa: F401
+
+        try:
+            import python_multipart as multipart
+        except ImportError:  # python-multipart < 0.0.13 called its module `multipart`
+            import multipart  # type: ignore[no-redef]
+    except ImportError as e:
+        raise ServeError(f"the web page needs the web extra ({e}): "
+                         "pip install 'ccyclegan[web]'") from None
+    return multipart
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB" if n < 10e6 else f"{n / 1e6:.0f} MB"
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _b64(mime: str, data: bytes) -> dict[str, str]:
+    return {"type": mime, "data": base64.b64encode(data).decode("ascii")}
+
+
+def _safe_stem(filename: str) -> str:
+    stem = PurePath(filename.replace("\\", "/")).stem if filename else ""
+    stem = re.sub(r"[^\w.-]+", "_", stem, flags=re.ASCII).strip("._")
+    return stem[:60] or "photo"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the upload: streamed, bounded, in memory
+
+
+class _Form:
+    """multipart/form-data pushed through python-multipart; keeps the text fields and the one
+    file part (the photo, whatever its field name) in memory, refusing anything over the
+    limits as it arrives."""
+
+    def __init__(self, multipart, boundary: bytes, file_limit: int):
+        self.file_limit = file_limit
+        self.fields: dict[str, str] = {}
+        self.filename: str | None = None
+        self.file = bytearray()
+        self._kind = ""  # of the current part: "file" or "field"
+        self._name = ""
+        self._data = bytearray()
+        self._hname = b""
+        self._hvalue = b""
+        self._disposition = b""
+        self._parse_header = multipart.multipart.parse_options_header
+        self.parser = multipart.MultipartParser(boundary, {
+            "on_part_begin": self._begin,
+            "on_part_data": self._part_data,
+            "on_part_end": self._end,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_done,
+            "on_end": self._done,
+        })
+        self.complete = False  # the closing boundary arrived
+
+    def _done(self) -> None:
+        self.complete = True
+
+    def _begin(self) -> None:
+        self._kind, self._name, self._data, self._disposition = "", "", bytearray(), b""
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._hname += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._hvalue += data[start:end]
+
+    def _header_end(self) -> None:
+        if self._hname.strip().lower() == b"content-disposition":
+            self._disposition = self._hvalue
+        self._hname = self._hvalue = b""
+
+    def _headers_done(self) -> None:
+        _, opts = self._parse_header(self._disposition)
+        self._name = opts.get(b"name", b"").decode("utf-8", "replace")
+        if b"filename" in opts:
+            if self.filename is not None:
+                raise WebError(400, "Send one photo per request.")
+            self._kind = "file"
+            self.filename = opts[b"filename"].decode("utf-8", "replace")
+        else:
+            if len(self.fields) >= FIELDS_MAX:
+                raise WebError(400, "Too many form fields.")
+            self._kind = "field"
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        n = end - start
+        if self._kind == "file":
+            if len(self.file) + n > self.file_limit:
+                raise _TooLarge
+            self.file += data[start:end]
+        else:
+            if len(self._data) + n > FIELD_LIMIT:
+                raise WebError(400, f"Form field {self._name!r} is too long.")
+            self._data += data[start:end]
+
+    def _end(self) -> None:
+        if self._kind == "field" and self._name:
+            self.fields[self._name] = self._data.decode("utf-8", "replace")
+        self._kind = ""
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _drain(request, cap: int) -> None:
+    """Read and drop what is left of a refused body (up to cap bytes), so that the client,
+    which is still sending, gets to read the answer rather than a reset connection."""
+    seen = 0
+    with contextlib.suppress(Exception):
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > cap:
+                break
+
+
+# --------------------------------------------------------------------------------------------
+# The service: one model, one worker thread, a bounded queue
+
+
+class _Service:
+    def __init__(self, translator, max_upload_mb: float, max_queue: int):
+        if not max_upload_mb > 0:
+            raise ValueError(f"max_upload_mb must be > 0, got {max_upload_mb!r}")
+        if max_queue < 0:
+            raise ValueError(f"max_queue must be >= 0, got {max_queue!r}")
+        self.multipart = require_web()
+        self.translator = translator
+        self.max_upload = int(max_upload_mb * 1_000_000)
+        self.max_queue = int(max_queue)
+        self.drain_cap = max(DRAIN_MIN, 4 * self.max_upload)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccyclegan-model")
+        self.slot: asyncio.Semaphore | None = None  # made in the server's event loop
+        self.pending = 0  # admitted requests not yet answered: reading, waiting, running
+        self.peak_pending = 0
+        self.running = 0  # in the worker (at most 1)
+        self.peak_running = 0
+        self.served = 0
+        self.refused = 0
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "emotions": list(EMOTIONS),
+            "model": "/".join(PurePath(str(getattr(self.translator, "source", ""))).parts[-2:]),
+            "backend": getattr(self.translator, "backend", ""),
+            "max_upload_bytes": self.max_upload,
+            "max_pixels": max_pixels(),
+            "max_queue": self.max_queue,
+            "min_face": MIN_FACE,
+        }
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": True, "pending": self.pending, "peak_pending": self.peak_pending,
+                "running": self.running, "peak_running": self.peak_running,
+                "served": self.served, "refused": self.refused}
+
+    # ---------------------------------------------------------------------------- request
+
+    async def translate(self, request):
+        from starlette.responses import Response
+
+        if self.pending > self.max_queue:  # 1 running + max_queue waiting already
+            self.refused += 1
+            await _drain(request, self.drain_cap)
+            return _error(WebError(
+                503, f"The server is busy ({self.pending} photos ahead); try again in a few "
+                     "seconds.", {"Retry-After": "2"}))
+        self.pending += 1
+        self.peak_pending = max(self.peak_pending, self.pending)
+        try:
+            form = await self._read(request)
+            if form.filename is None:
+                raise WebError(400, "No photo in the request: send it as the form field "
+                                    "'image' (multipart/form-data).")
+            try:
+                to = form.fields.get("to", "happy")
+                targets = parse_targets(to)
+                a = check_intensity(form.fields.get("intensity", "1"))
+            except TranslateError as e:
+                raise WebError(400, str(e)) from None
+            detect = form.fields.get("detect", "true").strip().lower() not in (
+                "0", "false", "no", "off")
+            if self.slot is None:
+                self.slot = asyncio.Semaphore(1)
+            async with self.slot:
+                if await request.is_disconnected():
+                    return Response(status_code=400)
+                loop = asyncio.get_running_loop()
+                body = await loop.run_in_executor(
+                    self.executor, self._work, form.file, form.filename, to, targets, a, detect)
+            self.served += 1
+            return Response(body, media_type="application/json",
+                            headers={"Cache-Control": "no-store"})
+        except WebError as e:
+            return _error(e)
+        except Exception as e:  # answered on the page; the server keeps serving
+            from starlette.requests import ClientDisconnect
+
+            if isinstance(e, ClientDisconnect):  # nobody to answer
+                return Response(status_code=400)
+            log.exception("translating an upload failed")
+            return _error(WebError(500, "Internal error while translating this photo (the "
+                                        "server logged it and keeps serving)."))
+        finally:
+            self.pending -= 1
+
+    async def _read(self, request) -> _Form:
+        ctype, opts = self.multipart.multipart.parse_options_header(
+            request.headers.get("content-type", ""))
+        if ctype != b"multipart/form-data" or not opts.get(b"boundary"):
+            await _drain(request, self.drain_cap)
+            raise WebError(415, "Send the photo as multipart/form-data (field 'image').")
+        body_limit = self.max_upload + FIELDS_MAX * FIELD_LIMIT + 64 * 1024  # + part headers
+        too_large = WebError(413, f"This file is larger than the limit of "
+                                  f"{_mb(self.max_upload)} (ccyclegan serve --max-upload-mb).")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.drain_cap:
+            too_large.headers["Connection"] = "close"  # not worth reading to the end
+            raise too_large
+        form = _Form(self.multipart, opts[b"boundary"], self.max_upload)
+        seen = 0
+        try:
+            async for chunk in request.stream():
+                seen += len(chunk)
+                if seen > body_limit:
+                    raise _TooLarge
+                form.parser.write(chunk)
+            form.parser.finalize()
+            if not form.complete:
+                raise WebError(400, "Malformed upload (the body ended before its closing "
+                                    "boundary).")
+        except _TooLarge:
+            await _drain(request, self.drain_cap)
+            raise too_large from None
+        except WebError:
+            await _drain(request, self.drain_cap)
+            raise
+        except Exception as e:  # python-multipart's FormParserError and friends
+            from starlette.requests import ClientDisconnect
+
+            if isinstance(e, ClientDisconnect):
+                raise
+            await _drain(request, self.drain_cap)
+            raise WebError(400, f"Malformed upload ({_short(e)}).") from None
+        return form
+
+    # ---------------------------------------------------------------------------- worker
+
+    def _work(self, data: bytes | bytearray, filename: str, to: str, targets: tuple[str, ...],
+              a: float, detect: bool) -> bytes:
+        self.running += 1
+        self.peak_running = max(self.peak_running, self.running)
+        try:
+            return self._translate(data, filename, to, targets, a, detect)
+        finally:
+            self.running -= 1
+
+    def _translate(self, data: bytes | bytearray, filename: str, to: str, targets: tuple[str, ...],
+                   a: float, detect: bool) -> bytes:
+        t0 = time.perf_counter()
+        name = filename or "the upload"
+        img = _open_upload(data, name)
+        try:
+            fmt = img.format
+            try:
+                result = self.translator.translate_faces(img, to=to, intensity=a,
+                                                         detect=detect)
+            except NoFaceError:
+                w, h = img.size[::-1] if _rotated(img) else img.size
+                raise WebError(422, (
+                    f"No face found in this {w}×{h} photo. The detector looks for frontal "
+                    f"faces at least {MIN_FACE:.0%} of the photo's shorter side; if the photo "
+                    "is already a close crop of one face, tick “The photo is a face crop”."
+                )) from None
+            except TranslateError as e:
+                raise WebError(400, str(e)) from None
+        finally:
+            img.close()
+        suffix = ".jpg" if fmt == "JPEG" else ".png"
+        mime = "image/jpeg" if suffix == ".jpg" else "image/png"
+        if len(targets) == 1:  # as `ccyclegan translate` writes it: the photo, or the strip
+            out = to_pil(result.picture())
+            tag = targets[0]
+        else:
+            out = to_pil(Picture(result.strip(), None, result.original.icc_profile))
+            tag = "all"
+        main = encode_image(out, suffix)
+        strip = result.strip() if len(targets) == 1 else None
+        tile = strip.shape[0] // len(result.faces) if strip is not None else 0
+        faces = []
+        for i, face in enumerate(result.faces):
+            crops = np.concatenate([face.before] + [face.after[t] for t in targets], axis=1)
+            entry: dict[str, Any] = {
+                "box": list(face.box.as_tuple()),
+                "source": face.source,
+                "crops": _b64("image/png", encode_image(Image.fromarray(crops), ".png")),
+            }
+            if strip is not None:  # for "all" the main image is these rows already
+                region = Image.fromarray(np.ascontiguousarray(strip[i * tile:(i + 1) * tile]))
+                entry["region"] = _b64("image/jpeg", encode_image(region, ".jpg"))
+            faces.append(entry)
+        h, w = result.original.pixels.shape[:2]
+        payload = {
+            "filename": f"{_safe_stem(filename)}_{tag}{suffix}",
+            "targets": list(targets),
+            "intensity": a,
+            "detect": detect,
+            "width": w,
+            "height": h,
+            "image": {**_b64(mime, main), "width": out.width, "height": out.height},
+            "faces": faces,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        return json.dumps(payload).encode()
+
+
+def _rotated(img: Image.Image) -> bool:
+    with contextlib.suppress(Exception):
+        return img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    return False
+
+
+def _open_upload(data: bytes | bytearray, name: str) -> Image.Image:
+    """The upload as a decoded PIL image; its pixel count is checked on the header first."""
+    if not data:
+        raise WebError(400, f"{name} is empty.")
+    with warnings.catch_warnings():
+        # the project's own pixel limit applies (below); Pillow's > 89M pixels warning is noise
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Exception as e:  # a hostile file can make a decoder raise anything
+            why = ("not a known image format" if isinstance(e, UnidentifiedImageError)
+                   else _short(e))
+            raise WebError(415, f"{name} is not an image this server can read (JPEG, PNG, "
+                                f"WebP, BMP, TIFF, GIF, ...): {why}.") from None
+        try:
+            check_image_size(img, name)
+            img.load()  # decode it all now: a truncated file fails here
+        except DataError as e:
+            img.close()
+            raise WebError(413, str(e)) from None
+        except Image.DecompressionBombError as e:  # Pillow's own ceiling (2 x 89M pixels)
+            img.close()
+            raise WebError(413, f"{name} is too large to decode ({_short(e)}).") from None
+        except Exception as e:  # OSError, SyntaxError, ValueError, struct.error, EOFError...
+            img.close()
+            raise WebError(415, f"{name} is not a readable image ({_short(e)}).") from None
+    return img
+
+
+def _error(e: WebError):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": e.message}, status_code=e.status,
+                        headers={"Cache-Control": "no-store", **e.headers})
+
+
+# --------------------------------------------------------------------------------------------
+# The app
+
+
+def _static(name: str) -> bytes:
+    return resources.files("ccyclegan").joinpath(STATIC, name).read_bytes()
+
+
+class _Guard:
+    """ASGI wrapper: refuse Host headers outside allowed_hosts (None: any), and add security
+    headers (CSP: nothing from another origin) to every response."""
+
+    def __init__(self, app, allowed_hosts: tuple[str, ...] | None):
+        self.app = app
+        self.allowed = allowed_hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if self.allowed is not None:
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            name = host[1:host.index("]")] if host.startswith("[") and "]" in host else \
+                host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+            if name.lower() not in self.allowed:
+                from starlette.responses import PlainTextResponse
+
+                resp = PlainTextResponse("Invalid Host header", status_code=400)
+                return await resp(scope, receive, send)
+
+        async def send_secure(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(b"content-security-policy", CSP.encode()),
+                            (b"x-content-type-options", b"nosniff"),
+                            (b"referrer-policy", b"no-referrer"),
+                            (b"x-frame-options", b"DENY")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return await self.app(scope, receive, send_secure)
+
+
+def create_app(translator, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+               max_queue: int = DEFAULT_MAX_QUEUE,
+               allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES):
+    """The ASGI app (Starlette) around a loaded ExpressionTranslator.
+
+    allowed_hosts: Host header names accepted (default: localhost only; None: any, for a
+    server bound to another interface). ``app.state.service.health()`` counts requests.
+    """
+    require_web()
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
+    from starlette.routing import Route
+
+    service = _Service(translator, max_upload_mb, max_queue)
+    index = _static("index.html")
+    assets = {name: (_static(name), mime) for name, mime in PAGES.items()}
+
+    async def page(request):
+        return Response(index, media_type="text/html; charset=utf-8")
+
+    async def asset(request):
+        name = request.path_params["name"]
+        if name not in assets:
+            return PlainTextResponse("Not Found", status_code=404)
+        body, mime = assets[name]
+        return Response(body, media_type=mime)
+
+    async def info(request):
+        return JSONResponse(service.info())
+
+    async def health(request):
+        return JSONResponse(service.health(), headers={"Cache-Control": "no-store"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        try:
+            yield
+        finally:
+            service.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = Starlette(
+        routes=[
+            Route("/", page),
+            Route("/static/{name}", asset),
+            Route("/api/info", info),
+            Route("/api/health", health),
+            Route("/api/translate", service.translate, methods=["POST"]),
+        ],
+        middleware=[Middleware(_Guard, allowed_hosts=allowed_hosts)],
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    return app
+
+
+# --------------------------------------------------------------------------------------------
+# The server
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: a free one); ServeError if that fails."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:
+        raise ServeError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port} ({e.strerror or e}); "
+                         "choose another --port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def serve(translator, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, max_queue: int = DEFAULT_MAX_QUEUE,
+          log_level: str = "info", announce=None) -> None:
+    """Serve the page until Ctrl-C / SIGTERM (blocks). announce(line): where the URL is said
+    (default: stdout, flushed, so that a script reading it sees it at once)."""
+    if announce is None:
+        def announce(line: str) -> None:
+            print(line, flush=True)
+    require_web()
+    try:
+        import uvicorn
+    except ImportError as e:
+        raise ServeError(f"the web page needs the web extra ({e}): "
+                         "pip install 'ccyclegan[web]'") from None
+    local = _is_loopback(host)
+    app = create_app(translator, max_upload_mb=max_upload_mb, max_queue=max_queue,
+                     allowed_hosts=LOOPBACK_NAMES if local else None)
+    sock = bind(host, port)
+    config = uvicorn.Config(
+        app, log_level=log_level, lifespan="on", server_header=False, proxy_headers=False,
+        # a backstop on open connections; the model's own queue is max_queue
+        limit_concurrency=max(64, 4 * (max_queue + 1)), timeout_keep_alive=5)
+    server = uvicorn.Server(config)
+    url = url_of(sock)
+    if not local:
+        announce(f"warning: listening on {host}: anyone who can reach this machine can use the "
+                 "page; browsers allow the webcam only on localhost or https")
+    announce(f"ccyclegan serve: {url} (model {translator.source}; Ctrl-C to stop)")
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the
+    # handler it found: make both a normal return (exit 0), not a traceback or a kill.
+    main = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _stopped) if main else None
+    try:
+        server.run(sockets=[sock])
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, old_term)
+        sock.close()
+    announce("ccyclegan serve: stopped")
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stopped(signum, frame):
+    raise _Stopped
