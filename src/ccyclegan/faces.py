@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,22 +92,53 @@ class Picture:
 
 def read_image(path: str | os.PathLike[str]) -> Picture:
     """Decode a whole image file, upright per its EXIF orientation; TranslateError if it is not
-    a readable, complete image."""
+    a readable, complete image, or if its header claims more pixels than data.max_pixels()
+    ($CCYCLEGAN_MAX_PIXELS, default 40M): checked before decoding, so a small file that
+    claims to be 20000x20000 is refused at once."""
+    from ccyclegan.data import DataError, check_image_size
+
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise TranslateError(f"{path}: not a regular file")  # a FIFO would block forever
     try:
-        with Image.open(path) as img:
-            img.load()  # decode everything now: a truncated file fails here, not later
-            return from_pil(img)
+        with warnings.catch_warnings():
+            # our own limit applies (below): Pillow's warning for > 89M pixels is noise, and
+            # so are its notes on corrupt EXIF/TIFF tags (the file fails or decodes anyway)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+            with Image.open(path) as img:
+                check_image_size(img, path)
+                img.load()  # decode everything now: a truncated file fails here, not later
+                return from_pil(img)
     except FileNotFoundError:
         raise TranslateError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise TranslateError(f"{path}: is a folder, not an image") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except DataError as e:
+        raise TranslateError(str(e)) from None
+    except Image.DecompressionBombError as e:  # Pillow's own ceiling (2 x 89M pixels)
+        raise TranslateError(f"{path}: image is too large to decode ({_short(e)})") from None
+    except PermissionError as e:
+        raise TranslateError(f"{path}: cannot read ({e.strerror})") from None
+    except Exception as e:  # noqa: BLE001 - a hostile file can make a decoder raise anything
+        # (OSError, SyntaxError, ValueError, struct.error, IndexError, EOFError, ...)
         raise TranslateError(f"{path}: not a readable image ({_short(e)})") from None
 
 
+def check_size(width: int, height: int, what: str = "the image") -> None:
+    """TranslateError if width x height is over data.max_pixels() (or empty)."""
+    from ccyclegan.data import max_pixels
+
+    limit = max_pixels()
+    if width * height > limit or width < 1 or height < 1:
+        raise TranslateError(f"{what} is {width}x{height} = {width * height:,} pixels, over the "
+                             f"limit of {limit:,} (set CCYCLEGAN_MAX_PIXELS to allow larger "
+                             f"images)")
+
+
 def _short(e: BaseException) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def from_pil(img: Image.Image) -> Picture:

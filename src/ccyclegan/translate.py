@@ -44,6 +44,7 @@ from ccyclegan.faces import (
     NoFaceError,
     Picture,
     TranslateError,
+    check_size,
     crop_face,
     crop_region,
     detect_faces,
@@ -269,11 +270,14 @@ def _as_picture(image: Any) -> tuple[Picture, str, Any]:
     if isinstance(image, str | os.PathLike):
         return read_image(image), "pil", None
     if isinstance(image, Image.Image):
+        check_size(*image.size)
         try:
             return from_pil(image), "pil", image.mode
         except (OSError, ValueError) as e:
             raise TranslateError(f"cannot read this PIL image ({e})") from None
     if isinstance(image, np.ndarray):
+        if image.ndim in (2, 3):
+            check_size(image.shape[1], image.shape[0])
         if image.dtype != np.uint8:
             raise TranslateError(f"image arrays must be uint8, got {image.dtype}")
         if image.ndim == 2:
