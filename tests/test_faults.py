@@ -314,38 +314,65 @@ def test_nonfinite_error_type(tmp_path, tiny_csv, monkeypatch):
 
 # --------------------------------------------------------------------------- under torchrun
 
-POISON_RANK1 = """
-import os, sys
+FAULTY_RANKS = """
+import errno, os, sys
 from ccyclegan import losses
-real, calls = losses.d_adversarial, [0]
-def poisoned(*a, **k):
+real_loss, calls = losses.d_adversarial, [0]
+def poisoned(*a, **k):  # rank 1 only: a NaN loss_D at step POISON_STEP
     calls[0] += 1
-    loss = real(*a, **k)
+    loss = real_loss(*a, **k)
     bad = os.environ.get("RANK") == "1" and calls[0] == int(os.environ["POISON_STEP"])
     return loss * float("nan") if bad else loss
 losses.d_adversarial = poisoned
+real_replace, ckpts = os.replace, [0]
+def replace(src, dst, *a, **k):  # rank 0 (the writer): the disk is full from checkpoint FULL_AT
+    if str(dst).endswith("checkpoint.safetensors"):
+        ckpts[0] += 1
+        if ckpts[0] >= int(os.environ["FULL_AT"]):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real_replace(src, dst, *a, **k)
+os.replace = replace
 from ccyclegan.cli import main
-sys.exit(main(sys.argv[1:]))
+rc = main(sys.argv[1:])
+print(f"rank {os.environ['RANK']} returned {rc}", file=sys.stderr, flush=True)
+sys.exit(rc)
 """
 
 
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available())
                     or sys.platform == "win32", reason="needs torch.distributed with gloo")
-def test_ranks_agree_on_a_nonfinite_step(tmp_path, tiny_csv):
-    """Only rank 1's loss is NaN at step 3: both ranks skip that update (a rank stepping alone
-    would desynchronise the weights; one raising alone would hang the other)."""
-    script = tmp_path / "poison.py"
-    script.write_text(POISON_RANK1)
+def test_ranks_agree_on_nonfinite_steps_and_write_failures(tmp_path, tiny_csv):
+    """Under torchrun (2 processes, one run to save time): only rank 1's loss is NaN at step 1,
+    and both ranks skip that update (a rank stepping alone would desynchronise the weights;
+    one raising alone would hang the other). Then only rank 0, the writer, finds the disk full
+    at the second checkpoint (step 4), and both ranks stop with an error instead of rank 1
+    waiting forever for rank 0."""
+    script = tmp_path / "faulty.py"
+    script.write_text(FAULTY_RANKS)
     out = tmp_path / "ddp"
+    # torchrun checks on its workers every 2 s: once rank 0 has failed it kills rank 1, which
+    # must have stopped on its own by then (it does within ~0.2 s)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-           "2", str(script), *cli_train(tiny_csv, out, "--max-steps", "4", "--ckpt-every", "4",
+           "2", "--monitor-interval", "2", str(script),
+           *cli_train(tiny_csv, out, "--max-steps", "6", "--ckpt-every", "2",
                                         "--log-every", "1", "--sample-every", "100000",
                                         "--skip-nonfinite")]
     cmd[cmd.index("16")] = "8"  # batch 8 per rank
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "POISON_STEP": "3", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "POISON_STEP": "1", "FULL_AT": "2",
+           "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("done: 4 steps (1 skipped: non-finite loss)") == 1
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("update skipped (--skip-nonfinite; 1 skipped so far)") == 1
+    errors = sorted(ln for ln in proc.stderr.splitlines()
+                    if ln.startswith("ccyclegan train: error"))  # the ranks print in any order
+    assert errors == [
+        f"ccyclegan train: error: cannot write checkpoint to {out}: [Errno 28] No space left on "
+        "device; the last good checkpoint (step 2) is intact",  # rank 0
+        f"ccyclegan train: error: rank 0 cannot write to {out} (its error says why); the last "
+        "good checkpoint (step 2) is intact"], proc.stderr  # rank 1
+    assert "rank 0 returned 2" in proc.stderr and "rank 1 returned 2" in proc.stderr
     tensors, meta = load_tensors(out / "checkpoint.safetensors")
-    assert meta["progress"]["skipped_steps"] == 1
+    assert meta["progress"]["step"] == 2 and meta["progress"]["skipped_steps"] == 1
     assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(r["skipped_steps"]) for r in rows] == [1, 1, 1, 1]
