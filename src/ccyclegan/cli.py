@@ -151,8 +151,8 @@ def add_translate_parsers(sub) -> None:
     t.add_argument("--keep-going", action="store_true",
                    help="skip (and report) inputs that fail instead of writing nothing")
     t.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
-    t.add_argument("--threads", type=int, default=1,
-                   help="CPU threads (default 1: fastest for a few faces; 0 = torch's default)")
+    t.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for the model (default 0: all cores)")
     t.add_argument("-q", "--quiet", action="store_true", help="no per-photo lines")
     t.set_defaults(func=cmd_translate)
 

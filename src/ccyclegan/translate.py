@@ -167,9 +167,11 @@ def _onnx_session(path: Path, threads: int | None, device: str | None,
 
         raise CheckpointError(f"{path}: ONNX model not found")
     opts = ort.SessionOptions()
-    # A batch of at most 7 small faces: one thread is as fast and spins no idle cores.
-    opts.intra_op_num_threads = threads or 1
+    # Default: every core (measured faster for one face on 2 cores: 1.2 vs 2.2 ms), without
+    # busy-waiting threads, which would steal the cores from OpenCV's face detection.
+    opts.intra_op_num_threads = threads or os.cpu_count() or 1
     opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
     if (device and str(device).startswith("cuda")
             and "CUDAExecutionProvider" in ort.get_available_providers()):
