@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REAL_FER = Path(os.environ.get(
     "CCYCLEGAN_FER2013",
@@ -17,3 +18,31 @@ def tiny_csv(tmp_path_factory):
     write_fer2013_csv(path, {"Training": synthetic_faces(10, seed=1),
                              "PublicTest": synthetic_faces(3, seed=2)})
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: on a small shared CPU it avoids oversubscription."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def gen_path(tmp_path_factory):
+    """A tiny randomly initialised generator checkpoint: enough to test the plumbing."""
+    from ccyclegan.config import Config
+    from ccyclegan.models import Generator
+    from ccyclegan.train import save_generator
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "generator.safetensors"
+    save_generator(path, Generator(8), Config(gen_channels=8), {})
+    return path
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    """scikit-image's astronaut photo (a real photograph with one face)."""
+    return pytest.importorskip("skimage.data").astronaut()

@@ -30,12 +30,7 @@ TINY = dict(width=8, feature_dim=32, dropout=0.1, batch_size=16, val_fraction=0.
             optimizer="adamw")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

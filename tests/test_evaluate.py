@@ -33,13 +33,7 @@ from ccyclegan.evaluate import (
 from ccyclegan.models import Generator
 from ccyclegan.train import save_generator
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- Frechet distance

@@ -20,14 +20,7 @@ from ccyclegan.inception import (
     tf_bilinear_matrix,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Inception is heavy; on a small shared CPU one thread avoids oversubscription stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

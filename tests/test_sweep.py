@@ -18,12 +18,7 @@ BASE = dict(gen_channels=8, disc_channels=8, batch_size=16, log_every=1, ckpt_ev
             sample_every=100, n_sample_faces=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

@@ -9,15 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ccyclegan import cli
-from ccyclegan.config import Config
 from ccyclegan.data import EMOTIONS, synthetic_faces
 from ccyclegan.faces import FACE_SIZE, Box, NoFaceError, TranslateError, detect_faces, frame_box
-from ccyclegan.models import Generator
-from ccyclegan.train import save_generator
 from ccyclegan.translate import ExpressionTranslator, expand_inputs
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -27,21 +23,8 @@ FACE = Box(175, 64, 101, 101)
 
 
 @pytest.fixture(scope="module")
-def gen_path(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "generator.safetensors"
-    save_generator(path, Generator(8), Config(gen_channels=8), {})
-    return path
-
-
-@pytest.fixture(scope="module")
 def tr(gen_path) -> ExpressionTranslator:
     return ExpressionTranslator.load(gen_path)
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    return skimage_data.astronaut()
 
 
 @pytest.fixture(scope="module")

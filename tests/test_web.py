@@ -25,19 +25,14 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ccyclegan import cli
-from ccyclegan.config import Config
 from ccyclegan.data import EMOTIONS
 from ccyclegan.faces import Box
-from ccyclegan.models import Generator
-from ccyclegan.train import save_generator
 from ccyclegan.translate import ExpressionTranslator
 
 httpx = pytest.importorskip("httpx")
@@ -62,22 +57,9 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 @pytest.fixture(scope="module")
-def gen_path(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "generator.safetensors"
-    save_generator(path, Generator(8), Config(gen_channels=8), {})
-    return path
-
-
-@pytest.fixture(scope="module")
 def ref(gen_path) -> ExpressionTranslator:
     """A second translator for expected answers (the server's own is used by its worker)."""
     return ExpressionTranslator.load(gen_path)
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    return skimage_data.astronaut()
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import typing
-from dataclasses import MISSING, fields
+from dataclasses import fields
 
 CLASSIFIER_HELP = {
     "data": "fer2013.csv(.gz) or a folder train/<emotion>/*.jpg (+ test/...)",
@@ -38,22 +37,6 @@ CLASSIFIER_HELP = {
                  "AVX512-BF16/AMX), fp16 (CUDA)",
     "threads": "CPU threads for torch (0 = torch's default)",
 }
-
-
-def _add_dataclass_args(p: argparse.ArgumentParser, cls: type, helps: dict[str, str]) -> None:
-    hints = typing.get_type_hints(cls)
-    for f in fields(cls):
-        hint = hints[f.name]
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else None
-        kw: dict[str, typing.Any] = {"default": argparse.SUPPRESS, "dest": f.name,
-                                     "help": f"{helps.get(f.name, '')} (default: {default})"}
-        if hint is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        elif typing.get_origin(hint) is typing.Literal:
-            p.add_argument(flag, choices=typing.get_args(hint), **kw)
-        else:
-            p.add_argument(flag, type=hint, metavar=f.name.upper(), **kw)
 
 
 def _floats(text: str) -> list[float]:
@@ -126,7 +109,9 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
                        help="train the emotion classifier that judges expressions (evaluate)")
     c.add_argument("--resume", action="store_true",
                    help="continue the run in --out after its last finished epoch")
-    _add_dataclass_args(c, ClassifierConfig, CLASSIFIER_HELP)
+    from ccyclegan.cli import add_dataclass_args
+
+    add_dataclass_args(c, ClassifierConfig, CLASSIFIER_HELP)
     c.set_defaults(func=cmd_train_classifier)
 
     e = sub.add_parser("evaluate", help="expression accuracy, FED/FID/KID and content "
