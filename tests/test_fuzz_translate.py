@@ -30,12 +30,10 @@ from ccyclegan.cli import main
 from ccyclegan.config import Config, ConfigError
 from ccyclegan.data import synthetic_faces
 from ccyclegan.faces import TranslateError, read_image
-from ccyclegan.models import Generator
 from ccyclegan.train import (
     load_checkpoint,
     load_generator,
     make_state,
-    save_generator,
     train,
     verify_checkpoint,
 )
@@ -65,14 +63,6 @@ def no_hang(seconds: float = 30.0):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-
-
-@pytest.fixture(scope="module")
-def gen_path(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "generator.safetensors"
-    save_generator(path, Generator(8), Config(gen_channels=8), {})
-    return path
 
 
 @pytest.fixture(scope="module")
