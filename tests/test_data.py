@@ -581,3 +581,33 @@ def test_real_fer2013_blank_faces(real_fer):
     assert dropped == {"Training": 12, "PublicTest": 1}
     flat = splits["Training"].images[1000].float()
     assert flat.std() < 1 and flat.min() >= 127 and flat.max() <= 130
+
+
+def test_sharpness_flags_a_blurred_training_split():
+    from PIL import ImageFilter
+
+    from ccyclegan.data import blur_warning, sharpness
+
+    sharp = synthetic_faces(5, seed=3)
+    blurred = torch.stack([
+        torch.from_numpy(np.array(Image.fromarray(img[0].numpy()).filter(
+            ImageFilter.GaussianBlur(3))))[None] for img in sharp.images])
+    soft = FaceData(blurred.contiguous(), sharp.labels.clone())
+    assert sharpness(soft) < 0.5 * sharpness(sharp)
+    msg = blur_warning(soft, sharp)
+    assert msg is not None and "blurrier" in msg
+    assert blur_warning(sharp, sharp) is None and blur_warning(sharp, soft) is None
+
+
+def test_real_fer2013_training_split_is_blurred_and_we_say_so():
+    """The shared file's Training rows are heavily blurred (PublicTest rows are not): a fact
+    about that file that every model trained on it inherits, so the loaders warn about it."""
+    if not REAL_FER.exists():
+        pytest.skip(f"FER2013 not found at {REAL_FER}")
+    from ccyclegan.data import blur_warning, load_split, sharpness
+
+    train, test = load_split(REAL_FER, "train"), load_split(REAL_FER, "test")
+    print(f"sharpness: Training {sharpness(train):.2f}, PublicTest {sharpness(test):.2f}")
+    if sharpness(train) >= 0.5 * sharpness(test):
+        pytest.skip("this copy of FER2013 is not blurred: nothing to warn about")
+    assert blur_warning(train, test) is not None

@@ -49,7 +49,15 @@ from ccyclegan.checkpoint import (
 )
 from ccyclegan.classifier_config import ClassifierConfig
 from ccyclegan.config import ConfigError
-from ccyclegan.data import EMOTIONS, NUM_CLASSES, DataError, FaceData, drop_blank, load_split
+from ccyclegan.data import (
+    EMOTIONS,
+    NUM_CLASSES,
+    DataError,
+    FaceData,
+    blur_warning,
+    drop_blank,
+    load_split,
+)
 
 MODEL_NAME = "classifier.safetensors"
 INFO_NAME = "classifier.json"
@@ -398,6 +406,8 @@ def train_classifier(cfg: ClassifierConfig, resume: bool = False,
         f"{data_info['n_test']} test faces ({data_info['n_blank_dropped']} blank dropped), "
         f"{steps_per_epoch} steps/epoch x {cfg.epochs} epochs, device {device}, "
         f"precision {amp_dtype or 'fp32'}, threads {torch.get_num_threads()}")
+    if test_set is not None and (warning := blur_warning(train_set, test_set)):
+        log(f"train-classifier: {warning}")
     images, labels = train_set.images.to(device), train_set.labels.to(device)
     for epoch in range(progress["epoch"], cfg.epochs):
         model.train()

@@ -15,6 +15,7 @@ import io
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,15 @@ from ccyclegan.checkpoint import (
     unprefixed,
 )
 from ccyclegan.config import Config, ConfigError
-from ccyclegan.data import EMOTIONS, NUM_CLASSES, FaceData, drop_blank, load_split, normalize
+from ccyclegan.data import (
+    EMOTIONS,
+    NUM_CLASSES,
+    FaceData,
+    blur_warning,
+    drop_blank,
+    load_split,
+    normalize,
+)
 from ccyclegan.models import Discriminator, Generator, build_models, one_hot
 
 CKPT_NAME = "checkpoint.safetensors"
@@ -640,6 +649,9 @@ def _train(cfg: Config, resume: bool, progress_bar: bool) -> dict[str, Any]:
         view_data = load_split(cfg.data, "test")
     except Exception:
         view_data = train_data
+    warning = blur_warning(train_data, view_data) if rank == 0 else None
+    if warning:
+        print(f"ccyclegan: {warning}", file=sys.stderr, flush=True)
     faces, face_labels = sample_faces(view_data, cfg.n_sample_faces)
 
     st = make_state(cfg, device)
