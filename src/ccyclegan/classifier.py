@@ -57,6 +57,7 @@ from ccyclegan.data import (
     blur_warning,
     drop_blank,
     load_split,
+    rng_for,
 )
 
 MODEL_NAME = "classifier.safetensors"
@@ -203,15 +204,11 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu"
 # --------------------------------------------------------------------------- training
 
 
-def _rng(seed: int, stream: int, index: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + stream * 7_919 + index) % 2**63)
-
-
 def split_validation(data: FaceData, fraction: float, seed: int) -> tuple[FaceData, FaceData]:
     """Stratified (train, val) split of the Training split, a pure function of the seed."""
     if fraction <= 0:
         return data, data.subset(torch.zeros(0, dtype=torch.long))
-    g = _rng(seed, 3, 0)
+    g = rng_for(seed, 3, 0)
     val = []
     for k in range(NUM_CLASSES):
         idx = torch.nonzero(data.labels == k).flatten()
@@ -412,7 +409,7 @@ def train_classifier(cfg: ClassifierConfig, resume: bool = False,
     for epoch in range(progress["epoch"], cfg.epochs):
         model.train()
         t0 = time.perf_counter()
-        perm = torch.randperm(len(train_set), generator=_rng(cfg.seed, 1, epoch)).to(device)
+        perm = torch.randperm(len(train_set), generator=rng_for(cfg.seed, 1, epoch)).to(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         seen = 0
@@ -421,7 +418,7 @@ def train_classifier(cfg: ClassifierConfig, resume: bool = False,
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, cfg)
             idx = perm[i * bs:(i + 1) * bs]
-            x = augment(images[idx].float() / 127.5 - 1.0, cfg, _rng(cfg.seed, 2, step))
+            x = augment(images[idx].float() / 127.5 - 1.0, cfg, rng_for(cfg.seed, 2, step))
             x = x.contiguous(memory_format=torch.channels_last)
             y = labels[idx]
             with autocast(device, amp_dtype):

@@ -580,6 +580,12 @@ def drop_blank(data: FaceData, min_std: float = 1.0) -> tuple[FaceData, int]:
     return (data if removed == 0 else data.subset(keep)), removed
 
 
+def rng_for(seed: int, stream: int, index: int) -> torch.Generator:
+    """A generator that depends only on (seed, stream, index): data order, flips and
+    augmentations become pure functions of the step, so a resumed run replays them exactly."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + stream * 7_919 + index) % 2**63)
+
+
 def sharpness(data: FaceData, limit: int = 4000) -> float:
     """Mean absolute difference between neighbouring pixels (0..255 scale), over at most
     `limit` faces. Real FER2013 faces score about 14; a blurred copy (e.g. Gaussian sigma 3)

@@ -51,6 +51,7 @@ from ccyclegan.data import (
     drop_blank,
     load_split,
     normalize,
+    rng_for,
 )
 from ccyclegan.models import Discriminator, Generator, build_models, one_hot
 
@@ -163,10 +164,6 @@ def _maxes_over_ranks(values: list[int], device: torch.device) -> list[int]:
 # --------------------------------------------------------------------------- batches
 
 
-def _rng(seed: int, stream: int, index: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + stream * 7_919 + index) % 2**63)
-
-
 class Batches:
     """Deterministic batches for any step: epoch permutation from (seed, epoch), flips and
     targets from (seed, step). Each rank takes its slice of the global batch.
@@ -200,9 +197,9 @@ class Batches:
         """(x in [-1,1], labels, index into x per translation, target labels)."""
         epoch, i = divmod(step, self.steps_per_epoch)
         if epoch != self._perm_epoch:
-            self._perm = torch.randperm(len(self.labels), generator=_rng(self.seed, 1, epoch))
+            self._perm = torch.randperm(len(self.labels), generator=rng_for(self.seed, 1, epoch))
             self._perm_epoch = epoch
-        g = _rng(self.seed, 2, step)
+        g = rng_for(self.seed, 2, step)
         gb = self.global_batch
         flips = torch.rand(gb, generator=g) < 0.5
         offsets = torch.randint(1, NUM_CLASSES, (gb,), generator=g)
