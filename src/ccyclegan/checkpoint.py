@@ -74,6 +74,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Indented JSON (config, progress, metrics), written atomically like the checkpoints."""
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
 DIGEST_KEY = "ccyclegan.blake2b"  # checksum of every tensor's name, dtype, shape and bytes
 
 

@@ -36,7 +36,7 @@ from torch import nn
 
 from ccyclegan.checkpoint import (
     CheckpointError,
-    atomic_write_text,
+    atomic_write_json,
     build_checked,
     check_on_meta,
     load_module,
@@ -383,7 +383,7 @@ def train_classifier(cfg: ClassifierConfig, resume: bool = False,
     if resume:
         progress = _load_state(run, model, opt)
     run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+    atomic_write_json(run / "config.json", cfg.to_dict())
     metrics_path = run / "metrics.csv"
     fields_ = ["epoch", "loss", "train_acc", "val_acc", "lr", "seconds", "img_per_s"]
     if not resume or not metrics_path.exists():
@@ -489,5 +489,5 @@ def finish(run: Path, cfg: ClassifierConfig, test_set: FaceData | None, data_inf
             f"last epoch {summary['test_last_epoch']['accuracy']:.4f}; "
             f"without mirror averaging {summary['test_no_tta']['accuracy']:.4f}")
         log("confusion (rows true, columns predicted): " + json.dumps(rep["confusion"]))
-    atomic_write_text(run / INFO_NAME, json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(run / INFO_NAME, summary)
     return summary

@@ -111,9 +111,9 @@ class Config:
             raise ConfigError(f"{source}: {e}") from None
 
     def save(self, path: str | Path) -> None:
-        from ccyclegan.checkpoint import atomic_write_text
+        from ccyclegan.checkpoint import atomic_write_json
 
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> Config:

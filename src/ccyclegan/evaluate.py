@@ -20,7 +20,6 @@ I/O. All randomness (the `--limit` subset, KID subsets, the real halves) comes f
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import typing
@@ -434,9 +433,9 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     }
     metrics = _clean(metrics)
     out.mkdir(parents=True, exist_ok=True)
-    from ccyclegan.checkpoint import atomic_write_text
+    from ccyclegan.checkpoint import atomic_write_json, atomic_write_text
 
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_json(out / "metrics.json", metrics)
     confusion_image(expr_model["confusion"], EMOTIONS, EMOTIONS,
                     title=f"translations: expression accuracy "
                           f"{100 * expr_model['overall']:.1f}% (n={len(fakes)})",

@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from ccyclegan.checkpoint import atomic_write_text
+from ccyclegan.checkpoint import atomic_write_json, atomic_write_text
 from ccyclegan.config import Config, ConfigError
 
 FIELDS = ["setting", "lr", "lambda_cl", "lambda_cyc", "steps", "expression_accuracy",
@@ -92,7 +92,7 @@ def sweep(data: str, out: str | Path, classifier: str | Path, lrs: list[float],
     spec = {"data": str(data), "classifier": str(classifier), "lr": lrs, "lambda_cl": lambda_cls,
             "lambda_cyc": lambda_cycs, "max_steps": max_steps, "eval_limit": eval_limit,
             "seed": seed, "base": base or {}, "fid": fid}
-    atomic_write_text(out / "sweep.json", json.dumps(spec, indent=2) + "\n")
+    atomic_write_json(out / "sweep.json", spec)
     rows: list[dict[str, Any]] = []
     grid = list(itertools.product(lrs, lambda_cls, lambda_cycs))
     for k, (lr, cl, cyc) in enumerate(grid, 1):

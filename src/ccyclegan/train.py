@@ -30,6 +30,7 @@ from ccyclegan.checkpoint import (
     CheckpointError,
     CheckpointWriteError,
     atomic_write_bytes,
+    atomic_write_json,
     atomic_write_text,
     build_checked,
     check_on_meta,
@@ -398,8 +399,8 @@ def save_checkpoint(st: TrainState, run_dir: Path, extra: dict[str, Any] | None 
             "param_groups": {"opt_G": groups_g, "opt_D": groups_d}}
     save_tensors(run_dir / CKPT_NAME, tensors, meta)
     save_generator(run_dir / GEN_NAME, st.G_eval, st.cfg, progress)
-    atomic_write_text(run_dir / "checkpoint.json",
-                      _json({"config": st.cfg.to_dict(), "progress": progress}))
+    atomic_write_json(run_dir / "checkpoint.json",
+                      {"config": st.cfg.to_dict(), "progress": progress})
 
 
 def save_generator(path: Path, G: Generator, cfg: Config, progress: dict[str, Any],
@@ -493,12 +494,6 @@ def _config_from_meta(meta: dict[str, Any], path: Path) -> Config:
         return Config.from_dict(meta["config"], source=f"{path} (config)")
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
-
-
-def _json(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, indent=2) + "\n"
 
 
 # --------------------------------------------------------------------------- logging
