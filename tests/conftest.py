@@ -46,3 +46,24 @@ def gen_path(tmp_path_factory):
 def astronaut():
     """scikit-image's astronaut photo (a real photograph with one face)."""
     return pytest.importorskip("skimage.data").astronaut()
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory, tiny_csv):
+    """A 2-step training run (checkpoint + generator) and a small classifier, for the loader
+    tests. Shared: tests copy these files before changing them."""
+    from ccyclegan.classifier import _save_model, build_classifier
+    from ccyclegan.classifier_config import ClassifierConfig
+    from ccyclegan.config import Config
+    from ccyclegan.train import train
+
+    root = tmp_path_factory.mktemp("artifacts")
+    cfg = Config(data=str(tiny_csv), out=str(root / "run"), gen_channels=8, disc_channels=8,
+                 batch_size=16, threads=1, max_steps=2, sample_every=100000)
+    train(cfg, progress_bar=False)
+    ccfg = ClassifierConfig(width=4, feature_dim=8)
+    torch.manual_seed(0)
+    _save_model(root / "classifier.safetensors", build_classifier(ccfg), ccfg, {})
+    return {"generator": root / "run" / "generator.safetensors",
+            "checkpoint": root / "run" / "checkpoint.safetensors",
+            "classifier": root / "classifier.safetensors", "cfg": cfg}

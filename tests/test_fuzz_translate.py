@@ -24,17 +24,15 @@ from PIL import Image
 from safetensors.torch import save as st_save
 
 from ccyclegan.checkpoint import DIGEST_KEY, CheckpointError, load_tensors
-from ccyclegan.classifier import _save_model, build_classifier, load_classifier
-from ccyclegan.classifier_config import ClassifierConfig
+from ccyclegan.classifier import load_classifier
 from ccyclegan.cli import main
-from ccyclegan.config import Config, ConfigError
+from ccyclegan.config import ConfigError
 from ccyclegan.data import synthetic_faces
 from ccyclegan.faces import TranslateError, read_image
 from ccyclegan.train import (
     load_checkpoint,
     load_generator,
     make_state,
-    train,
     verify_checkpoint,
 )
 from ccyclegan.translate import ExpressionTranslator
@@ -261,18 +259,13 @@ def test_cli_on_random_bytes(tmp_path_factory, gen_path, capsys, data, name, det
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, tiny_csv):
+def files(tiny_artifacts):
     """Tensors (and their checksums) of a generator, a training checkpoint, a classifier."""
-    root = tmp_path_factory.mktemp("meta")
-    cfg = Config(data=str(tiny_csv), out=str(root / "run"), gen_channels=8, disc_channels=8,
-                 batch_size=16, threads=1, max_steps=1, sample_every=100000)
-    train(cfg, progress_bar=False)
-    ccfg = ClassifierConfig(width=4, feature_dim=8)
-    _save_model(root / "c.safetensors", build_classifier(ccfg), ccfg, {})
+    cfg = tiny_artifacts["cfg"]
     out = {}
-    for name, path in (("generator", root / "run" / "generator.safetensors"),
-                       ("train", root / "run" / "checkpoint.safetensors"),
-                       ("classifier", root / "c.safetensors")):
+    for name, key in (("generator", "generator"), ("train", "checkpoint"),
+                      ("classifier", "classifier")):
+        path = tiny_artifacts[key]
         tensors, meta = load_tensors(path)
         raw = path.read_bytes()
         header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])

@@ -18,8 +18,7 @@ import torch
 from safetensors.torch import save as st_save
 
 from ccyclegan.checkpoint import CheckpointError, load_tensors, save_tensors
-from ccyclegan.classifier import _save_model, build_classifier, load_classifier
-from ccyclegan.classifier_config import ClassifierConfig
+from ccyclegan.classifier import load_classifier
 from ccyclegan.cli import main
 from ccyclegan.config import Config
 from ccyclegan.inception import InceptionWeightsError, read_state_dict
@@ -43,18 +42,8 @@ def evil_pth(path, marker):
 
 
 @pytest.fixture(scope="module")
-def good(tmp_path_factory, tiny_csv):
-    """A 2-step training run (checkpoint + generator) and a small classifier."""
-    root = tmp_path_factory.mktemp("good")
-    cfg = Config(data=str(tiny_csv), out=str(root / "run"), gen_channels=8, disc_channels=8,
-                 batch_size=16, threads=1, max_steps=2, sample_every=100000)
-    train(cfg, progress_bar=False)
-    ccfg = ClassifierConfig(width=4, feature_dim=8)
-    torch.manual_seed(0)
-    _save_model(root / "classifier.safetensors", build_classifier(ccfg), ccfg, {})
-    return {"generator": root / "run" / "generator.safetensors",
-            "checkpoint": root / "run" / "checkpoint.safetensors",
-            "classifier": root / "classifier.safetensors", "cfg": cfg}
+def good(tiny_artifacts):
+    return tiny_artifacts
 
 
 def _resume(path, good):
