@@ -57,6 +57,23 @@ def test_classification_is_l_cl():
     assert got.item() == pytest.approx(want, rel=1e-6)
 
 
+def test_sigmoid_classification_matches_keras_binary_crossentropy():
+    logits = [[1.0, 2.0, 0.0, 0.0, 0.0, 0.0, -1.0], [0.5] * 7]
+    sig = [[1 / (1 + math.exp(-v)) for v in row] for row in logits]
+
+    def bce(rows, targets):
+        terms = [-(t * math.log(p) + (1 - t) * math.log(1 - p))
+                 for row, trow in zip(rows, targets, strict=True)
+                 for p, t in zip(row, trow, strict=True)]
+        return sum(terms) / len(terms)
+
+    onehot = [[1.0 if k == y else 0.0 for k in range(7)] for y in (1, 6)]
+    got = losses.classification_sigmoid(torch.tensor(logits), torch.tensor([1, 6]))
+    assert got.item() == pytest.approx(bce(sig, onehot), rel=1e-6)
+    zeros = losses.classification_sigmoid(torch.tensor(logits), None)  # fakes: no emotion
+    assert zeros.item() == pytest.approx(bce(sig, [[0.0] * 7] * 2), rel=1e-6)
+
+
 def test_l1_reconstruction():
     x = torch.tensor([[0.0, 1.0], [-1.0, 0.5]])
     x_hat = torch.tensor([[0.5, 1.0], [0.0, 0.0]])

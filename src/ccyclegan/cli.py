@@ -19,6 +19,8 @@ HELP = {
     "label_mode": "where the emotion enters G: the bottleneck (paper) or also tiled planes",
     "spectral_norm": "spectral normalisation in D",
     "adv_loss": "adversarial loss: bce (paper), lsgan or hinge",
+    "cl_loss": "emotion loss: softmax (poster: D learns real faces only) or sigmoid (author's "
+               "code: 7 sigmoids, translations get an all-zero class target)",
     "cycle_mode": "reconstruction G_dec(G_enc(x)|y_x) (paper), cycle G(G(x|y)|y_x), or both",
     "lambda_cl": "weight of the emotion-classification loss",
     "lambda_cyc": "weight of the reconstruction/cycle L1 loss",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 AdvLoss = Literal["bce", "lsgan", "hinge"]
+ClLoss = Literal["softmax", "sigmoid"]
 CycleMode = Literal["reconstruction", "cycle", "both"]
 LabelMode = Literal["bottleneck", "planes"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -41,6 +42,7 @@ class Config:
     spectral_norm: bool = False
     # losses
     adv_loss: AdvLoss = "bce"
+    cl_loss: ClLoss = "softmax"
     cycle_mode: CycleMode = "reconstruction"
     lambda_cl: float = 1.0
     lambda_cyc: float = 1.0

@@ -44,6 +44,17 @@ def classification(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), labels)
 
 
+def classification_sigmoid(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """The author's Keras variant of l_cl: 7 independent sigmoids with binary cross-entropy
+    averaged over classes (Keras' 'binary_crossentropy'). labels=None is the all-zero target
+    D gives translated faces, so D_cl learns to reject fakes of every emotion and G cannot
+    satisfy it with changes D_cl alone is blind to."""
+    logits = logits.float()
+    target = (torch.zeros_like(logits) if labels is None
+              else F.one_hot(labels.long(), logits.shape[1]).to(logits.dtype))
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
 def l1(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """L_cyc: mean absolute error, as Keras' 'mae' in the author's code."""
     return (x_hat.float() - x.float()).abs().mean()

@@ -288,7 +288,11 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
         rf, cl = D(torch.cat([x, fake.detach()]))
         rf_real, rf_fake, cl_real = rf[:len(x)], rf[len(x):], cl[:len(x)]
         d_adv = losses.d_adversarial(rf_real, rf_fake, cfg.adv_loss)
-        d_cl = losses.classification(cl_real, y)
+        if cfg.cl_loss == "sigmoid":
+            d_cl = (losses.classification_sigmoid(cl_real, y)
+                    + losses.classification_sigmoid(cl[len(x):], None))
+        else:
+            d_cl = losses.classification(cl_real, y)
         loss_d = d_adv + cfg.lambda_cl * d_cl
     if not _backward_step(loss_d, st.opt_D, st.scaler_D):
         return _nonfinite(st, "D", loss_d)
@@ -302,7 +306,8 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
             with autocast(device, amp_dtype):
                 rf_fake, cl_fake = D_raw(fake)
                 g_adv = losses.g_adversarial(rf_fake, cfg.adv_loss)
-                g_cl = losses.classification(cl_fake, y_t)
+                g_cl = (losses.classification_sigmoid(cl_fake, y_t) if cfg.cl_loss == "sigmoid"
+                        else losses.classification(cl_fake, y_t))
                 g_cyc = fake.new_zeros((), dtype=torch.float32)
                 if recon is not None:  # the poster's L_cyc: G_dec(G_enc(x)|y_x) vs x
                     g_cyc = g_cyc + losses.l1(recon, x)
