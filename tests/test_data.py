@@ -611,3 +611,20 @@ def test_real_fer2013_training_split_is_blurred_and_we_say_so():
     if sharpness(train) >= 0.5 * sharpness(test):
         pytest.skip("this copy of FER2013 is not blurred: nothing to warn about")
     assert blur_warning(train, test) is not None
+
+
+def test_blur_faces_and_estimate_blur_recovers_a_known_blur():
+    from ccyclegan.data import blur_faces, estimate_blur, face_sharpness, synthetic_faces
+
+    sharp = synthetic_faces(20, seed=3)
+    assert torch.equal(blur_faces(sharp.images, 0.0), sharp.images)
+    blurred = blur_faces(sharp.images, 2.5)
+    assert blurred.dtype == torch.uint8 and blurred.shape == sharp.images.shape
+    assert face_sharpness(blurred).mean() < 0.6 * face_sharpness(sharp.images).mean()
+    as_float = blur_faces(sharp.images.float() / 127.5 - 1, 2.5)  # same blur in [-1, 1]
+    assert ((as_float + 1) * 127.5 - blurred.float()).abs().max() <= 0.51
+    other = synthetic_faces(20, seed=4)  # different faces, same kind
+    est = estimate_blur(FaceData(blurred, sharp.labels), other)
+    assert 2.0 <= est <= 3.0, est
+    assert estimate_blur(other, sharp) == 0.0  # same sharpness: nothing to undo
+    assert estimate_blur(sharp, FaceData(blurred, sharp.labels)) == 0.0  # the other way round

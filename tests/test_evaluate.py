@@ -309,3 +309,33 @@ def test_evaluate_real_fer2013_subset(tiny_models, tmp_path, monkeypatch):
                  log=lambda _: None)
     assert m["sample"]["faces"] == 40 and m["sample"]["faces_available"] > 3500
     assert m["sample"]["translations"] == 240
+
+
+def test_evaluate_with_input_blur_scores_the_translate_output(tiny_models, tmp_path):
+    """With input_blur, G sees blurred faces x' and the translations scored are
+    x + G(x'|t) - G(x'|y_x); reconstruction metrics compare G(x'|y_x) with x'."""
+    from ccyclegan.data import blur_faces
+    from ccyclegan.evaluate import _translate, residual
+    from ccyclegan.models import one_hot
+    from ccyclegan.train import load_generator
+
+    gen, clf, data = tiny_models
+    m = evaluate(gen, data, clf, out=tmp_path / "ev", use_inception=False, input_blur=1.5,
+                 log=lambda s: None)
+    assert m["input_blur"]["generator"] == 1.5
+    assert "x + G(x'|t) - G(x'|y_x)" in (tmp_path / "ev" / "report.md").read_text()
+    faces = load_split(data, "test")
+    G = load_generator(gen)[0]
+    raw = _translate(G, faces.images, 16, 1.5)
+    x = blur_faces(faces.images[:2], 1.5).float() / 127.5 - 1
+    with torch.no_grad():
+        happy = (G(x, one_hot(torch.full((2,), 3))) + 1) * 127.5
+    assert (raw[:2, 3].float() - happy).abs().max() <= 1.0
+    res = residual(faces.images, raw, faces.labels)
+    own = raw[torch.arange(len(raw)), faces.labels]
+    assert torch.equal(res[torch.arange(len(raw)), faces.labels], faces.images)  # no change
+    want = (faces.images.float() + raw[:, 3].float() - own.float()).round().clamp(0, 255)
+    assert torch.equal(res[:, 3].float(), want)
+    seen = blur_faces(faces.images, 1.5)
+    assert m["model"]["reconstruction"]["l1"] == pytest.approx(
+        float((own.float() - seen.float()).abs().mean() / 255), rel=1e-4)

@@ -121,3 +121,39 @@ def test_cli_errors(argv, what, tmp_path, run_dir, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"ccyclegan {argv[0]}: error: ") and what in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_input_blur_travels_with_the_model(tmp_path):
+    """A model trained on blurred faces blurs its input in translate, from the checkpoint
+    and from the exported ONNX file alike; the change is added to the sharp face."""
+    import torch
+
+    from ccyclegan.data import blur_faces
+
+    torch.manual_seed(2)
+    G = Generator(8)
+    save_generator(tmp_path / "generator.safetensors", G,
+                   Config(gen_channels=8, input_blur=1.5), {"step": 1})
+    out = tmp_path / "m.onnx"
+    assert cli.main(["export", "--checkpoint", str(tmp_path), "--format", "onnx",
+                     "-o", str(out)]) == 0
+    faces = synthetic_faces(1, seed=5).images[:, 0].numpy()
+    t_torch, t_onnx = ExpressionTranslator.load(tmp_path), ExpressionTranslator.load(out)
+    assert t_torch.input_blur == t_onnx.input_blur == 1.5
+    assert ExpressionTranslator.load(tmp_path, input_blur=0).input_blur == 0.0
+    _, d_t, s_t, _ = t_torch.edit(faces, ["happy"], 1.0)
+    _, d_o, s_o, _ = t_onnx.edit(faces, ["happy"], 1.0)
+    assert np.array_equal(s_t, s_o) and np.abs(d_t - d_o).max() < 0.3
+    # by hand: G's change on the blurred face, added to the sharp face
+    x = torch.from_numpy(faces[:, None].astype(np.float32) / 127.5 - 1)
+    xb = blur_faces(x, 1.5)
+    with torch.no_grad():
+        eye = torch.eye(7)
+        rec = torch.stack([G(xb, eye[k].expand(len(x), 7)) for k in range(7)], 1)
+    src = (rec - xb[:, None]).abs().mean((2, 3, 4)).argmin(1)
+    assert torch.equal(src, torch.from_numpy(s_t))
+    want = ((x[:, 0] + rec[:, 3, 0] - rec[torch.arange(len(x)), src, 0]).clamp(-1, 1)
+            - x[:, 0]) * 127.5
+    same = src != 3  # happy faces stay as they are
+    assert np.abs(d_t[same.numpy(), 0] - want[same].numpy()).max() < 1e-2
+    assert np.abs(d_t[~same.numpy(), 0]).max() == 0

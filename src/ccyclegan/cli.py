@@ -18,6 +18,8 @@ HELP = {
     "disc_channels": "discriminator width (first layer)",
     "label_mode": "where the emotion enters G: the bottleneck (paper) or also tiled planes",
     "spectral_norm": "spectral normalisation in D",
+    "input_blur": "Gaussian sigma applied to faces before G at inference; -1 (default) "
+                  "estimates it when the training faces are blurrier than the test faces",
     "adv_loss": "adversarial loss: bce (paper), lsgan or hinge",
     "cl_loss": "emotion loss: softmax (poster: D learns real faces only) or sigmoid (author's "
                "code: 7 sigmoids, translations get an all-zero class target)",
@@ -105,8 +107,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise TranslateError("give --checkpoint or --onnx, not both")
     model = args.onnx or args.checkpoint
     backend = args.backend or ("onnxruntime" if args.onnx else None)
+    if args.input_blur is not None and args.input_blur < 0:
+        raise TranslateError(f"--input-blur must be >= 0, got {args.input_blur}")
     translator = ExpressionTranslator.load(model, args.device, backend=backend,
-                                           threads=args.threads or None)
+                                           threads=args.threads or None,
+                                           input_blur=args.input_blur)
     _, errors = translate_files(
         translator, args.inputs, args.to, args.intensity, out=args.output,
         crop_only=args.crop_only, detect=not args.no_detect, min_face=args.min_face,
@@ -160,6 +165,9 @@ def add_translate_parsers(sub) -> None:
     t.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     t.add_argument("--threads", type=int, default=0,
                    help="CPU threads for the model (default 0: all cores)")
+    t.add_argument("--input-blur", type=float, metavar="SIGMA",
+                   help="blur each face by SIGMA before the model sees it (default: the "
+                        "model's own, set when it was trained on blurred faces)")
     t.add_argument("-q", "--quiet", action="store_true", help="no per-photo lines")
     t.set_defaults(func=cmd_translate)
 

@@ -75,7 +75,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
              seed=args.seed, inception_weights=args.inception_weights,
              fid_resize=args.fid_resize, use_inception=not args.no_fid,
              batch_size=args.batch_size, device=args.device, threads=args.threads,
-             kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets)
+             kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets,
+             input_blur=args.input_blur)
     return 0
 
 
@@ -132,6 +133,8 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--fid-resize", choices=("tf", "pytorch-fid"), default="tf",
                    help="299x299 resize as TensorFlow/torch-fidelity (tf) or pytorch-fid")
     e.add_argument("--no-fid", action="store_true", help="skip FID/KID (Inception)")
+    e.add_argument("--input-blur", type=float, metavar="SIGMA",
+                   help="blur faces by SIGMA before G (default: the generator's input_blur)")
     e.add_argument("--kid-subset-size", type=int, default=1000)
     e.add_argument("--kid-subsets", type=int, default=100)
     e.add_argument("--batch-size", type=int, default=128)

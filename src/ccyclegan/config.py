@@ -35,6 +35,10 @@ class Config:
     out: str = "runs/ccyclegan"
     flip: bool = True
     drop_blank: bool = True
+    # Gaussian sigma applied to faces before G at inference (translate, evaluate): puts sharp
+    # faces into the domain of blurred training data. -1: estimated at the start of training
+    # (data.estimate_blur, training vs test faces; 0 when training faces are not blurrier).
+    input_blur: float = -1.0
     # model
     gen_channels: int = 32
     disc_channels: int = 64
@@ -90,6 +94,9 @@ class Config:
         for name in ("max_steps", "threads", "n_sample_faces", "lambda_cl", "lambda_cyc"):
             if (v := getattr(self, name)) < 0:
                 raise ConfigError(f"config field '{name}' must be >= 0, got {_show(v)}")
+        if self.input_blur < 0 and self.input_blur != -1.0:
+            raise ConfigError("config field 'input_blur' must be >= 0 (or -1 to estimate it), "
+                              f"got {_show(self.input_blur)}")
         for name in ("beta1", "beta2", "ema_decay"):
             if not 0.0 <= (v := getattr(self, name)) < 1.0:
                 raise ConfigError(f"config field '{name}' must be in [0, 1), got {_show(v)}")

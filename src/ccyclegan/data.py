@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import functools
 import gzip
+import math
 import os
 import re
 import warnings
@@ -21,6 +22,7 @@ from typing import IO
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageOps
 
 __all__ = [
@@ -586,16 +588,61 @@ def rng_for(seed: int, stream: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + stream * 7_919 + index) % 2**63)
 
 
+def face_sharpness(images: torch.Tensor) -> torch.Tensor:
+    """Per face: mean absolute difference between neighbouring pixels, on the 0..255 scale.
+    uint8 faces as stored, or float faces in [-1, 1]. Real FER2013 faces score about 14; a
+    blurred copy (e.g. Gaussian sigma 3) about 4."""
+    x = images.float() if images.dtype == torch.uint8 else (images.float() + 1) * 127.5
+    dx = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
+    dy = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
+    return (dx + dy) / 2
+
+
 def sharpness(data: FaceData, limit: int = 4000) -> float:
-    """Mean absolute difference between neighbouring pixels (0..255 scale), over at most
-    `limit` faces. Real FER2013 faces score about 14; a blurred copy (e.g. Gaussian sigma 3)
-    about 4."""
-    imgs = data.images[:limit].to(torch.float32)
-    if imgs.numel() == 0:
+    """Mean of face_sharpness over at most `limit` faces."""
+    if len(data) == 0:
         return float("nan")
-    dx = (imgs[..., :, 1:] - imgs[..., :, :-1]).abs().mean()
-    dy = (imgs[..., 1:, :] - imgs[..., :-1, :]).abs().mean()
-    return float((dx + dy) / 2)
+    return float(face_sharpness(data.images[:limit]).mean())
+
+
+def blur_faces(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur (replicate-padded, separable) of faces [N, 1, H, W]; uint8 faces as
+    stored or float faces in [-1, 1], returned in the same dtype. sigma 0 returns the input."""
+    if sigma <= 0 or len(images) == 0:
+        return images
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=images.device)
+    k = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    k = k / k.sum()
+    x = F.pad(images.float(), (radius,) * 4, mode="replicate")
+    x = F.conv2d(F.conv2d(x, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
+    if images.dtype == torch.uint8:
+        return x.round().clamp(0, 255).to(torch.uint8)
+    return x.to(images.dtype)
+
+
+def estimate_blur(blurred: FaceData, sharp: FaceData, limit: int = 2000,
+                  max_sigma: float = 8.0, ratio: float = 0.75) -> float:
+    """The Gaussian sigma that makes `sharp` faces as blurry as `blurred` ones (equal median
+    face_sharpness); 0 unless `blurred` is clearly blurrier (median below ratio x sharp's):
+    two samples of the same data differ a little, and that is no reason to blur.
+
+    Why: the shared FER2013 copy's Training rows were blurred (about sigma 3.5). Models trained
+    on them read sharp faces badly; blurring sharp inputs by this sigma first puts them back in
+    the training domain (docs/training.md measures it). Only pixel statistics of `sharp` are
+    used, never labels."""
+    target = float(face_sharpness(blurred.images[:limit]).median())
+    ref = sharp.images[:limit]
+    if len(ref) == 0 or target >= ratio * float(face_sharpness(ref).median()):
+        return 0.0
+    lo, hi = 0.0, max_sigma
+    for _ in range(12):  # median sharpness falls monotonically with sigma: bisect
+        mid = (lo + hi) / 2
+        if float(face_sharpness(blur_faces(ref, mid)).median()) > target:
+            lo = mid
+        else:
+            hi = mid
+    return round(hi, 3)
 
 
 def blur_warning(train: FaceData, test: FaceData, ratio: float = 0.5) -> str | None:

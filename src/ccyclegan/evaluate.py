@@ -197,17 +197,19 @@ def confusion(true: np.ndarray, pred: np.ndarray, k: int = NUM_CLASSES) -> np.nd
 # =========================================================================== evaluation
 
 
-def _translate(G, faces: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """uint8 [N,1,48,48] -> uint8 [N, 7, 1, 48, 48]: each face decoded under every emotion
-    from one encoding (the source emotion's column is the reconstruction)."""
-    from ccyclegan.data import denormalize, normalize
+def _translate(G, faces: torch.Tensor, batch_size: int, input_blur: float = 0.0
+               ) -> torch.Tensor:
+    """uint8 [N,1,48,48] -> uint8 [N, 7, 1, 48, 48]: each face (blurred by input_blur first)
+    decoded under every emotion from one encoding (the source emotion's column is the
+    reconstruction)."""
+    from ccyclegan.data import blur_faces, denormalize, normalize
     from ccyclegan.models import one_hot
 
     device = next(G.parameters()).device
     out = []
     with torch.no_grad():
         for chunk in faces.split(batch_size):
-            x = normalize(chunk.to(device))
+            x = normalize(blur_faces(chunk, input_blur).to(device))
             feats = G.encode(x)
             per = [denormalize(G.decode(feats, one_hot(torch.full(
                 (len(x),), k, dtype=torch.long, device=device))).float()).cpu()
@@ -216,6 +218,15 @@ def _translate(G, faces: torch.Tensor, batch_size: int) -> torch.Tensor:
     if not out:
         return torch.zeros(0, NUM_CLASSES, 1, 48, 48, dtype=torch.uint8)
     return torch.cat(out)
+
+
+def residual(faces: torch.Tensor, raw: torch.Tensor, src_labels: torch.Tensor) -> torch.Tensor:
+    """x + G(x'|t) - G(x'|y_x) for every column t of raw ([N, 7, 1, H, W], uint8): the
+    model's change added to the face itself, as `ccyclegan translate` does. Used when G saw
+    blurred copies x' of sharp faces, whose raw outputs are blurred."""
+    base = raw[torch.arange(len(raw)), src_labels].float()[:, None]
+    out = faces.float()[:, None] + raw.float() - base
+    return out.round().clamp(0, 255).to(torch.uint8)
 
 
 def _halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -290,17 +301,21 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
              batch_size: int = 128, device: str = "auto", threads: int = 0,
              kid_subset_size: int = KID_SUBSET_SIZE, kid_subsets: int = KID_SUBSETS,
              inception: typing.Callable[[torch.Tensor], np.ndarray] | None = None,
-             use_inception: bool = True, log: typing.Callable[[str], None] = print
-             ) -> dict[str, Any]:
+             use_inception: bool = True, log: typing.Callable[[str], None] = print,
+             input_blur: float | None = None) -> dict[str, Any]:
     """Evaluate a generator on the test split; writes metrics.json, report.md and figures
     to `out` (default: <run dir>/eval) and returns the metrics.
 
     `inception` overrides the feature extractor for FID/KID (any callable uint8 images ->
     [N, d] features); by default the FID Inception is loaded from `inception_weights` or the
     torch hub cache, and when it is missing FID/KID are reported as unavailable with the
-    reason. use_inception=False skips FID/KID on purpose (e.g. in sweeps)."""
+    reason. use_inception=False skips FID/KID on purpose (e.g. in sweeps).
+
+    input_blur (default: the generator's own): faces are blurred by this sigma before G, and
+    the translations scored are then x + G(x'|t) - G(x'|y_x), the output of `translate`;
+    the reconstruction metrics compare G(x'|y_x) with the x' that G saw."""
     from ccyclegan.classifier import classify, load_classifier
-    from ccyclegan.data import DataError, drop_blank, load_split
+    from ccyclegan.data import DataError, blur_faces, drop_blank, load_split
     from ccyclegan.inception import InceptionFeatures, InceptionWeightsError
     from ccyclegan.plots import confusion_image
     from ccyclegan.train import load_generator, resolve_device
@@ -326,12 +341,16 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     images = faces.images
 
     # ---- translate: each face to all 7 emotions (own emotion = reconstruction)
-    all7 = _translate(G, images, batch_size)
+    g_blur = max(gcfg.input_blur, 0.0) if input_blur is None else float(input_blur)
+    seen = blur_faces(images, g_blur)  # what G sees
+    raw = _translate(G, images, batch_size, g_blur)
+    all7 = residual(images, raw, faces.labels) if g_blur else raw
     pairs = [(i, t) for i in range(n) for t in range(NUM_CLASSES) if t != labels[i]]
     src = np.array([p[0] for p in pairs], np.int64)
     tgt = np.array([p[1] for p in pairs], np.int64)
     fakes = all7[torch.from_numpy(src), torch.from_numpy(tgt)]  # [6N, 1, 48, 48]
-    recon = all7[torch.arange(n), torch.from_numpy(labels)]
+    recon = raw[torch.arange(n), torch.from_numpy(labels)]  # G(x'|y_x), compared with x'
+
     log(f"evaluate: {n} test faces ({n_blank} blank dropped"
         f"{f', a seeded subset of {n_available}' if n < n_available else ''}), "
         f"{len(fakes)} translations ({time.perf_counter() - t_start:.0f} s)")
@@ -339,7 +358,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     # ---- the judge
     p_real, f_real = classify(clf, images)
     p_fake, f_fake = classify(clf, fakes)
-    p_rec, _ = classify(clf, recon)
+    p_rec, _ = classify(clf, recon, input_blur=0.0 if g_blur else None)  # already blurred
     pred_real, pred_fake = p_real.argmax(1).numpy(), p_fake.argmax(1).numpy()
     pred_rec = p_rec.argmax(1).numpy()
     ref_cm = confusion(labels, pred_real)
@@ -385,13 +404,13 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
                          kid_subsets)
 
     # ---- content preservation
-    rec_psnr = psnr(recon, images)
+    rec_psnr = psnr(recon, seen)
     content = {
-        "reconstruction": {"l1": float(mae(recon, images).mean()),
+        "reconstruction": {"l1": float(mae(recon, seen).mean()),
                            "psnr": float(rec_psnr.mean()),
                            "psnr_of_mean_mse": float(10 * torch.log10(
-                               1 / (_as_unit(recon) - _as_unit(images)).pow(2).mean())),
-                           "ssim": float(ssim(recon, images).mean()),
+                               1 / (_as_unit(recon) - _as_unit(seen)).pow(2).mean())),
+                           "ssim": float(ssim(recon, seen).mean()),
                            "expression_kept": float((pred_rec == labels).mean())},
         "translation_change": region_change(images[torch.from_numpy(src)], fakes),
     }
@@ -410,6 +429,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
                              ("gen_channels", "label_mode", "lr", "lambda_cl", "lambda_cyc",
                               "cycle_mode", "adv_loss", "seed")},
         "data": str(data), "split": "test (FER2013 PublicTest)",
+        "input_blur": {"generator": g_blur, "classifier": getattr(clf, "input_blur", 0.0),
+                       "translations": "x + G(x'|t) - G(x'|y_x)" if g_blur else "G(x|t)"},
         "classifier": {"path": str(classifier), "config": cmeta.get("config"),
                        "epoch": cmeta.get("epoch"),
                        "accuracy_real": float((pred_real == labels).mean()),
@@ -467,6 +488,15 @@ def _pct(v: Any) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
+def _blur_lines(b: dict[str, Any] | None) -> list[str]:
+    if not b or not (b.get("generator") or b.get("classifier")):
+        return []
+    return [f"- input blur (the models were trained on blurred faces): G sees faces blurred "
+            f"by sigma {b['generator']}, the classifier by sigma {b['classifier']}; the "
+            f"translations scored are {b['translations']}, where x' is the blurred face; "
+            f"reconstruction metrics compare G(x'|y_x) with x'"]
+
+
 def render_report(m: dict[str, Any]) -> str:
     s, mod, ide, clf = m["sample"], m["model"], m["identity"], m["classifier"]
     names = list(EMOTIONS)
@@ -482,6 +512,7 @@ def render_report(m: dict[str, Any]) -> str:
         f"- translations: {s['translations']} (each face to each of the other 6 emotions)",
         f"- classifier: `{clf['path']}` (epoch {clf['epoch']}), "
         f"mirror-averaged predictions",
+        *_blur_lines(m.get("input_blur")),
         "", "## Expression accuracy", "",
         "Share of translations that the classifier assigns to the target emotion. The identity "
         "mapping (input unchanged) scores the classifier's confusion rate; the classifier's "

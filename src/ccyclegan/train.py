@@ -50,6 +50,7 @@ from ccyclegan.data import (
     FaceData,
     blur_warning,
     drop_blank,
+    estimate_blur,
     load_split,
     normalize,
     rng_for,
@@ -649,6 +650,12 @@ def _train(cfg: Config, resume: bool, progress_bar: bool) -> dict[str, Any]:
     warning = blur_warning(train_data, view_data) if rank == 0 else None
     if warning:
         print(f"ccyclegan: {warning}", file=sys.stderr, flush=True)
+    if cfg.input_blur < 0:  # a property of the data, fixed once and saved with the model
+        cfg.input_blur = (estimate_blur(train_data, view_data)
+                          if view_data is not train_data else 0.0)
+        if cfg.input_blur and rank == 0:
+            print(f"ccyclegan: input_blur {cfg.input_blur}: sharp faces are blurred by this "
+                  f"sigma before G at inference to match the training faces", flush=True)
     faces, face_labels = sample_faces(view_data, cfg.n_sample_faces)
 
     st = make_state(cfg, device)

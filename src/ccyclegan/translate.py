@@ -24,6 +24,7 @@ second decode runs only for 0 < a < 1.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -191,6 +192,16 @@ def _onnx_session(path: Path, threads: int | None, device: str | None,
     return session
 
 
+def _onnx_input_blur(session) -> float:
+    """input_blur from the config an exported model carries in its metadata (0 if none)."""
+    meta = session.get_modelmeta().custom_metadata_map
+    try:
+        return max(float(json.loads(meta.get("ccyclegan.config", "{}")).get("input_blur", 0.0)),
+                   0.0)
+    except (ValueError, TypeError, AttributeError):
+        return 0.0
+
+
 # --------------------------------------------------------------------------------------------
 # Results
 
@@ -315,10 +326,15 @@ def _restore(pic: Picture, kind: str, detail: Any) -> Any:
 class ExpressionTranslator:
     """A loaded generator plus the photo pipeline. Thread-compatible, not thread-safe."""
 
-    def __init__(self, backend, source: str = "", config=None):
+    def __init__(self, backend, source: str = "", config=None, input_blur: float | None = None):
         self._backend = backend
         self.source = source  # where the model came from, for messages
         self.config = config
+        # G sees faces blurred by this sigma when it was trained on blurred faces (the shared
+        # FER2013 copy); its change is then added to the sharp face.
+        if input_blur is None:
+            input_blur = getattr(config, "input_blur", 0.0) if config is not None else 0.0
+        self.input_blur = max(float(input_blur), 0.0)
         self._eye = np.eye(NUM_CLASSES, dtype=np.float32)
 
     def __repr__(self) -> str:
@@ -330,7 +346,8 @@ class ExpressionTranslator:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, device: str | None = None, *,
-             backend: str | None = None, threads: int | None = None) -> ExpressionTranslator:
+             backend: str | None = None, threads: int | None = None,
+             input_blur: float | None = None) -> ExpressionTranslator:
         """Load a generator: a run directory, generator.safetensors, a training checkpoint, or
         an exported .onnx (run by onnxruntime); None means the bundled default model.
 
@@ -338,6 +355,7 @@ class ExpressionTranslator:
         by the file's suffix; onnxruntime with a PyTorch checkpoint exports it in memory first,
         about a second, and then runs faster on a CPU). threads: if given,
         torch.set_num_threads (process-wide) or onnxruntime's intra-op threads (default 1).
+        input_blur: sigma of the blur applied to faces before G (default: the model's own).
         """
         if path is None:
             path = bundled_model_path()
@@ -358,7 +376,9 @@ class ExpressionTranslator:
                 model = onnx_bytes(G, cfg.to_dict())
             session = _onnx_session(path, threads, device, model)
             warm_up()
-            return cls(_OnnxBackend(session), str(path), cfg)
+            blur = cfg.input_blur if cfg is not None else _onnx_input_blur(session)
+            return cls(_OnnxBackend(session), str(path), cfg,
+                       blur if input_blur is None else input_blur)
         if backend != "torch":
             raise TranslateError(f"unknown backend {backend!r} (torch or onnxruntime)")
         if path.suffix.lower() == ".onnx":
@@ -376,7 +396,7 @@ class ExpressionTranslator:
             raise TranslateError(f"cannot use device {device!r}: {e}") from None
         G.requires_grad_(False)
         warm_up()
-        return cls(_TorchBackend(G, dev), str(path), cfg)
+        return cls(_TorchBackend(G, dev), str(path), cfg, input_blur)
 
     # ---------------------------------------------------------------------------- the edit
 
@@ -402,10 +422,17 @@ class ExpressionTranslator:
         t_idx = np.array([EMOTIONS.index(t) for t in targets], dtype=np.int64)
         n, k = len(faces), NUM_CLASSES
         x = (faces.astype(np.float32) / 127.5 - 1.0)[:, None]  # [N, 1, 48, 48]
-        h = self._backend.encode(x)
+        seen = x
+        if self.input_blur:
+            import torch
+
+            from ccyclegan.data import blur_faces
+
+            seen = blur_faces(torch.from_numpy(x), self.input_blur).numpy()
+        h = self._backend.encode(seen)
         rec = self._backend.decode(h, np.tile(self._eye, (n, 1)), np.repeat(np.arange(n), k))
         rec = rec.reshape(n, k, FACE_SIZE, FACE_SIZE)
-        errors = np.abs(rec - x).mean(axis=(2, 3))  # [N, 7]
+        errors = np.abs(rec - seen).mean(axis=(2, 3))  # [N, 7]
         src = errors.argmin(axis=1)
         base = rec[np.arange(n), src]  # G(x|onehot s), [N, 48, 48]
         if a == 0.0:
