@@ -157,3 +157,19 @@ def test_input_blur_travels_with_the_model(tmp_path):
     same = src != 3  # happy faces stay as they are
     assert np.abs(d_t[same.numpy(), 0] - want[same].numpy()).max() < 1e-2
     assert np.abs(d_t[~same.numpy(), 0]).max() == 0
+
+
+def test_export_safetensors_release_file_is_fp16_and_translates_alike(run_dir, tmp_path):
+    from ccyclegan.checkpoint import load_tensors
+
+    out = tmp_path / "release.safetensors"
+    assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
+                     "-o", str(out)]) == 0
+    tensors, meta = load_tensors(out)
+    assert meta["kind"] == "generator" and meta["progress"]["step"] == 3
+    assert all(t.dtype == torch.float16 for t in tensors.values() if t.is_floating_point())
+    assert out.stat().st_size < 0.6 * (run_dir / "generator.safetensors").stat().st_size
+    faces = synthetic_faces(1, seed=8).images[:, 0].numpy()
+    _, d_full, s_full, _ = ExpressionTranslator.load(run_dir).edit(faces, ["sad"])
+    _, d_half, s_half, _ = ExpressionTranslator.load(out).edit(faces, ["sad"])
+    assert np.array_equal(s_full, s_half) and np.abs(d_full - d_half).max() < 2.0

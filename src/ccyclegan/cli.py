@@ -123,6 +123,23 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "safetensors":  # a release file: the generator alone, fp16 by default
+        from pathlib import Path
+
+        from ccyclegan.faces import TranslateError
+        from ccyclegan.train import load_generator, save_generator
+        from ccyclegan.translate import bundled_model_path
+
+        source = args.checkpoint or bundled_model_path()
+        if source is None:
+            raise TranslateError("give --checkpoint RUN (no bundled model yet)")
+        G, cfg, progress = load_generator(source)
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_generator(out, G, cfg, progress, half=not args.fp32)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, "
+              f"{'fp32' if args.fp32 else 'fp16'}, step {progress.get('step')})")
+        return 0
     from ccyclegan.export import export_onnx
 
     path = export_onnx(args.checkpoint, args.output, opset=args.opset)
@@ -171,12 +188,15 @@ def add_translate_parsers(sub) -> None:
     t.add_argument("-q", "--quiet", action="store_true", help="no per-photo lines")
     t.set_defaults(func=cmd_translate)
 
-    e = sub.add_parser("export", help="export the generator (ONNX)")
+    e = sub.add_parser("export", help="export the generator (ONNX, or a release safetensors)")
     e.add_argument("--checkpoint", metavar="RUN",
                    help="run dir, generator.safetensors or training checkpoint "
                         "(default: the bundled model)")
-    e.add_argument("--format", choices=["onnx"], default="onnx", help="onnx (default)")
-    e.add_argument("-o", "--output", required=True, metavar="MODEL.onnx")
+    e.add_argument("--format", choices=["onnx", "safetensors"], default="onnx",
+                   help="onnx (default) or safetensors (the generator alone, as bundled)")
+    e.add_argument("-o", "--output", required=True, metavar="FILE")
+    e.add_argument("--fp32", action="store_true",
+                   help="safetensors: keep fp32 weights (default: fp16, half the size)")
     e.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     e.set_defaults(func=cmd_export)
 
