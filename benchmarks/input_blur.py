@@ -35,8 +35,12 @@ def main() -> None:
     test = load_split(args.data, "test")
     sigma = estimate_blur(train, test)
     model, _ = load_classifier(args.classifier)
-    res = {"train_median_sharpness": round(float(face_sharpness(train.images).median()), 3),
-           "test_median_sharpness": round(float(face_sharpness(test.images).median()), 3),
+    def spread(faces):  # 1st percentile, median, 99th percentile of per-face sharpness
+        q = torch.quantile(face_sharpness(faces.images), torch.tensor([0.01, 0.5, 0.99]))
+        return [round(float(v), 2) for v in q]
+
+    res = {"train_sharpness_p1_median_p99": spread(train),
+           "test_sharpness_p1_median_p99": spread(test),
            "estimated_sigma": sigma, "classifier_input_blur": model.input_blur,
            "test_faces": len(test), "accuracy": {}}
     for s in [0.0, sigma, *(float(v) for v in args.sigmas.split(","))]:
