@@ -315,9 +315,10 @@ def test_evaluate_with_input_blur_scores_the_translate_output(tiny_models, tmp_p
     """With input_blur, G sees blurred faces x' and the translations scored are
     x + G(x'|t) - G(x'|y_x); reconstruction metrics compare G(x'|y_x) with x'."""
     from ccyclegan.data import blur_faces
-    from ccyclegan.evaluate import _translate, residual
+    from ccyclegan.evaluate import _translate
     from ccyclegan.models import one_hot
     from ccyclegan.train import load_generator
+    from ccyclegan.visualize import residual
 
     gen, clf, data = tiny_models
     m = evaluate(gen, data, clf, out=tmp_path / "ev", use_inception=False, input_blur=1.5,

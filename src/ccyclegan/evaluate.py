@@ -220,15 +220,6 @@ def _translate(G, faces: torch.Tensor, batch_size: int, input_blur: float = 0.0
     return torch.cat(out)
 
 
-def residual(faces: torch.Tensor, raw: torch.Tensor, src_labels: torch.Tensor) -> torch.Tensor:
-    """x + G(x'|t) - G(x'|y_x) for every column t of raw ([N, 7, 1, H, W], uint8): the
-    model's change added to the face itself, as `ccyclegan translate` does. Used when G saw
-    blurred copies x' of sharp faces, whose raw outputs are blurred."""
-    base = raw[torch.arange(len(raw)), src_labels].float()[:, None]
-    out = faces.float()[:, None] + raw.float() - base
-    return out.round().clamp(0, 255).to(torch.uint8)
-
-
 def _halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified random split of the real faces into two halves (the realism floor)."""
     rng = np.random.default_rng(seed + 1)
@@ -341,6 +332,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     images = faces.images
 
     # ---- translate: each face to all 7 emotions (own emotion = reconstruction)
+    from ccyclegan.visualize import residual
+
     g_blur = max(gcfg.input_blur, 0.0) if input_blur is None else float(input_blur)
     seen = blur_faces(images, g_blur)  # what G sees
     raw = _translate(G, images, batch_size, g_blur)

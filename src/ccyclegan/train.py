@@ -836,7 +836,7 @@ def _last_good(ckpt_path: Path) -> str:
 def _grid(st: TrainState, faces: torch.Tensor, labels: torch.Tensor):
     from ccyclegan.visualize import translation_grid
 
-    return translation_grid(st.G_eval, faces, labels)
+    return translation_grid(st.G_eval, faces, labels, max(st.cfg.input_blur, 0.0))
 
 
 def _flush(window: dict[str, list[torch.Tensor]], step: int, batches: Batches, t0: float,

@@ -6,15 +6,16 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ccyclegan.data import EMOTIONS, denormalize, normalize
+from ccyclegan.data import EMOTIONS, blur_faces, denormalize, normalize
 from ccyclegan.models import Generator, one_hot
 
 
 @torch.no_grad()
-def translate_all(G: Generator, faces: torch.Tensor) -> torch.Tensor:
-    """uint8 faces [N,1,48,48] -> uint8 [N, 7, 48, 48]: each face in every emotion."""
+def translate_all(G: Generator, faces: torch.Tensor, input_blur: float = 0.0) -> torch.Tensor:
+    """uint8 faces [N,1,48,48] -> uint8 [N, 7, 48, 48]: each face (blurred by input_blur
+    first) in every emotion."""
     device = next(G.parameters()).device
-    x = normalize(faces.to(device))
+    x = normalize(blur_faces(faces, input_blur).to(device))
     feats = G.encode(x)
     out = []
     for k in range(len(EMOTIONS)):
@@ -53,14 +54,29 @@ def grid_image(faces: torch.Tensor, translated: torch.Tensor, labels: torch.Tens
     return img
 
 
-def translation_grid(G: Generator, faces: torch.Tensor,
-                     labels: torch.Tensor | None = None) -> Image.Image:
+def translation_grid(G: Generator, faces: torch.Tensor, labels: torch.Tensor | None = None,
+                     input_blur: float = 0.0) -> Image.Image:
+    """With input_blur (and labels), the grid shows what `translate` makes of each face:
+    G's change on the blurred face added to the sharp face."""
     was_training = G.training
     G.eval()
     try:
-        return grid_image(faces, translate_all(G, faces), labels)
+        out = translate_all(G, faces, input_blur)
+        if input_blur and labels is not None:
+            out = residual(faces, out[:, :, None], labels)[:, :, 0]
+        return grid_image(faces, out, labels)
     finally:
         G.train(was_training)
+
+
+def residual(faces: torch.Tensor, raw: torch.Tensor, src_labels: torch.Tensor) -> torch.Tensor:
+    """x + G(x'|t) - G(x'|y_x) for every column t of raw ([N, 7, 1, H, W], uint8): the
+    model's change added to the face itself, as `ccyclegan translate` does. Used when G saw
+    blurred copies x' of sharp faces, whose raw outputs are blurred."""
+    base = raw[torch.arange(len(raw)), src_labels].float()[:, None]
+    out = faces.float()[:, None] + raw.float() - base
+    return out.round().clamp(0, 255).to(torch.uint8)
+
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
