@@ -1,0 +1,62 @@
+"""The bundled default model (src/ccyclegan/weights/ccyclegan_fer2013.safetensors): what the
+release issue promises of the file, and that it runs as the default of the API and the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import REAL_FER
+from PIL import Image
+
+from ccyclegan import cli
+from ccyclegan.checkpoint import load_tensors
+from ccyclegan.data import synthetic_faces
+from ccyclegan.translate import ExpressionTranslator, bundled_model_path
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    path = bundled_model_path()
+    assert path is not None, "the release model is missing from src/ccyclegan/weights/"
+    return path
+
+
+def test_file_is_small_fp16_and_describes_itself(bundled):
+    assert bundled.stat().st_size <= 15 * 2 ** 20
+    tensors, meta = load_tensors(bundled)
+    assert meta["kind"] == "generator"
+    assert all(t.dtype == torch.float16 for t in tensors.values() if t.is_floating_point())
+    cfg = meta["config"]
+    assert cfg["input_blur"] > 0  # trained on the blurred Training rows of the shared file
+    assert meta["progress"]["step"] > 0
+
+
+def test_default_api_and_cli_use_it(bundled, tmp_path):
+    tr = ExpressionTranslator.load()
+    assert tr.source == str(bundled) and tr.input_blur > 0
+    faces = synthetic_faces(1, seed=9).images[:, 0].numpy()
+    after, delta, _, _ = tr.edit(faces, ["happy", "surprise"], 1.0)
+    assert np.abs(delta).mean() > 0.1
+    same, *_ = tr.edit(faces, ["happy"], 0.0)
+    assert np.array_equal(same[:, 0], faces)
+    face = tmp_path / "face.png"
+    Image.fromarray(faces[0]).save(face)
+    assert cli.main(["translate", str(face), "--to", "sad", "--no-detect", "-q"]) == 0
+    assert (tmp_path / "face_sad.png").is_file()
+
+
+@pytest.mark.skipif(not REAL_FER.is_file(), reason="needs the real FER2013 file")
+def test_on_real_test_faces_it_changes_the_face_more_than_the_border():
+    from ccyclegan.data import load_split
+
+    faces = load_split(REAL_FER, "test").images[:60, 0].numpy()
+    tr = ExpressionTranslator.load()
+    _, delta, _, _ = tr.edit(faces, ["happy", "sad", "surprise"], 1.0)
+    change = np.abs(delta).mean(axis=(0, 1))  # [48, 48]
+    inside = change[8:40, 8:40].mean()
+    border = np.concatenate([change[:8].ravel(), change[40:].ravel(),
+                             change[8:40, :8].ravel(), change[8:40, 40:].ravel()]).mean()
+    assert inside > border > 0
