@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -651,8 +651,8 @@ def _train(cfg: Config, resume: bool, progress_bar: bool) -> dict[str, Any]:
     if warning:
         print(f"ccyclegan: {warning}", file=sys.stderr, flush=True)
     if cfg.input_blur < 0:  # a property of the data, fixed once and saved with the model
-        cfg.input_blur = (estimate_blur(train_data, view_data)
-                          if view_data is not train_data else 0.0)
+        cfg = replace(cfg, input_blur=(estimate_blur(train_data, view_data)
+                                       if view_data is not train_data else 0.0))
         if cfg.input_blur and rank == 0:
             print(f"ccyclegan: input_blur {cfg.input_blur}: sharp faces are blurred by this "
                   f"sigma before G at inference to match the training faces", flush=True)
