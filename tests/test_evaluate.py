@@ -327,7 +327,7 @@ def test_evaluate_with_input_blur_scores_the_translate_output(tiny_models, tmp_p
     assert "x + G(x'|t) - G(x'|y_x)" in (tmp_path / "ev" / "report.md").read_text()
     faces = load_split(data, "test")
     G = load_generator(gen)[0]
-    raw = _translate(G, faces.images, 16, 1.5)
+    raw = _translate(G, blur_faces(faces.images, 1.5), 16)
     x = blur_faces(faces.images[:2], 1.5).float() / 127.5 - 1
     with torch.no_grad():
         happy = (G(x, one_hot(torch.full((2,), 3))) + 1) * 127.5

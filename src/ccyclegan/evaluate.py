@@ -197,19 +197,17 @@ def confusion(true: np.ndarray, pred: np.ndarray, k: int = NUM_CLASSES) -> np.nd
 # =========================================================================== evaluation
 
 
-def _translate(G, faces: torch.Tensor, batch_size: int, input_blur: float = 0.0
-               ) -> torch.Tensor:
-    """uint8 [N,1,48,48] -> uint8 [N, 7, 1, 48, 48]: each face (blurred by input_blur first)
-    decoded under every emotion from one encoding (the source emotion's column is the
-    reconstruction)."""
-    from ccyclegan.data import blur_faces, denormalize, normalize
+def _translate(G, faces: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """uint8 [N,1,48,48] -> uint8 [N, 7, 1, 48, 48]: each face decoded under every emotion
+    from one encoding (the source emotion's column is the reconstruction)."""
+    from ccyclegan.data import denormalize, normalize
     from ccyclegan.models import one_hot
 
     device = next(G.parameters()).device
     out = []
     with torch.no_grad():
         for chunk in faces.split(batch_size):
-            x = normalize(blur_faces(chunk, input_blur).to(device))
+            x = normalize(chunk.to(device))
             feats = G.encode(x)
             per = [denormalize(G.decode(feats, one_hot(torch.full(
                 (len(x),), k, dtype=torch.long, device=device))).float()).cpu()
@@ -336,7 +334,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
 
     g_blur = max(gcfg.input_blur, 0.0) if input_blur is None else float(input_blur)
     seen = blur_faces(images, g_blur)  # what G sees
-    raw = _translate(G, images, batch_size, g_blur)
+    raw = _translate(G, seen, batch_size)
     all7 = residual(images, raw, faces.labels) if g_blur else raw
     pairs = [(i, t) for i in range(n) for t in range(NUM_CLASSES) if t != labels[i]]
     src = np.array([p[0] for p in pairs], np.int64)
