@@ -5,13 +5,14 @@ warm-up: "wall_ms" (what a user waits, here and now) and "cpu_ms" (CPU time of t
 with one thread, what the same call takes on an idle core; on a machine shared with other jobs
 the wall time also counts the waits for a core):
 
-* generator_torch / generator_onnxruntime: one G(x|c) call, batch 1 (one face);
-* edit / edit_a0.5 / edit_onnxruntime: the whole per-face edit (encode once, 7 reconstructions
-  to estimate the source emotion, + the blend decode when 0 < intensity < 1);
+* generator_torch / generator_torch_compiled / generator_onnxruntime: one G(x|c) call, batch 1
+  (one face); compiled = `--compile` (torch.compile with frozen weights, compiled at load);
+* edit / edit_a0.5 / edit_compiled / edit_onnxruntime: the whole per-face edit (encode once,
+  7 reconstructions to estimate the source emotion, + the blend decode when 0 < a < 1);
 * detect, crop, paste: the photo steps;
-* pipeline / pipeline_a0.5 / pipeline_onnxruntime: a 1280x720 RGB photo with one face, array
-  in, array out (detect, frame, edit, paste back); *_min_face_0.12: searching only for faces
-  of at least 12% of the shorter side (default 8%);
+* pipeline / pipeline_a0.5 / pipeline_compiled / pipeline_onnxruntime: a 1280x720 RGB photo
+  with one face, array in, array out (detect, frame, edit, paste back); *_min_face_0.12:
+  searching only for faces of at least 12% of the shorter side (default 8%);
 * file: the same from a JPEG file to JPEG bytes (decode + pipeline + encode).
 
     python benchmarks/translate_latency.py [--checkpoint RUN] [--threads 1] [--reps 30]
@@ -96,6 +97,11 @@ def main() -> None:
         onnx_path = Path(tmp) / "g.onnx"
         onnx_path.write_bytes(onnx_bytes(G, tr.config.to_dict()))
         tr_onnx = ExpressionTranslator.load(onnx_path, threads=args.threads)
+        t0 = time.perf_counter()
+        tr_comp = ExpressionTranslator.load(path, "cpu", threads=args.threads, compile=True)
+        compile_s = time.perf_counter() - t0
+        assert tr_comp._backend.compiled, "torch.compile failed"
+        comp = tr_comp._backend
         session = tr_onnx._backend.session
 
         rng = np.random.default_rng(0)
@@ -105,6 +111,9 @@ def main() -> None:
         xn, cn = x.numpy(), c.numpy()
         with torch.inference_mode():
             res["generator_torch"] = timed(lambda: G(x, c), 4 * n)
+        with torch.no_grad():
+            res["generator_torch_compiled"] = timed(lambda: comp._decode(comp._encode(x), c),
+                                                    4 * n)
         res["generator_onnxruntime"] = timed(
             lambda: session.run(None, {"face": xn, "condition": cn}), 4 * n)
 
@@ -115,6 +124,7 @@ def main() -> None:
         crop = crop_face(photo, frame)[None]
         res["edit"] = timed(lambda: tr.edit(crop, ["happy"], 1.0), 2 * n)
         res["edit_a0.5"] = timed(lambda: tr.edit(crop, ["happy"], 0.5), 2 * n)
+        res["edit_compiled"] = timed(lambda: tr_comp.edit(crop, ["happy"], 1.0), 2 * n)
         res["edit_onnxruntime"] = timed(lambda: tr_onnx.edit(crop, ["happy"], 1.0), 2 * n)
         _, delta, _, _ = tr.edit(crop, ["happy"], 1.0)
         res["detect"] = timed(lambda: detect_faces(photo), n)
@@ -123,6 +133,7 @@ def main() -> None:
                              n)
         res["pipeline"] = timed(lambda: tr.translate(photo, to="happy"), n)
         res["pipeline_a0.5"] = timed(lambda: tr.translate(photo, to="happy", intensity=0.5), n)
+        res["pipeline_compiled"] = timed(lambda: tr_comp.translate(photo, to="happy"), n)
         res["pipeline_onnxruntime"] = timed(lambda: tr_onnx.translate(photo, to="happy"), n)
         # --min-face 0.12 (faces of at least 86 of the 720 rows): detection's cost falls with
         # the square of the smallest face searched for
@@ -140,6 +151,7 @@ def main() -> None:
         "wall_ms": {k: v["wall_ms"] for k, v in res.items()},
         "cpu_ms": {k: v["cpu_ms"] for k, v in res.items()},
         "targets_ms": {"generator": 2.0, "pipeline": 50.0},
+        "compile_s": round(compile_s, 1),
         "photo": "1280x720 RGB, one face",
         "face_box": list(boxes[0].as_tuple()),
         "gen_channels": tr.config.gen_channels,

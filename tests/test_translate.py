@@ -410,3 +410,42 @@ def test_expand_inputs_skips_own_outputs(tmp_path):
         expand_inputs([tmp_path / "empty"])
     with pytest.raises(TranslateError, match="no such file or folder"):
         expand_inputs([tmp_path / "missing"])
+
+
+def test_compiled_generator_matches_eager(tr, gen_path):
+    """--compile (inductor with frozen weights) gives eager's numbers, for one face, for the
+    batch of 7 the source estimate decodes, and for a batch size it has not seen."""
+    import shutil
+
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("torch.compile on the CPU needs a C++ compiler")
+    compiled = ExpressionTranslator.load(gen_path, compile=True)
+    assert compiled._backend.compiled
+    faces = synthetic_faces(1, seed=5).images.numpy()  # [7, 1, 48, 48]
+    eye = np.eye(7, dtype=np.float32)
+    for n in (1, 7, 3):
+        c = eye[np.arange(n) % 7]
+        np.testing.assert_allclose(compiled.generate(faces[:n], c), tr.generate(faces[:n], c),
+                                   atol=1e-4)
+    crops = ((faces[:, 0] + 1) * 127.5).round().astype(np.uint8)
+    a, *_ = compiled.edit(crops, ["happy", "sad"], 0.5)
+    b, *_ = tr.edit(crops, ["happy", "sad"], 0.5)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_compile_failure_falls_back_to_eager(gen_path, tr, monkeypatch, capsys):
+    import torch
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    eager = ExpressionTranslator.load(gen_path, compile=True)
+    assert not eager._backend.compiled
+    assert "torch.compile failed (no compiler here); running eager PyTorch" in \
+        capsys.readouterr().err
+    faces = synthetic_faces(1, seed=5).images.numpy()
+    c = np.eye(7, dtype=np.float32)
+    np.testing.assert_array_equal(eager.generate(faces, c), tr.generate(faces, c))
+    with pytest.raises(TranslateError, match="torch backend only"):
+        ExpressionTranslator.load(gen_path, backend="onnxruntime", compile=True)

@@ -121,24 +121,88 @@ def check_intensity(value: Any) -> float:
 class _TorchBackend:
     name = "torch"
 
-    def __init__(self, G, device):
+    def __init__(self, G, device, compile: bool = False):
         self.G = G
         self.device = device
+        self.compiled = False
+        self._encode, self._decode = G.encode, G.decode
+        if compile:
+            self._compile()
+
+    def _no_grad(self):
+        import torch
+
+        # inductor's freezing (weights as constants, prepacked for oneDNN) needs no_grad;
+        # eager mode is a little faster under inference_mode
+        return torch.no_grad() if self.compiled else torch.inference_mode()
+
+    def _compile(self) -> None:
+        """torch.compile the encoder and the decoder with inductor's weight freezing.
+
+        Eager PyTorch at batch 1 spends most of its time outside the convolutions (per-operator
+        overhead, weight reorders for oneDNN); compiled, one face takes about 1.5 ms instead of
+        3.7 on two cores. Compiling costs ~15 s at load (batch 1, then a dynamic batch size) and
+        needs a C++ compiler on the CPU; when it fails we warn and stay eager.
+        """
+        import sys
+
+        import torch
+        import torch._inductor.config as inductor
+
+        def frozen(fn):
+            def call(*args):
+                with inductor.patch(freezing=True):
+                    return fn(*args)
+            return call
+
+        G = self.G
+        try:  # compile now, at load: batch 1, then batch 7 (the source estimate), dynamic
+            enc = torch.compile(_as_module(G.encode))
+            dec = torch.compile(_as_module(G.decode))
+            self._encode, self._decode, self.compiled = frozen(enc), frozen(dec), True
+            x = torch.zeros(1, 1, FACE_SIZE, FACE_SIZE, device=self.device)
+            eye = torch.eye(NUM_CLASSES, device=self.device)
+            with self._no_grad():
+                feats = self._encode(x)
+                self._decode(feats, eye[:1])
+                self._decode([f.expand(NUM_CLASSES, *f.shape[1:]).contiguous() for f in feats],
+                             eye)
+        except Exception as e:  # no compiler, unsupported platform, ...
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            print(f"ccyclegan: torch.compile failed ({why}); running eager PyTorch",
+                  file=sys.stderr)
+            self._encode, self._decode, self.compiled = G.encode, G.decode, False
 
     def encode(self, x: np.ndarray):
         import torch
 
-        with torch.inference_mode():
-            return self.G.encode(torch.from_numpy(x).to(self.device))
+        with self._no_grad():
+            return self._encode(torch.from_numpy(x).to(self.device))
 
     def decode(self, feats, c: np.ndarray, rows: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
+        with self._no_grad():
             idx = torch.from_numpy(rows).to(self.device)
             picked = [f.index_select(0, idx) for f in feats]
-            out = self.G.decode(picked, torch.from_numpy(c).to(self.device))
+            out = self._decode(picked, torch.from_numpy(c).to(self.device))
             return out.float().cpu().numpy()
+
+
+def _as_module(method):
+    """A bound method as a module, so torch.compile (and freezing) see the generator's
+    parameters as the module's own."""
+    import torch
+
+    class Call(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.owner = method.__self__
+
+        def forward(self, *args):
+            return getattr(self.owner, method.__name__)(*args)
+
+    return Call()
 
 
 class _OnnxBackend:
@@ -347,7 +411,7 @@ class ExpressionTranslator:
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, device: str | None = None, *,
              backend: str | None = None, threads: int | None = None,
-             input_blur: float | None = None) -> ExpressionTranslator:
+             input_blur: float | None = None, compile: bool = False) -> ExpressionTranslator:
         """Load a generator: a run directory, generator.safetensors, a training checkpoint, or
         an exported .onnx (run by onnxruntime); None means the bundled default model.
 
@@ -356,6 +420,8 @@ class ExpressionTranslator:
         about a second, and then runs faster on a CPU). threads: if given,
         torch.set_num_threads (process-wide) or onnxruntime's intra-op threads (default 1).
         input_blur: sigma of the blur applied to faces before G (default: the model's own).
+        compile: torch backend only, torch.compile the generator at load (~15 s, needs a C++
+        compiler on the CPU): ~2.5x faster per face, for servers and large batches of photos.
         """
         if path is None:
             path = bundled_model_path()
@@ -367,6 +433,8 @@ class ExpressionTranslator:
         from ccyclegan.faces import warm_up
 
         if backend == "onnxruntime":
+            if compile:
+                raise TranslateError("compile applies to the torch backend only")
             model = cfg = None
             if path.suffix.lower() != ".onnx":  # a PyTorch checkpoint: export it in memory
                 from ccyclegan.export import onnx_bytes
@@ -396,7 +464,7 @@ class ExpressionTranslator:
             raise TranslateError(f"cannot use device {device!r}: {e}") from None
         G.requires_grad_(False)
         warm_up()
-        return cls(_TorchBackend(G, dev), str(path), cfg, input_blur)
+        return cls(_TorchBackend(G, dev, compile), str(path), cfg, input_blur)
 
     # ---------------------------------------------------------------------------- the edit
 
