@@ -340,3 +340,17 @@ def test_evaluate_with_input_blur_scores_the_translate_output(tiny_models, tmp_p
     seen = blur_faces(faces.images, 1.5)
     assert m["model"]["reconstruction"]["l1"] == pytest.approx(
         float((own.float() - seen.float()).abs().mean() / 255), rel=1e-4)
+    # the same edit on the blurred face, judged without the classifier's blur
+    from ccyclegan.classifier import classify, load_classifier
+
+    judge = load_classifier(clf)[0]
+    dom = residual(seen, raw, faces.labels)
+    pairs = [(i, t) for i in range(len(raw)) for t in range(7) if t != faces.labels[i]]
+    tgt = torch.tensor([t for _, t in pairs])
+    pred = classify(judge, dom[torch.tensor([i for i, _ in pairs]), tgt], input_blur=0.0)[0]
+    assert m["model"]["expression_accuracy_blurred_domain"]["overall"] == pytest.approx(
+        float((pred.argmax(1) == tgt).float().mean()))
+    assert "in the blurred training domain" in (tmp_path / "ev" / "report.md").read_text()
+    plain = evaluate(gen, data, clf, out=tmp_path / "ev0", use_inception=False, input_blur=0.0,
+                     log=lambda s: None)
+    assert plain["model"]["expression_accuracy_blurred_domain"] is None
