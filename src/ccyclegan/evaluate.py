@@ -362,6 +362,9 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
                 "confusion": cm.tolist()}
 
     expr_model, expr_ident = expression(pred_fake), expression(pred_real[src])
+    log(f"expression accuracy {expr_model['overall']:.4f} (identity "
+        f"{expr_ident['overall']:.4f}; classifier on real faces "
+        f"{float((pred_real == labels).mean()):.4f}) ({time.perf_counter() - t_start:.0f} s)")
     expr_domain = None
     if g_blur:
         # The same edit made on the blurred face x' that G saw: x' + G(x'|t) - G(x'|y_x),
@@ -371,9 +374,6 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
         expr_domain = expression(classify(clf, dom, input_blur=0.0)[0].argmax(1).numpy())
         log(f"expression accuracy in the training (blurred) domain "
             f"{expr_domain['overall']:.4f}")
-    log(f"expression accuracy {expr_model['overall']:.4f} (identity "
-        f"{expr_ident['overall']:.4f}; classifier on real faces "
-        f"{float((pred_real == labels).mean()):.4f}) ({time.perf_counter() - t_start:.0f} s)")
 
     # ---- realism on the classifier's features (FED)
     fed = _distances(f_real.numpy().astype(np.float64), f_fake.numpy().astype(np.float64),
