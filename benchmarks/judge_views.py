@@ -42,15 +42,13 @@ def main() -> None:
 
     from ccyclegan.classifier import classify, load_classifier
     from ccyclegan.data import EMOTIONS, blur_faces, drop_blank, load_split
-    from ccyclegan.evaluate import _translate
+    from ccyclegan.evaluate import _translate, seeded_subset
     from ccyclegan.train import load_generator
 
     G, gcfg, _ = load_generator(args.checkpoint, "cpu")
     judge, _ = load_classifier(args.classifier, "cpu")
     faces, _ = drop_blank(load_split(args.data, "test"))
-    if args.limit and args.limit < len(faces):  # the same subset as `evaluate --limit`
-        pick = torch.randperm(len(faces), generator=torch.Generator().manual_seed(args.seed))
-        faces = faces.subset(pick[: args.limit].sort().values)
+    faces = seeded_subset(faces, args.limit, args.seed)  # the faces of `evaluate --limit`
     x, y = faces.images, faces.labels
     sigma = max(gcfg.input_blur, 0.0)
     seen = blur_faces(x, sigma)

@@ -92,6 +92,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+COMPILE_HELP = ("torch backend: compile the generator at load (~15 s, needs a C++ compiler on "
+                "a CPU); ~2.5x faster per face after that")
+
+
 def cmd_translate(args: argparse.Namespace) -> int:
     from ccyclegan.translate import (
         ExpressionTranslator,
@@ -186,8 +190,7 @@ def add_translate_parsers(sub) -> None:
                    help="blur each face by SIGMA before the model sees it (default: the "
                         "model's own, set when it was trained on blurred faces)")
     t.add_argument("--compile", action="store_true",
-                   help="torch backend: compile the generator at load (~15 s, needs a C++ compiler "
-                        "on a CPU); ~2.5x faster per face after that")
+                   help=COMPILE_HELP)
     t.add_argument("-q", "--quiet", action="store_true", help="no per-photo lines")
     t.set_defaults(func=cmd_translate)
 
@@ -265,8 +268,7 @@ def add_serve_parser(sub) -> None:
     s.add_argument("--threads", type=int, default=1,
                    help="CPU threads for the model (default 1; 0 = torch's default)")
     s.add_argument("--compile", action="store_true",
-                   help="torch backend: compile the generator at load (~15 s, needs a C++ compiler "
-                        "on a CPU); ~2.5x faster per face after that")
+                   help=COMPILE_HELP)
     s.set_defaults(func=cmd_serve)
 
 

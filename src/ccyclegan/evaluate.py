@@ -284,6 +284,15 @@ def default_out(checkpoint: str | Path) -> Path:
     return (p if p.is_dir() else p.parent) / "eval"
 
 
+def seeded_subset(faces, limit: int, seed: int):
+    """`--limit`: the same `limit` faces for a given seed, in their original order (all of them
+    when limit is 0 or not smaller)."""
+    if not limit or limit >= len(faces):
+        return faces
+    pick = torch.randperm(len(faces), generator=torch.Generator().manual_seed(seed))[:limit]
+    return faces.subset(pick.sort().values)
+
+
 def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
              out: str | Path | None = None, limit: int = 0, seed: int = 0,
              inception_weights: str | Path | None = None, fid_resize: str = "tf",
@@ -320,9 +329,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     faces = load_split(data, "test")
     faces, n_blank = drop_blank(faces)
     n_available = len(faces)
-    if limit and limit < n_available:
-        pick = torch.randperm(n_available, generator=torch.Generator().manual_seed(seed))[:limit]
-        faces = faces.subset(pick.sort().values)
+    faces = seeded_subset(faces, limit, seed)
     if len(faces) < 2:
         raise DataError(f"{data}: need at least 2 test faces to evaluate, got {len(faces)}")
     n = len(faces)
