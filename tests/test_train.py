@@ -55,7 +55,8 @@ def test_tiny_run_writes_everything(tmp_path, tiny_csv):
 @pytest.mark.parametrize("kw", [
     {},
     {"cycle_mode": "both", "adv_loss": "lsgan", "targets": "all", "ema_decay": 0.9,
-     "d_steps_per_g": 2, "label_mode": "planes", "spectral_norm": True, "cl_loss": "sigmoid"},
+     "d_steps_per_g": 2, "label_mode": "planes", "spectral_norm": True, "cl_loss": "sigmoid",
+     "d_augment": "color,translation,cutout"},
 ])
 def test_resume_matches_uninterrupted(tmp_path, tiny_csv, kw):
     run(tmp_path, tiny_csv, "full", max_steps=6, **kw)

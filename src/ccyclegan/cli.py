@@ -27,6 +27,8 @@ HELP = {
     "lambda_cl": "weight of the emotion-classification loss",
     "lambda_cyc": "weight of the reconstruction/cycle L1 loss",
     "targets": "random: one other emotion per face; all: each of the other 6",
+    "d_augment": "DiffAugment of D's inputs (real and translated faces, D and G updates): "
+                 "comma-separated color, translation, cutout; empty = off (paper)",
     "lr": "Adam learning rate (G and D); not scaled with the number of processes",
     "batch_size": "faces per step (per process under torchrun)",
     "d_steps_per_g": "D updates per G update",

@@ -51,6 +51,8 @@ class Config:
     lambda_cl: float = 1.0
     lambda_cyc: float = 1.0
     targets: Targets = "random"
+    # DiffAugment policy for everything D sees, e.g. "translation,cutout" ("" = off)
+    d_augment: str = ""
     # optimisation
     lr: float = 2e-4
     beta1: float = 0.5
@@ -97,6 +99,12 @@ class Config:
         if self.input_blur < 0 and self.input_blur != -1.0:
             raise ConfigError("config field 'input_blur' must be >= 0 (or -1 to estimate it), "
                               f"got {_show(self.input_blur)}")
+        from ccyclegan.augment import parse_policy
+
+        try:
+            parse_policy(self.d_augment)
+        except ValueError as e:
+            raise ConfigError(f"config field 'd_augment': {e}") from None
         for name in ("beta1", "beta2", "ema_decay"):
             if not 0.0 <= (v := getattr(self, name)) < 1.0:
                 raise ConfigError(f"config field '{name}' must be in [0, 1), got {_show(v)}")

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ccyclegan import losses
+from ccyclegan.augment import diff_augment
 from ccyclegan.checkpoint import (
     CheckpointError,
     CheckpointWriteError,
@@ -286,7 +287,7 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
 
     # D: real faces are real and carry their emotion; translations are fake.
     with autocast(device, amp_dtype):
-        rf, cl = D(torch.cat([x, fake.detach()]))
+        rf, cl = D(diff_augment(torch.cat([x, fake.detach()]), cfg.d_augment))
         rf_real, rf_fake, cl_real = rf[:len(x)], rf[len(x):], cl[:len(x)]
         d_adv = losses.d_adversarial(rf_real, rf_fake, cfg.adv_loss)
         if cfg.cl_loss == "sigmoid":
@@ -305,7 +306,7 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
         D_raw.requires_grad_(False)
         try:
             with autocast(device, amp_dtype):
-                rf_fake, cl_fake = D_raw(fake)
+                rf_fake, cl_fake = D_raw(diff_augment(fake, cfg.d_augment))
                 g_adv = losses.g_adversarial(rf_fake, cfg.adv_loss)
                 g_cl = (losses.classification_sigmoid(cl_fake, y_t) if cfg.cl_loss == "sigmoid"
                         else losses.classification(cl_fake, y_t))
