@@ -628,3 +628,30 @@ def test_blur_faces_and_estimate_blur_recovers_a_known_blur():
     assert 2.0 <= est <= 3.0, est
     assert estimate_blur(other, sharp) == 0.0  # same sharpness: nothing to undo
     assert estimate_blur(sharp, FaceData(blurred, sharp.labels)) == 0.0  # the other way round
+
+
+def test_deblur_change_inverts_the_input_blur():
+    """The Wiener inverse of blur_faces: blurring the deblurred change gives the change back
+    (away from the frame edge, where the FFT's reflected padding differs from blur_faces'
+    replicated one), where the change as it is, blurred again, is much weaker."""
+    from ccyclegan.data import blur_faces, deblur_change
+
+    g = torch.Generator().manual_seed(0)
+    r = blur_faces(torch.randn(3, 1, 48, 48, generator=g) * 40, 3.0)  # a change G could make
+    inner = (..., slice(12, 36), slice(12, 36))
+    for lam, tol in ((1e-2, 0.12), (1e-3, 0.05)):
+        d = torch.from_numpy(deblur_change(r.numpy(), 3.0, lam))
+        back = blur_faces(d, 3.0)
+        err = (back - r)[inner].abs().mean() / r[inner].abs().mean()
+        assert err < tol, (lam, err)
+    again = (blur_faces(r, 3.0) - r)[inner].abs().mean() / r[inner].abs().mean()
+    assert again > 0.3  # what adding the change as it is would give
+    assert d.abs().mean() > 1.5 * r.abs().mean()  # the restored change is stronger
+    # shapes, linearity and the off switches
+    assert np.array_equal(deblur_change(r.numpy(), 3.0, 0.0), r.numpy())
+    assert np.array_equal(deblur_change(r.numpy(), 0.0, 1e-2), r.numpy())
+    rect = np.random.default_rng(0).normal(size=(2, 40, 56)).astype(np.float32)
+    out = deblur_change(rect, 2.0, 1e-2)
+    assert out.shape == rect.shape and out.dtype == np.float32
+    np.testing.assert_allclose(deblur_change(3 * rect, 2.0, 1e-2), 3 * out, rtol=1e-4, atol=1e-4)
+    assert deblur_change(np.zeros((0, 48, 48)), 2.0, 1e-2).shape == (0, 48, 48)

@@ -314,7 +314,7 @@ def test_evaluate_real_fer2013_subset(tiny_models, tmp_path, monkeypatch):
 def test_evaluate_with_input_blur_scores_the_translate_output(tiny_models, tmp_path):
     """With input_blur, G sees blurred faces x' and the translations scored are
     x + G(x'|t) - G(x'|y_x); reconstruction metrics compare G(x'|y_x) with x'."""
-    from ccyclegan.data import blur_faces
+    from ccyclegan.data import DEBLUR, blur_faces, deblur_change
     from ccyclegan.evaluate import _translate
     from ccyclegan.models import one_hot
     from ccyclegan.train import load_generator
@@ -324,7 +324,8 @@ def test_evaluate_with_input_blur_scores_the_translate_output(tiny_models, tmp_p
     m = evaluate(gen, data, clf, out=tmp_path / "ev", use_inception=False, input_blur=1.5,
                  log=lambda s: None)
     assert m["input_blur"]["generator"] == 1.5
-    assert "x + G(x'|t) - G(x'|y_x)" in (tmp_path / "ev" / "report.md").read_text()
+    assert m["input_blur"]["deblur"] == DEBLUR
+    assert "x + deblur(G(x'|t) - G(x'|y_x)" in (tmp_path / "ev" / "report.md").read_text()
     faces = load_split(data, "test")
     G = load_generator(gen)[0]
     raw = _translate(G, blur_faces(faces.images, 1.5), 16)
@@ -332,11 +333,13 @@ def test_evaluate_with_input_blur_scores_the_translate_output(tiny_models, tmp_p
     with torch.no_grad():
         happy = (G(x, one_hot(torch.full((2,), 3))) + 1) * 127.5
     assert (raw[:2, 3].float() - happy).abs().max() <= 1.0
-    res = residual(faces.images, raw, faces.labels)
     own = raw[torch.arange(len(raw)), faces.labels]
-    assert torch.equal(res[torch.arange(len(raw)), faces.labels], faces.images)  # no change
-    want = (faces.images.float() + raw[:, 3].float() - own.float()).round().clamp(0, 255)
-    assert torch.equal(res[:, 3].float(), want)
+    for lam in (0.0, DEBLUR):
+        res = residual(faces.images, raw, faces.labels, 1.5, lam)
+        assert torch.equal(res[torch.arange(len(raw)), faces.labels], faces.images)  # no change
+        change = deblur_change((raw[:, 3].float() - own.float()).numpy(), 1.5, lam)
+        want = (faces.images.float() + torch.from_numpy(change)).round().clamp(0, 255)
+        assert torch.equal(res[:, 3].float(), want)
     seen = blur_faces(faces.images, 1.5)
     assert m["model"]["reconstruction"]["l1"] == pytest.approx(
         float((own.float() - seen.float()).abs().mean() / 255), rel=1e-4)
@@ -351,6 +354,22 @@ def test_evaluate_with_input_blur_scores_the_translate_output(tiny_models, tmp_p
     assert m["model"]["expression_accuracy_blurred_domain"]["overall"] == pytest.approx(
         float((pred.argmax(1) == tgt).float().mean()))
     assert "in the blurred training domain" in (tmp_path / "ev" / "report.md").read_text()
+    # the change added as G made it (x + r), the figure before deblurring
+    pairs_src = torch.tensor([i for i, _ in pairs])
+    flat = residual(faces.images, raw, faces.labels)[pairs_src, tgt]
+    pred = classify(judge, flat)[0]
+    assert m["model"]["expression_accuracy_without_deblur"]["overall"] == pytest.approx(
+        float((pred.argmax(1) == tgt).float().mean()))
+    m0 = evaluate(gen, data, clf, out=tmp_path / "ev1", use_inception=False, input_blur=1.5,
+                  deblur=0, log=lambda s: None)
+    assert m0["model"]["expression_accuracy"] == m["model"]["expression_accuracy_without_deblur"]
+    assert m0["model"]["expression_accuracy_without_deblur"] is None
+    assert m0["model"]["expression_accuracy_blurred_domain"] == \
+        m["model"]["expression_accuracy_blurred_domain"]
+    with pytest.raises(ValueError, match="deblur"):
+        evaluate(gen, data, clf, out=tmp_path / "ev2", use_inception=False, deblur=-1,
+                 log=lambda s: None)
     plain = evaluate(gen, data, clf, out=tmp_path / "ev0", use_inception=False, input_blur=0.0,
                      log=lambda s: None)
     assert plain["model"]["expression_accuracy_blurred_domain"] is None
+    assert plain["model"]["expression_accuracy_without_deblur"] is None

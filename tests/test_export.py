@@ -128,7 +128,7 @@ def test_input_blur_travels_with_the_model(tmp_path):
     and from the exported ONNX file alike; the change is added to the sharp face."""
     import torch
 
-    from ccyclegan.data import blur_faces
+    from ccyclegan.data import DEBLUR, blur_faces, deblur_change
 
     torch.manual_seed(2)
     G = Generator(8)
@@ -152,11 +152,16 @@ def test_input_blur_travels_with_the_model(tmp_path):
         rec = torch.stack([G(xb, eye[k].expand(len(x), 7)) for k in range(7)], 1)
     src = (rec - xb[:, None]).abs().mean((2, 3, 4)).argmin(1)
     assert torch.equal(src, torch.from_numpy(s_t))
-    want = ((x[:, 0] + rec[:, 3, 0] - rec[torch.arange(len(x)), src, 0]).clamp(-1, 1)
-            - x[:, 0]) * 127.5
-    same = src != 3  # happy faces stay as they are
-    assert np.abs(d_t[same.numpy(), 0] - want[same].numpy()).max() < 1e-2
-    assert np.abs(d_t[~same.numpy(), 0]).max() == 0
+    change = (rec[:, 3, 0] - rec[torch.arange(len(x)), src, 0]).numpy()
+    same = (src != 3).numpy()  # happy faces stay as they are
+    for lam, d in ((DEBLUR, d_t), (0.0, ExpressionTranslator.load(tmp_path, deblur=0)
+                                   .edit(faces, ["happy"], 1.0)[1])):
+        # the change, deblurred (Wiener inverse of the input blur), added to the sharp face
+        want = (np.clip(x[:, 0].numpy() + deblur_change(change, 1.5, lam), -1, 1)
+                - x[:, 0].numpy()) * 127.5
+        assert np.abs(d[same, 0] - want[same]).max() < 1e-2
+        assert np.abs(d[~same, 0]).max() == 0
+    assert DEBLUR > 0 and np.abs(d_t).sum() > np.abs(d).sum()  # deblurring strengthens it
 
 
 def test_export_safetensors_release_file_is_fp16_and_translates_alike(run_dir, tmp_path):

@@ -68,6 +68,17 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def nonneg_float(value: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value!r}") from None
+    if not (x >= 0 and x != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {value}")
+    return x
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ccyclegan.evaluate import evaluate
 
@@ -76,7 +87,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
              fid_resize=args.fid_resize, use_inception=not args.no_fid,
              batch_size=args.batch_size, device=args.device, threads=args.threads,
              kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets,
-             input_blur=args.input_blur)
+             input_blur=args.input_blur, deblur=args.deblur)
     return 0
 
 
@@ -135,6 +146,9 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--no-fid", action="store_true", help="skip FID/KID (Inception)")
     e.add_argument("--input-blur", type=float, metavar="SIGMA",
                    help="blur faces by SIGMA before G (default: the generator's input_blur)")
+    e.add_argument("--deblur", type=nonneg_float, metavar="LAMBDA",
+                   help="Wiener regularisation of the change of a model trained on blurred "
+                        "faces, as `translate --deblur` (default 0.01; 0: none)")
     e.add_argument("--kid-subset-size", type=int, default=1000)
     e.add_argument("--kid-subsets", type=int, default=100)
     e.add_argument("--batch-size", type=int, default=128)

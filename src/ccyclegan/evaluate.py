@@ -300,7 +300,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
              kid_subset_size: int = KID_SUBSET_SIZE, kid_subsets: int = KID_SUBSETS,
              inception: typing.Callable[[torch.Tensor], np.ndarray] | None = None,
              use_inception: bool = True, log: typing.Callable[[str], None] = print,
-             input_blur: float | None = None) -> dict[str, Any]:
+             input_blur: float | None = None, deblur: float | None = None) -> dict[str, Any]:
     """Evaluate a generator on the test split; writes metrics.json, report.md and figures
     to `out` (default: <run dir>/eval) and returns the metrics.
 
@@ -310,10 +310,11 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     reason. use_inception=False skips FID/KID on purpose (e.g. in sweeps).
 
     input_blur (default: the generator's own): faces are blurred by this sigma before G, and
-    the translations scored are then x + G(x'|t) - G(x'|y_x), the output of `translate`;
-    the reconstruction metrics compare G(x'|y_x) with the x' that G saw."""
+    the translations scored are then x + d(G(x'|t) - G(x'|y_x)), the output of `translate`,
+    d the Wiener deblur of the change with regularisation `deblur` (default data.DEBLUR; 0:
+    none); the reconstruction metrics compare G(x'|y_x) with the x' that G saw."""
     from ccyclegan.classifier import classify, load_classifier
-    from ccyclegan.data import DataError, blur_faces, drop_blank, load_split
+    from ccyclegan.data import DEBLUR, DataError, blur_faces, drop_blank, load_split
     from ccyclegan.inception import InceptionFeatures, InceptionWeightsError
     from ccyclegan.plots import confusion_image
     from ccyclegan.train import load_generator, resolve_device
@@ -342,7 +343,10 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     g_blur = max(gcfg.input_blur, 0.0) if input_blur is None else float(input_blur)
     seen = blur_faces(images, g_blur)  # what G sees
     raw = _translate(G, seen, batch_size)
-    all7 = residual(images, raw, faces.labels) if g_blur else raw
+    lam = DEBLUR if deblur is None else float(deblur)
+    if not (math.isfinite(lam) and lam >= 0):
+        raise ValueError(f"deblur must be a finite number >= 0, got {deblur!r}")
+    all7 = residual(images, raw, faces.labels, g_blur, lam) if g_blur else raw
     pairs = [(i, t) for i in range(n) for t in range(NUM_CLASSES) if t != labels[i]]
     src = np.array([p[0] for p in pairs], np.int64)
     tgt = np.array([p[1] for p in pairs], np.int64)
@@ -372,7 +376,13 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     log(f"expression accuracy {expr_model['overall']:.4f} (identity "
         f"{expr_ident['overall']:.4f}; classifier on real faces "
         f"{float((pred_real == labels).mean()):.4f}) ({time.perf_counter() - t_start:.0f} s)")
-    expr_domain = None
+    expr_domain = expr_plain = None
+    if g_blur and lam:
+        # The change added to the sharp face as G made it, without deblurring: x + r.
+        plain = residual(images, raw, faces.labels)[torch.from_numpy(src), torch.from_numpy(tgt)]
+        expr_plain = expression(classify(clf, plain)[0].argmax(1).numpy())
+        log(f"expression accuracy of the change added without deblurring "
+            f"{expr_plain['overall']:.4f}")
     if g_blur:
         # The same edit made on the blurred face x' that G saw: x' + G(x'|t) - G(x'|y_x),
         # judged as it is (it is in the blurred domain the judge was trained in). Above, the
@@ -437,7 +447,10 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
                               "cycle_mode", "adv_loss", "seed")},
         "data": str(data), "split": "test (FER2013 PublicTest)",
         "input_blur": {"generator": g_blur, "classifier": getattr(clf, "input_blur", 0.0),
-                       "translations": "x + G(x'|t) - G(x'|y_x)" if g_blur else "G(x|t)"},
+                       "deblur": lam if g_blur else 0.0,
+                       "translations": ((f"x + deblur(G(x'|t) - G(x'|y_x), lambda {lam:g})"
+                                         if lam else "x + G(x'|t) - G(x'|y_x)")
+                                        if g_blur else "G(x|t)")},
         "classifier": {"path": str(classifier), "config": cmeta.get("config"),
                        "epoch": cmeta.get("epoch"),
                        "accuracy_real": float((pred_real == labels).mean()),
@@ -451,7 +464,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
         "face_box": {"rows": list(FACE_BOX[:2]), "cols": list(FACE_BOX[2:]),
                      "note": "central 32x32 box, end exclusive; change is |G(x|t) - x| / 255"},
         "model": {"expression_accuracy": expr_model,
-                  "expression_accuracy_blurred_domain": expr_domain, "fed": fed["model"],
+                  "expression_accuracy_blurred_domain": expr_domain,
+                  "expression_accuracy_without_deblur": expr_plain, "fed": fed["model"],
                   "fid": None if fid is None else fid["model"], **content},
         "identity": {"expression_accuracy": expr_ident, "fed": fed["identity"],
                      "fid": None if fid is None else fid["identity"], **identity_content},
@@ -505,17 +519,23 @@ def _blur_lines(b: dict[str, Any] | None) -> list[str]:
             f"reconstruction metrics compare G(x'|y_x) with x'"]
 
 
-def _domain_lines(dom: dict[str, Any] | None, names: list[str]) -> list[str]:
+def _domain_lines(dom: dict[str, Any] | None, plain: dict[str, Any] | None,
+                  names: list[str]) -> list[str]:
     if dom is None:
         return []
+    rows = [("CCycleGAN, change added without deblurring", plain),
+            ("CCycleGAN, in the blurred training domain", dom)]
     return [
-        "| CCycleGAN, in the blurred training domain | " + _pct(dom["overall"]) + " | "
-        + " | ".join(_pct(dom["per_target"][e]) for e in names) + " |", "",
-        "The first row judges what `translate` returns, the sharp face plus the model's change, "
-        "after the classifier's own input blur; that blur also softens the change, which G "
-        "already made in the blurred domain. The last row makes the same edit on the "
-        "blurred face G saw and judges it without further blur (there the identity mapping "
-        "scores as above).",
+        *("| " + label + " | " + _pct(v["overall"]) + " | "
+          + " | ".join(_pct(v["per_target"][e]) for e in names) + " |"
+          for label, v in rows if v is not None), "",
+        "The first row judges what `translate` returns: the sharp face plus the model's change"
+        + (", deblurred (Wiener inverse of the input blur)" if plain is not None else "")
+        + ", after the classifier's own input blur. "
+        + ("The row 'without deblurring' adds G's change as it is: made in the blurred domain, "
+           "it is faint on a sharp face. " if plain is not None else "")
+        + "The last row makes the edit on the blurred face G saw and judges it without further "
+          "blur (there the identity mapping scores as above).",
     ]
 
 
@@ -547,7 +567,8 @@ def render_report(m: dict[str, Any]) -> str:
         + " | ".join(_pct(ide["expression_accuracy"]["per_target"][e]) for e in names) + " |",
         "| classifier on real faces (reference) | " + _pct(clf["accuracy_real"]) + " | "
         + " | ".join(_pct(clf["per_class_real"][e]) for e in names) + " |",
-        *_domain_lines(mod.get("expression_accuracy_blurred_domain"), names),
+        *_domain_lines(mod.get("expression_accuracy_blurred_domain"),
+                       mod.get("expression_accuracy_without_deblur"), names),
         "", "![confusion](confusion.png) ![identity](confusion_identity.png)", "",
         "## Realism", "",
         "Frechet distance between the translations to emotion t and the real test faces of "

@@ -16,6 +16,11 @@ The edit, with a the intensity in [0, 1]:
 * c_a = (1 - a) onehot(s) + a onehot(target), a continuous blend of the two conditions;
 * out = clamp(x + G(x|c_a) - G(x|onehot s), -1, 1): the model's change, added to the input.
 
+A model trained on blurred faces (input_blur > 0, as the bundled one) sees x' = blur(x) in
+place of x, and its change, made in the blurred domain, is deblurred before it is added
+(data.deblur_change, Wiener, regularisation `deblur`): the output, blurred, is then close to
+G's own translation of x', where the change as it is would be too faint on a sharp face.
+
 At a = 0 (and whenever target = s) the change is exactly zero, so the face comes back exactly;
 what the model does not change keeps the input's own detail. The face is encoded once; the 7
 reconstructions are one batched decode, and at a = 1 they already hold every translation, so a
@@ -37,7 +42,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ccyclegan.data import EMOTIONS, NUM_CLASSES
+from ccyclegan.data import DEBLUR, EMOTIONS, NUM_CLASSES, deblur_change
 from ccyclegan.faces import (
     FACE_SIZE,
     MIN_FACE,
@@ -101,6 +106,17 @@ def parse_targets(to: str) -> tuple[str, ...]:
     if key in EMOTIONS:
         return (key,)
     raise TranslateError(f"unknown emotion {to!r} (choose one of {', '.join(EMOTIONS)}, or all)")
+
+
+def check_deblur(value: Any) -> float:
+    """A finite float >= 0 (strings accepted, for the command line)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TranslateError(f"deblur must be a number >= 0, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise TranslateError(f"deblur must be a finite number >= 0, got {value!r}")
+    return v
 
 
 def check_intensity(value: Any) -> float:
@@ -390,7 +406,8 @@ def _restore(pic: Picture, kind: str, detail: Any) -> Any:
 class ExpressionTranslator:
     """A loaded generator plus the photo pipeline. Thread-compatible, not thread-safe."""
 
-    def __init__(self, backend, source: str = "", config=None, input_blur: float | None = None):
+    def __init__(self, backend, source: str = "", config=None, input_blur: float | None = None,
+                 deblur: float | None = None):
         self._backend = backend
         self.source = source  # where the model came from, for messages
         self.config = config
@@ -399,6 +416,9 @@ class ExpressionTranslator:
         if input_blur is None:
             input_blur = getattr(config, "input_blur", 0.0) if config is not None else 0.0
         self.input_blur = max(float(input_blur), 0.0)
+        # ... and that change, made in the blurred domain, is deblurred (Wiener, this
+        # regularisation; 0 = added as it is) so that the output, blurred, is G's translation.
+        self.deblur = check_deblur(DEBLUR if deblur is None else deblur)
         self._eye = np.eye(NUM_CLASSES, dtype=np.float32)
 
     def __repr__(self) -> str:
@@ -411,7 +431,8 @@ class ExpressionTranslator:
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, device: str | None = None, *,
              backend: str | None = None, threads: int | None = None,
-             input_blur: float | None = None, compile: bool = False) -> ExpressionTranslator:
+             input_blur: float | None = None, compile: bool = False,
+             deblur: float | None = None) -> ExpressionTranslator:
         """Load a generator: a run directory, generator.safetensors, a training checkpoint, or
         an exported .onnx (run by onnxruntime); None means the bundled default model.
 
@@ -420,6 +441,8 @@ class ExpressionTranslator:
         about a second, and then runs faster on a CPU). threads: if given,
         torch.set_num_threads (process-wide) or onnxruntime's intra-op threads (default 1).
         input_blur: sigma of the blur applied to faces before G (default: the model's own).
+        deblur: with an input blur, the Wiener regularisation that restores the detail of G's
+        change before it is added to the sharp face (default data.DEBLUR; 0: add it as it is).
         compile: torch backend only, torch.compile the generator at load (~15 s, needs a C++
         compiler on the CPU): ~2.5x faster per face, for servers and large batches of photos.
         """
@@ -446,7 +469,7 @@ class ExpressionTranslator:
             warm_up()
             blur = cfg.input_blur if cfg is not None else _onnx_input_blur(session)
             return cls(_OnnxBackend(session), str(path), cfg,
-                       blur if input_blur is None else input_blur)
+                       blur if input_blur is None else input_blur, deblur)
         if backend != "torch":
             raise TranslateError(f"unknown backend {backend!r} (torch or onnxruntime)")
         if path.suffix.lower() == ".onnx":
@@ -464,7 +487,7 @@ class ExpressionTranslator:
             raise TranslateError(f"cannot use device {device!r}: {e}") from None
         G.requires_grad_(False)
         warm_up()
-        return cls(_TorchBackend(G, dev, compile), str(path), cfg, input_blur)
+        return cls(_TorchBackend(G, dev, compile), str(path), cfg, input_blur, deblur)
 
     # ---------------------------------------------------------------------------- the edit
 
@@ -514,7 +537,10 @@ class ExpressionTranslator:
             gen = gen.reshape(n, len(t_idx), FACE_SIZE, FACE_SIZE)
         same = t_idx[None, :] == src[:, None]  # target = source: exactly no change
         gen = np.where(same[:, :, None, None], base[:, None], gen)
-        out = np.clip(x + (gen - base[:, None]), -1.0, 1.0)  # [N, T, 48, 48]
+        change = gen - base[:, None]
+        if self.input_blur and self.deblur:  # G's change was made on blurred faces
+            change = deblur_change(change, self.input_blur, self.deblur)
+        out = np.clip(x + change, -1.0, 1.0)  # [N, T, 48, 48]
         delta = ((out - x) * 127.5).astype(np.float32)
         after = np.clip(np.rint(faces[:, None].astype(np.float32) + delta), 0, 255)
         return after.astype(np.uint8), delta, src, errors

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ccyclegan.data import EMOTIONS, blur_faces, denormalize, normalize
+from ccyclegan.data import DEBLUR, EMOTIONS, blur_faces, deblur_change, denormalize, normalize
 from ccyclegan.models import Generator, one_hot
 
 
@@ -57,26 +57,30 @@ def grid_image(faces: torch.Tensor, translated: torch.Tensor, labels: torch.Tens
 def translation_grid(G: Generator, faces: torch.Tensor, labels: torch.Tensor | None = None,
                      input_blur: float = 0.0) -> Image.Image:
     """With input_blur (and labels), the grid shows what `translate` makes of each face:
-    G's change on the blurred face added to the sharp face."""
+    G's change on the blurred face, deblurred, added to the sharp face."""
     was_training = G.training
     G.eval()
     try:
         out = translate_all(G, faces, input_blur)
         if input_blur and labels is not None:
-            out = residual(faces, out[:, :, None], labels)[:, :, 0]
+            out = residual(faces, out[:, :, None], labels, input_blur, DEBLUR)[:, :, 0]
         return grid_image(faces, out, labels)
     finally:
         G.train(was_training)
 
 
-def residual(faces: torch.Tensor, raw: torch.Tensor, src_labels: torch.Tensor) -> torch.Tensor:
-    """x + G(x'|t) - G(x'|y_x) for every column t of raw ([N, 7, 1, H, W], uint8): the
+def residual(faces: torch.Tensor, raw: torch.Tensor, src_labels: torch.Tensor,
+             sigma: float = 0.0, deblur: float = 0.0) -> torch.Tensor:
+    """x + d(G(x'|t) - G(x'|y_x)) for every column t of raw ([N, 7, 1, H, W], uint8): the
     model's change added to the face itself, as `ccyclegan translate` does. Used when G saw
-    blurred copies x' of sharp faces, whose raw outputs are blurred."""
+    copies x' of sharp faces blurred by sigma, whose raw outputs are blurred. d is the identity,
+    or with deblur > 0 the Wiener inverse of that blur (data.deblur_change), as in translate."""
     base = raw[torch.arange(len(raw)), src_labels].float()[:, None]
-    out = faces.float()[:, None] + raw.float() - base
+    change = raw.float() - base
+    if sigma > 0 and deblur > 0:
+        change = torch.from_numpy(deblur_change(change.numpy(), sigma, deblur))
+    out = faces.float()[:, None] + change
     return out.round().clamp(0, 255).to(torch.uint8)
-
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
