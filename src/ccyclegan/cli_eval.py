@@ -110,7 +110,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     res = sweep(args.data, args.out, args.classifier, args.lr, args.lambda_cl, args.lambda_cyc,
                 args.max_steps, eval_limit=args.eval_limit, seed=args.seed, base=base,
                 fid=args.fid, inception_weights=args.inception_weights,
-                threads=args.threads, progress_bar=not args.no_progress)
+                threads=args.threads, progress_bar=not args.no_progress, deblur=args.deblur)
     return 130 if res["interrupted"] else 0
 
 
@@ -175,6 +175,8 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--config", help="JSON config for the other training fields")
     s.add_argument("--fid", action="store_true", help="also FID/KID (needs the Inception weights)")
     s.add_argument("--inception-weights", metavar="PATH")
+    s.add_argument("--deblur", type=nonneg_float, metavar="LAMBDA",
+                   help="as evaluate --deblur (default 0.01)")
     s.add_argument("--threads", type=int, default=0)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_sweep)
