@@ -318,8 +318,10 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     from ccyclegan.inception import InceptionFeatures, InceptionWeightsError
     from ccyclegan.plots import confusion_image
     from ccyclegan.train import load_generator, resolve_device
+    from ccyclegan.translate import check_deblur
     from ccyclegan.visualize import grid_image
 
+    lam = check_deblur(DEBLUR if deblur is None else deblur)  # before any work
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
@@ -343,9 +345,6 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     g_blur = max(gcfg.input_blur, 0.0) if input_blur is None else float(input_blur)
     seen = blur_faces(images, g_blur)  # what G sees
     raw = _translate(G, seen, batch_size)
-    lam = DEBLUR if deblur is None else float(deblur)
-    if not (math.isfinite(lam) and lam >= 0):
-        raise ValueError(f"deblur must be a finite number >= 0, got {deblur!r}")
     all7 = residual(images, raw, faces.labels, g_blur, lam) if g_blur else raw
     pairs = [(i, t) for i in range(n) for t in range(NUM_CLASSES) if t != labels[i]]
     src = np.array([p[0] for p in pairs], np.int64)
