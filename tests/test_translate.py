@@ -416,6 +416,10 @@ def test_deblur_is_checked_and_only_acts_on_blurred_models(gen_path):
     c = blurred.edit(faces, ["happy"])[1]
     d = ExpressionTranslator.load(gen_path, input_blur=1.5, deblur=0).edit(faces, ["happy"])[1]
     assert np.abs(c).sum() > np.abs(d).sum() > 0
+    after, none, _, _ = blurred.edit(faces, ["happy"], 0.0)  # intensity 0: exactly the input
+    assert not none.any() and np.array_equal(after[:, 0], faces)
+    half = np.abs(blurred.edit(faces, ["happy"], 0.5)[1]).sum()
+    assert 0 < half < np.abs(c).sum()
 
 
 def test_expand_inputs_skips_own_outputs(tmp_path):
