@@ -1,12 +1,15 @@
 """How the judge reads a generator trained on blurred faces, under different views of its edit.
 
-G sees x', the test face blurred by the model's input_blur, and `translate` returns
-x + r with r = G(x'|t) - G(x'|y_x), the change added to the sharp face. The project's
-classifier was trained on the same blurred faces and blurs every face it judges, so it sees
-blur(x + r) = x' + blur(r): G's change, already smooth, is blurred a second time. This scores
-the same translations (each face to the 6 other emotions) as the judge sees them:
+G sees x', the test face blurred by the model's input_blur, and makes the change
+r = G(x'|t) - G(x'|y_x); `translate` adds it, deblurred, to the sharp face: x + d(r)
+(data.deblur_change). The project's classifier was trained on the same blurred faces and
+blurs every face it judges, so for the change added as it is it sees blur(x + r) =
+x' + blur(r): G's change, already smooth, is blurred a second time. This scores the same
+translations (each face to the 6 other emotions) as the judge sees them:
 
-* output:        blur(x + r), what `ccyclegan evaluate` reports as expression accuracy;
+* output_deblur: blur(x + d(r)) with the default deblur, what `translate` returns and
+                 `ccyclegan evaluate` reports as expression accuracy;
+* output:        blur(x + r), the change as G made it (`evaluate`'s "without deblurring");
 * domain:        x' + r, judged without further blur (evaluate's blurred-domain figure);
 * raw:           G(x'|t) itself, without the residual;
 * output_gain_k: blur(x + k r), the change amplified k times (k from --gains);
@@ -41,7 +44,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from ccyclegan.classifier import classify, load_classifier
-    from ccyclegan.data import EMOTIONS, blur_faces, drop_blank, load_split
+    from ccyclegan.data import DEBLUR, EMOTIONS, blur_faces, deblur_change, drop_blank, load_split
     from ccyclegan.evaluate import _translate, seeded_subset
     from ccyclegan.train import load_generator
 
@@ -66,7 +69,9 @@ def main() -> None:
         return {"overall": round(100 * hits / max(total, 1), 1), "per_target": per}
 
     sharp, blurred = x.float()[:, None], seen.float()[:, None]
-    res = {"output": score(sharp + change, None),
+    restored = torch.from_numpy(deblur_change(change.numpy(), sigma, DEBLUR))
+    res = {"output_deblur": score(sharp + restored, None),
+           "output": score(sharp + change, None),
            "domain": score(blurred + change, 0.0),
            "raw": score(raw, 0.0)}
     for k in (float(g) for g in args.gains.split(",") if g.strip()):
