@@ -152,3 +152,23 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes(tmp_path, tiny_csv):
     cfg = Config.load(out / "config.json")
     res = train(cfg, resume=True, overrides={"max_steps": step + 2}, progress_bar=False)
     assert res["step"] == step + 2
+
+
+def test_linear_lr_decay_schedule_and_run(tmp_path, tiny_csv):
+    """CycleGAN's schedule: constant for the first half of the steps, then linearly to 0."""
+    from ccyclegan.train import lr_at
+
+    cfg = Config(lr=1e-3, lr_decay="linear")
+    lrs = [lr_at(cfg, s, 10) for s in range(10)]
+    assert lrs[:6] == [1e-3] * 6
+    assert lrs[5:] == pytest.approx([1e-3, 8e-4, 6e-4, 4e-4, 2e-4])
+    assert all(lr_at(Config(lr=1e-3), s, 10) == 1e-3 for s in range(10))
+    with pytest.raises(ConfigError, match="lr_decay"):
+        Config(lr_decay="cosine")
+    run(tmp_path, tiny_csv, "flat", max_steps=4)
+    run(tmp_path, tiny_csv, "decay", max_steps=4, lr_decay="linear")
+    a, _ = weights(tmp_path / "flat")
+    b, _ = weights(tmp_path / "decay")
+    g = [k for k in a if k.startswith("G.")]
+    # steps 0-2 share the lr; the last step (3 of 4) runs at half of it, so the runs part
+    assert any(not torch.equal(a[k], b[k]) for k in g)

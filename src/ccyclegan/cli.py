@@ -30,6 +30,8 @@ HELP = {
     "d_augment": "DiffAugment of D's inputs (real and translated faces, D and G updates): "
                  "comma-separated color, translation, cutout; empty = off (paper)",
     "lr": "Adam learning rate (G and D); not scaled with the number of processes",
+    "lr_decay": "none (paper) or linear: constant for the first half of the run's steps, then "
+                "linearly to 0 (CycleGAN's schedule)",
     "batch_size": "faces per step (per process under torchrun)",
     "d_steps_per_g": "D updates per G update",
     "ema_decay": "generator EMA decay (0 = off); samples and exports use the EMA",

@@ -22,6 +22,7 @@ CycleMode = Literal["reconstruction", "cycle", "both"]
 LabelMode = Literal["bottleneck", "planes"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Targets = Literal["random", "all"]
+LrDecay = Literal["none", "linear"]
 
 
 class ConfigError(ValueError):
@@ -55,6 +56,9 @@ class Config:
     d_augment: str = ""
     # optimisation
     lr: float = 2e-4
+    # "linear": CycleGAN's schedule, lr constant for the first half of the run's steps, then
+    # linearly to 0 at its last step (a pure function of the step: nothing more to checkpoint)
+    lr_decay: LrDecay = "none"
     beta1: float = 0.5
     beta2: float = 0.999
     batch_size: int = 64

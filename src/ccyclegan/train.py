@@ -328,6 +328,14 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
     return {k: v.detach().float() for k, v in logs.items()}
 
 
+def lr_at(cfg: Config, step: int, total: int) -> float:
+    """The learning rate of step `step` (0-based) of a run of `total` steps."""
+    if cfg.lr_decay == "none" or total <= 1:
+        return cfg.lr
+    half = total // 2
+    return cfg.lr * min(1.0, (total - step) / (total - half))
+
+
 def _backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler) -> bool:
     """Backward, then the optimiser step if the loss and gradients are finite on every rank.
     Returns whether the step was taken.
@@ -750,6 +758,9 @@ def _train(cfg: Config, resume: bool, progress_bar: bool) -> dict[str, Any]:
         with _StopFlag() as stop:
             while st.step < total:
                 x, y, src, y_t = batches.get(st.step)
+                for opt in (st.opt_G, st.opt_D):
+                    for group in opt.param_groups:
+                        group["lr"] = lr_at(cfg, st.step, total)
                 try:
                     logs = train_step(st, x, y, src, y_t, amp_dtype)
                 except NonFiniteLossError as e:  # every rank raises at the same step
