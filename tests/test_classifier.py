@@ -207,3 +207,15 @@ def test_input_blur_is_applied_to_every_face_the_judge_sees():
     assert build_classifier(ClassifierConfig(width=4, feature_dim=8)).input_blur == 0.0
     with pytest.raises(ConfigError, match="input_blur"):
         ClassifierConfig(input_blur=-2.0)
+
+
+def test_unknown_config_fields_are_named_on_one_line():
+    """A garbled file's keys can hold newlines (found by the metadata fuzz test)."""
+    from ccyclegan.classifier_config import ClassifierConfig
+    from ccyclegan.config import Config
+
+    for cls in (ClassifierConfig, Config):
+        with pytest.raises(ConfigError) as e:
+            cls.from_dict({"bad\nkey": 1, **{f"k{i}": 0 for i in range(6)}}, source="m.json")
+        msg = str(e.value)
+        assert "\n" not in msg and "bad\\nkey" in msg and msg.endswith(" ...")

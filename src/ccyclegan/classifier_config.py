@@ -6,7 +6,7 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from ccyclegan.config import ConfigError, check_type, to_float
+from ccyclegan.config import ConfigError, check_type, show_names, to_float
 
 
 @dataclass
@@ -85,7 +85,8 @@ class ClassifierConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
         if unknown := sorted(set(d) - known):
-            raise ConfigError(f"{source}: unknown classifier config field(s) {', '.join(unknown)}")
+            raise ConfigError(f"{source}: unknown classifier config field(s) "
+                              f"{show_names(unknown)}")
         try:
             return cls(**d)
         except ConfigError as e:

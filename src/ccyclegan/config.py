@@ -121,11 +121,8 @@ class Config:
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            names = ", ".join(_show(k, 40).strip("'") for k in unknown[:5])
-            raise ConfigError(f"{source}: unknown config field(s) {names}"
-                              f"{' ...' if len(unknown) > 5 else ''}")
+        if unknown := sorted(set(d) - known):
+            raise ConfigError(f"{source}: unknown config field(s) {show_names(unknown)}")
         try:
             return cls(**d)
         except ConfigError as e:
@@ -143,6 +140,13 @@ class Config:
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"{path}: cannot read config JSON: {e}") from None
         return cls.from_dict(d, source=str(path))
+
+
+def show_names(names: list[str], limit: int = 5) -> str:
+    """Field names for one-line messages: escaped (a fuzzed file's key can hold a newline),
+    cut short, at most `limit` of them."""
+    return (", ".join(_show(k, 40).strip("'") for k in names[:limit])
+            + (" ..." if len(names) > limit else ""))
 
 
 def _show(value: Any, limit: int = 60) -> str:
