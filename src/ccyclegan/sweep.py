@@ -97,6 +97,7 @@ def sweep(data: str, out: str | Path, classifier: str | Path, lrs: list[float],
     atomic_write_json(out / "sweep.json", spec)
     rows: list[dict[str, Any]] = []
     grid = list(itertools.product(lrs, lambda_cls, lambda_cycs))
+    lam = DEBLUR if deblur is None else deblur
     for k, (lr, cl, cyc) in enumerate(grid, 1):
         name = setting_name(lr, cl, cyc)
         run = out / name
@@ -120,7 +121,6 @@ def sweep(data: str, out: str | Path, classifier: str | Path, lrs: list[float],
         eval_dir = run / "eval"
         mpath = eval_dir / "metrics.json"
         m = _read_json(mpath)
-        lam = DEBLUR if deblur is None else deblur
         if (m is None or m.get("generator_step") != max_steps or m["sample"]["seed"] != seed
                 or m["sample"]["limit"] != eval_limit or (fid and m["model"]["fid"] is None)
                 or (m["input_blur"].get("generator") and m["input_blur"].get("deblur") != lam)):
