@@ -84,3 +84,40 @@ def test_losses_are_float32_under_bf16_inputs():
     r = torch.tensor([0.3, -0.2], dtype=torch.bfloat16)
     assert losses.d_adversarial(r, r, "bce").dtype == torch.float32
     assert losses.l1(r, r * 0).dtype == torch.float32
+
+
+def test_wgan_gp_by_hand():
+    r, f = torch.tensor([0.5, 1.5]), torch.tensor([0.2, -1.4])
+    assert losses.d_adversarial(r, f, "wgan-gp").item() == pytest.approx(-0.6 - 1.0)
+    assert losses.g_adversarial(f, "wgan-gp").item() == pytest.approx(0.6)
+
+
+def test_gradient_penalty_of_a_linear_critic():
+    """D(x) = <w, x>: its gradient is w everywhere, |w| = 5 here."""
+    w = torch.tensor([3.0, 4.0])
+    x = torch.randn(6, 2, requires_grad=True)
+    scores = x @ w
+    assert losses.gradient_penalty(scores, x, 0.0).item() == pytest.approx(25.0)
+    assert losses.gradient_penalty(x @ w, x, 1.0).item() == pytest.approx(16.0)
+    # the penalty trains the critic: its gradient w.r.t. w is 2w (R1)
+    w2 = w.clone().requires_grad_(True)
+    losses.gradient_penalty(x @ w2, x, 0.0).backward()
+    torch.testing.assert_close(w2.grad, 2 * w)
+
+
+def test_attention_regularizer_by_hand():
+    m = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])
+    # mean 0.5; vertical differences 0, horizontal differences 1 everywhere
+    assert losses.attention_regularizer(m).item() == pytest.approx(0.5 + 0.0 + 1.0)
+    assert losses.attention_regularizer(torch.full((1, 1, 4, 4), 0.25)).item() == 0.25
+
+
+def test_d_and_g_classification_choose_the_head_once():
+    logits, labels = torch.randn(3, 7), torch.tensor([0, 2, 6])
+    fake = torch.randn(3, 7)
+    assert losses.d_classification(logits, labels, fake, "softmax") == \
+        losses.classification(logits, labels)
+    assert losses.d_classification(logits, labels, fake, "sigmoid") == (
+        losses.classification_sigmoid(logits, labels) + losses.classification_sigmoid(fake, None))
+    assert losses.g_classification(fake, labels, "sigmoid") == \
+        losses.classification_sigmoid(fake, labels)

@@ -3,7 +3,7 @@ import torch
 
 from ccyclegan.config import Config
 from ccyclegan.losses import classification, d_adversarial
-from ccyclegan.models import Discriminator, Generator, build_models, one_hot
+from ccyclegan.models import Discriminator, Generator, build_models, init_weights, one_hot
 
 
 @pytest.fixture(autouse=True)
@@ -71,3 +71,38 @@ def test_gradients_reach_both_discriminator_heads(sn):
 def test_bad_label_mode():
     with pytest.raises(ValueError, match="label_mode"):
         Generator(8, label_mode="film")
+
+
+def test_residual_output_starts_near_the_input_and_paints_a_change():
+    """US-GAN's ultimate skip: x + 2 tanh(.) clamped, so detail comes from the input."""
+    G = Generator(8, output="residual")
+    init_weights(G)
+    x = torch.rand(2, 1, 48, 48) * 2 - 1
+    c = one_hot(torch.tensor([1, 5]))
+    y = G(x, c)
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+    assert (y - x).abs().mean() < 0.1  # N(0, 0.02) init: a small change
+    with torch.no_grad():  # a uniform push: every pixel brightens by 2 tanh(1), clamped
+        G.out.weight.zero_()
+        G.out.bias.fill_(1.0)
+    want = (x + 2 * torch.tanh(torch.tensor(1.0))).clamp(-1, 1)
+    torch.testing.assert_close(G(x, c), want)
+
+
+def test_attention_output_is_a_mask_blend_of_input_and_colour():
+    G = Generator(8, output="attention")
+    x = torch.rand(2, 1, 48, 48) * 2 - 1
+    c = one_hot(torch.tensor([2, 3]))
+    fake, mask = G(x, c, with_mask=True)
+    assert mask.shape == x.shape and (mask > 0).all() and (mask < 1).all()
+    with torch.no_grad():
+        G.out.bias.copy_(torch.tensor([0.0, 30.0]))  # mask logit +30: copy the input
+    assert torch.allclose(G(x, c), x, atol=1e-6)
+    fake, rec, mask = G(x, c, c_rec=c, with_mask=True)
+    assert torch.allclose(fake, rec) and mask.min() > 0.999
+    assert G(x, c, with_mask=False).shape == x.shape
+
+
+def test_bad_output():
+    with pytest.raises(ValueError, match="output"):
+        Generator(8, output="flow")

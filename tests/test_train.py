@@ -57,6 +57,8 @@ def test_tiny_run_writes_everything(tmp_path, tiny_csv):
     {"cycle_mode": "both", "adv_loss": "lsgan", "targets": "all", "ema_decay": 0.9,
      "d_steps_per_g": 2, "label_mode": "planes", "spectral_norm": True, "cl_loss": "sigmoid",
      "d_augment": "color,translation,cutout"},
+    {"output": "residual", "r1_gamma": 1.0},
+    {"output": "attention", "adv_loss": "wgan-gp", "d_steps_per_g": 2, "cycle_mode": "cycle"},
 ])
 def test_resume_matches_uninterrupted(tmp_path, tiny_csv, kw):
     run(tmp_path, tiny_csv, "full", max_steps=6, **kw)
@@ -172,3 +174,30 @@ def test_linear_lr_decay_schedule_and_run(tmp_path, tiny_csv):
     g = [k for k in a if k.startswith("G.")]
     # steps 0-2 share the lr; the last step (3 of 4) runs at half of it, so the runs part
     assert any(not torch.equal(a[k], b[k]) for k in g)
+
+
+def test_expression_classifier_loss_trains_g_towards_its_targets(tmp_path, tiny_csv,
+                                                                 tiny_artifacts):
+    """lambda_expr: a frozen classifier's cross-entropy on the translations joins G's loss
+    (logged as G_expr), resumes exactly, and never changes the classifier itself."""
+    from ccyclegan.classifier import load_classifier
+
+    clf = str(tiny_artifacts["classifier"])
+    kw = dict(output="residual", expr_classifier=f"{clf},{clf}", lambda_expr=2.0)
+    run(tmp_path, tiny_csv, "full", max_steps=4, **kw)
+    run(tmp_path, tiny_csv, "split", max_steps=2, **kw)
+    cfg = Config(data=str(tiny_csv), out=str(tmp_path / "split"), **{**TINY, **kw}, max_steps=4)
+    train(cfg, resume=True, overrides={"max_steps": 4}, progress_bar=False)
+    a, _ = weights(tmp_path / "full")
+    b, _ = weights(tmp_path / "split")
+    for k in a:
+        if not k.startswith("rng"):
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    rows = list(csv.DictReader((tmp_path / "full" / "metrics.csv").open()))
+    assert all(float(r["G_expr"]) > 0 for r in rows)
+    before, _ = load_classifier(clf)
+    after = load_tensors(tiny_artifacts["classifier"])[0]
+    for k, v in before.state_dict().items():
+        torch.testing.assert_close(v, after[k].to(v.dtype), msg=k)
+    with pytest.raises(ConfigError, match="expr_classifier"):
+        Config(lambda_expr=1.0)

@@ -16,10 +16,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-AdvLoss = Literal["bce", "lsgan", "hinge"]
+AdvLoss = Literal["bce", "lsgan", "hinge", "wgan-gp"]
 ClLoss = Literal["softmax", "sigmoid"]
 CycleMode = Literal["reconstruction", "cycle", "both"]
 LabelMode = Literal["bottleneck", "planes"]
+Output = Literal["direct", "residual", "attention"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Targets = Literal["random", "all"]
 LrDecay = Literal["none", "linear"]
@@ -44,6 +45,9 @@ class Config:
     gen_channels: int = 32
     disc_channels: int = 64
     label_mode: LabelMode = "bottleneck"
+    # how G's last layer makes the face: the poster's "direct" tanh, "residual" (x + change,
+    # US-GAN's ultimate skip) or "attention" (GANimation's mask A x + (1 - A) colour)
+    output: Output = "direct"
     spectral_norm: bool = False
     # losses
     adv_loss: AdvLoss = "bce"
@@ -51,6 +55,20 @@ class Config:
     cycle_mode: CycleMode = "reconstruction"
     lambda_cl: float = 1.0
     lambda_cyc: float = 1.0
+    # gradient penalties on D: R1 (gamma/2 E|grad D_rf(x)|^2 on real faces), and WGAN-GP's
+    # weight (with adv_loss wgan-gp: (|grad D_rf(x_hat)| - 1)^2 on real/fake interpolates)
+    r1_gamma: float = 0.0
+    lambda_gp: float = 10.0
+    # attention output: GANimation's mask regulariser, lambda_mask * (mean A + TV(A)), which
+    # keeps the mask from saturating at "copy the input"
+    lambda_mask: float = 0.1
+    # frozen emotion classifiers (comma-separated classifier run dirs or files, trained with
+    # `ccyclegan train-classifier`) whose cross-entropy on G's translations, with their target,
+    # joins G's loss with weight lambda_expr; each sees the translation through expr_augment
+    # (DiffAugment ops), so that G cannot satisfy them with a pixel-exact pattern
+    expr_classifier: str = ""
+    lambda_expr: float = 0.0
+    expr_augment: str = "translation"
     targets: Targets = "random"
     # DiffAugment policy for everything D sees, e.g. "translation,cutout" ("" = off)
     d_augment: str = ""
@@ -97,7 +115,8 @@ class Config:
             if getattr(self, name) <= 0:
                 raise ConfigError(
                     f"config field '{name}' must be > 0, got {_show(getattr(self, name))}")
-        for name in ("max_steps", "threads", "n_sample_faces", "lambda_cl", "lambda_cyc"):
+        for name in ("max_steps", "threads", "n_sample_faces", "lambda_cl", "lambda_cyc",
+                     "r1_gamma", "lambda_gp", "lambda_mask", "lambda_expr"):
             if (v := getattr(self, name)) < 0:
                 raise ConfigError(f"config field '{name}' must be >= 0, got {_show(v)}")
         if self.input_blur < 0 and self.input_blur != -1.0:
@@ -105,10 +124,14 @@ class Config:
                               f"got {_show(self.input_blur)}")
         from ccyclegan.augment import parse_policy
 
-        try:
-            parse_policy(self.d_augment)
-        except ValueError as e:
-            raise ConfigError(f"config field 'd_augment': {e}") from None
+        for name in ("d_augment", "expr_augment"):
+            try:
+                parse_policy(getattr(self, name))
+            except ValueError as e:
+                raise ConfigError(f"config field '{name}': {e}") from None
+        if self.lambda_expr > 0 and not self.expr_classifier.strip():
+            raise ConfigError("config field 'expr_classifier': lambda_expr > 0 needs a frozen "
+                              "classifier (--expr-classifier RUN_DIR)")
         for name in ("beta1", "beta2", "ema_decay"):
             if not 0.0 <= (v := getattr(self, name)) < 1.0:
                 raise ConfigError(f"config field '{name}' must be in [0, 1), got {_show(v)}")

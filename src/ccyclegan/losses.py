@@ -1,4 +1,6 @@
-"""The three loss terms of the poster, as pure functions of logits and images.
+"""The three loss terms of the poster, as pure functions of logits and images, and the
+options measured against them (other GAN losses, gradient penalties, the attention mask's
+regulariser).
 
 L = L_RF + lambda_cl * L_CL + lambda_cyc * L_cyc. Everything is computed in float32 so the
 values do not depend on the autocast precision of the forward pass.
@@ -23,6 +25,8 @@ def d_adversarial(real_logits: torch.Tensor, fake_logits: torch.Tensor,
         return (r - 1).pow(2).mean() + f.pow(2).mean()
     if kind == "hinge":
         return F.relu(1 - r).mean() + F.relu(1 + f).mean()
+    if kind == "wgan-gp":  # the critic's Wasserstein estimate; the penalty is added apart
+        return f.mean() - r.mean()
     raise ValueError(f"unknown adversarial loss {kind!r}")
 
 
@@ -33,7 +37,7 @@ def g_adversarial(fake_logits: torch.Tensor, kind: str = "bce") -> torch.Tensor:
         return F.softplus(-f).mean()
     if kind == "lsgan":
         return (f - 1).pow(2).mean()
-    if kind == "hinge":
+    if kind in ("hinge", "wgan-gp"):
         return -f.mean()
     raise ValueError(f"unknown adversarial loss {kind!r}")
 
@@ -55,6 +59,43 @@ def classification_sigmoid(logits: torch.Tensor, labels: torch.Tensor | None) ->
     return F.binary_cross_entropy_with_logits(logits, target)
 
 
+def d_classification(real_logits: torch.Tensor, labels: torch.Tensor,
+                     fake_logits: torch.Tensor, kind: str = "softmax") -> torch.Tensor:
+    """D's side of L_CL: real faces carry their emotion. With the author's sigmoid head,
+    translations are also shown to D_cl, with no emotion at all."""
+    if kind == "sigmoid":
+        return (classification_sigmoid(real_logits, labels)
+                + classification_sigmoid(fake_logits, None))
+    return classification(real_logits, labels)
+
+
+def g_classification(fake_logits: torch.Tensor, targets: torch.Tensor,
+                     kind: str = "softmax") -> torch.Tensor:
+    """G's side of L_CL: translations should read as their target emotion."""
+    if kind == "sigmoid":
+        return classification_sigmoid(fake_logits, targets)
+    return classification(fake_logits, targets)
+
+
 def l1(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """L_cyc: mean absolute error, as Keras' 'mae' in the author's code."""
     return (x_hat.float() - x.float()).abs().mean()
+
+
+def gradient_penalty(scores: torch.Tensor, inputs: torch.Tensor, center: float) -> torch.Tensor:
+    """E[|grad_x D(x)|^2] for center 0 (R1, Mescheder et al. 2018, on real faces), else
+    E[(|grad_x D(x)| - center)^2] (WGAN-GP, Gulrajani et al. 2017, on interpolates). The graph
+    is kept so the penalty trains D."""
+    (g,) = torch.autograd.grad(scores.float().sum(), inputs, create_graph=True)
+    norm2 = g.float().pow(2).flatten(1).sum(1)
+    if center == 0:
+        return norm2.mean()
+    return ((norm2 + 1e-12).sqrt() - center).pow(2).mean()
+
+
+def attention_regularizer(mask: torch.Tensor) -> torch.Tensor:
+    """GANimation's mask loss: mean A (A = 1 copies the input, so this keeps the mask from
+    saturating into doing nothing) plus total variation, so the mask opens in smooth regions."""
+    m = mask.float()
+    tv = (m[..., 1:, :] - m[..., :-1, :]).pow(2).mean() + (m[..., 1:] - m[..., :-1]).pow(2).mean()
+    return m.mean() + tv

@@ -4,6 +4,13 @@ The generator is a U-Net whose encoder never sees the label, so the same encodin
 decoded under the target emotion (translation) and under the source emotion (the poster's
 reconstruction loss). The condition is a float vector rather than an index so that callers can
 blend two emotions (intensity) or pass soft labels.
+
+How the last layer makes the face (`output`):
+* "direct" (the poster): G paints the whole face, tanh(conv(h)).
+* "residual" (the "ultimate skip" of US-GAN): x + 2 tanh(conv(h)), clamped to [-1, 1]; identity
+  and detail come from the input and the network only paints the change.
+* "attention" (GANimation): A x + (1 - A) C with a mask A = sigmoid(.) and a colour C = tanh(.);
+  the change stays where the mask opens.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
 NUM_CLASSES = 7
+OUTPUTS = ("direct", "residual", "attention")
 
 
 def one_hot(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
@@ -51,13 +59,16 @@ class Generator(nn.Module):
     """
 
     def __init__(self, channels: int = 32, num_classes: int = NUM_CLASSES,
-                 label_mode: str = "bottleneck", in_channels: int = 1):
+                 label_mode: str = "bottleneck", in_channels: int = 1, output: str = "direct"):
         super().__init__()
         if label_mode not in ("bottleneck", "planes"):
             raise ValueError(f"label_mode must be 'bottleneck' or 'planes', got {label_mode!r}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         c = channels
         self.num_classes = num_classes
         self.label_mode = label_mode
+        self.output = output
         self.enc = nn.ModuleList([
             _down(in_channels, c, norm=False),  # 24
             _down(c, 2 * c),  # 12
@@ -77,11 +88,13 @@ class Generator(nn.Module):
             _up(8 * c + k, 2 * c),  # 6 -> 12
             _up(4 * c + k, c),  # 12 -> 24
         ])
-        self.out = nn.ConvTranspose2d(2 * c + k, in_channels, 4, 2, 1)  # 24 -> 48
+        out_ch = 2 * in_channels if output == "attention" else in_channels  # colour + mask
+        self.out = nn.ConvTranspose2d(2 * c + k, out_ch, 4, 2, 1)  # 24 -> 48
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """G_enc: skip features, shallow to deep, then the 1x1 bottleneck code."""
-        feats = []
+        """G_enc: the input itself (for the residual and attention outputs), skip features
+        shallow to deep, then the 1x1 bottleneck code."""
+        feats = [x]
         for layer in self.enc:
             x = layer(x)
             feats.append(x)
@@ -90,7 +103,13 @@ class Generator(nn.Module):
 
     def decode(self, feats: list[torch.Tensor], c: torch.Tensor) -> torch.Tensor:
         """G_dec: decode an encoding under condition c ([B, 7] one-hot or a blend)."""
-        *skips, z = feats
+        return self.decode_with_mask(feats, c)[0]
+
+    def decode_with_mask(self, feats: list[torch.Tensor], c: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(face, attention mask A or None): the mask is what the attention output's
+        regulariser needs."""
+        x, *skips, z = feats
         planes = self.label_mode == "planes"
         h = self.transform(torch.cat([z, c.to(z.dtype)], 1))
         h = self.expand(h[:, :, None, None])
@@ -102,19 +121,28 @@ class Generator(nn.Module):
         h = torch.cat([h, skips[0]], 1)
         if planes:
             h = torch.cat([h, _planes(c, h)], 1)
-        return torch.tanh(self.out(h))
+        h = self.out(h)
+        if self.output == "residual":
+            return (x + 2 * torch.tanh(h)).clamp(-1, 1), None
+        if self.output == "attention":
+            colour, a = h.chunk(2, dim=1)
+            mask = torch.sigmoid(a)
+            return mask * x + (1 - mask) * torch.tanh(colour), mask
+        return torch.tanh(h), None
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, c_rec: torch.Tensor | None = None,
-                src: torch.Tensor | None = None):
+                src: torch.Tensor | None = None, with_mask: bool = False):
         """G(x|c). With c_rec, also return G_dec(G_enc(x)|c_rec) from the same encoding, the
         poster's reconstruction; src maps rows of c to rows of x when each face gets several
-        targets. One forward call, so DistributedDataParallel sees every use of the weights."""
+        targets; with_mask, also the attention mask of G(x|c) (None for other outputs). One
+        forward call, so DistributedDataParallel sees every use of the weights."""
         feats = self.encode(x)
         feats_t = feats if src is None else [f[src] for f in feats]
-        fake = self.decode(feats_t, c)
-        if c_rec is None:
-            return fake
-        return fake, self.decode(feats, c_rec)
+        fake, mask = self.decode_with_mask(feats_t, c)
+        out = (fake,) if c_rec is None else (fake, self.decode(feats, c_rec))
+        if with_mask:
+            out = (*out, mask)
+        return out[0] if len(out) == 1 else out
 
 
 class Discriminator(nn.Module):
@@ -159,9 +187,16 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
             nn.init.zeros_(m.bias)
 
 
+def build_generator(cfg) -> Generator:
+    return Generator(cfg.gen_channels, label_mode=cfg.label_mode, output=cfg.output)
+
+
+def build_discriminator(cfg) -> Discriminator:
+    return Discriminator(cfg.disc_channels, spectral_norm=cfg.spectral_norm)
+
+
 def build_models(cfg) -> tuple[Generator, Discriminator]:
-    G = Generator(cfg.gen_channels, label_mode=cfg.label_mode)
-    D = Discriminator(cfg.disc_channels, spectral_norm=cfg.spectral_norm)
+    G, D = build_generator(cfg), build_discriminator(cfg)
     init_weights(G)
     init_weights(D)
     return G, D

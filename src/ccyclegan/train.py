@@ -56,7 +56,14 @@ from ccyclegan.data import (
     normalize,
     rng_for,
 )
-from ccyclegan.models import Discriminator, Generator, build_models, one_hot
+from ccyclegan.models import (
+    Discriminator,
+    Generator,
+    build_discriminator,
+    build_generator,
+    build_models,
+    one_hot,
+)
 
 CKPT_NAME = "checkpoint.safetensors"
 GEN_NAME = "generator.safetensors"
@@ -64,7 +71,8 @@ GEN_NAME = "generator.safetensors"
 RESUMABLE_FIELDS = {"data", "out", "epochs", "max_steps", "device", "precision", "threads",
                     "compile", "log_every", "sample_every", "ckpt_every", "skip_nonfinite"}
 # what train_step logs, in this order (the columns of metrics.csv between epoch and img_per_s)
-LOG_KEYS = ("loss_D", "D_adv", "D_cl", "D_acc", "loss_G", "G_adv", "G_cl", "G_cyc", "G_acc")
+LOG_KEYS = ("loss_D", "D_adv", "D_cl", "D_acc", "loss_G", "G_adv", "G_cl", "G_cyc", "G_acc",
+            "D_gp", "G_expr", "G_mask")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -238,6 +246,7 @@ class TrainState:
     D_train: nn.Module | None = None
     scaler_G: Any = None
     scaler_D: Any = None
+    expr: list[nn.Module] = field(default_factory=list)  # frozen classifiers (lambda_expr)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -253,7 +262,20 @@ def make_state(cfg: Config, device: torch.device) -> TrainState:
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas)
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=betas)
     G_ema = copy.deepcopy(G).requires_grad_(False) if cfg.ema_decay > 0 else None
-    return TrainState(cfg, G, D, opt_G, opt_D, G_ema)
+    return TrainState(cfg, G, D, opt_G, opt_D, G_ema, expr=load_expression_classifiers(cfg, device))
+
+
+def load_expression_classifiers(cfg: Config, device: torch.device) -> list[nn.Module]:
+    """The frozen classifiers of G's extra expression loss (none when lambda_expr is 0)."""
+    if cfg.lambda_expr <= 0:
+        return []
+    from ccyclegan.classifier import load_classifier
+
+    nets = []
+    for path in (p.strip() for p in cfg.expr_classifier.split(",") if p.strip()):
+        model, _ = load_classifier(path, device)
+        nets.append(model.eval().requires_grad_(False))
+    return nets
 
 
 # --------------------------------------------------------------------------- one step
@@ -277,25 +299,39 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
     logs: dict[str, torch.Tensor] = {}
 
     # Translate: encode each face once, decode under the target (and, for G, the source).
-    recon = None
+    recon = mask = None
     with autocast(device, amp_dtype), torch.set_grad_enabled(update_g):
-        src_arg = None if len(src) == len(x) else src
-        if update_g and cfg.cycle_mode in ("reconstruction", "both"):
-            fake, recon = G(x, c_t, c_rec=one_hot(y), src=src_arg)
-        else:
-            fake = G(x, c_t, src=src_arg)
+        out = G(x, c_t, c_rec=one_hot(y) if update_g and cfg.cycle_mode != "cycle" else None,
+                src=None if len(src) == len(x) else src,
+                with_mask=update_g and cfg.output == "attention")
+        fake, *rest = out if isinstance(out, tuple) else (out,)
+        if update_g and cfg.cycle_mode != "cycle":
+            recon, *rest = rest
+        if rest:
+            mask = rest[0]
 
-    # D: real faces are real and carry their emotion; translations are fake.
-    with autocast(device, amp_dtype):
-        rf, cl = D(diff_augment(torch.cat([x, fake.detach()]), cfg.d_augment))
-        rf_real, rf_fake, cl_real = rf[:len(x)], rf[len(x):], cl[:len(x)]
+    # D: real faces are real and carry their emotion (L_CL); translations are fake (L_RF).
+    penalty = cfg.r1_gamma > 0 or cfg.adv_loss == "wgan-gp"
+    with autocast(device, amp_dtype), torch.set_grad_enabled(True):
+        real = x.detach().requires_grad_(cfg.r1_gamma > 0)
+        parts = [real, fake.detach()]
+        if cfg.adv_loss == "wgan-gp":  # points between each face and its translation
+            eps = torch.rand(len(fake), 1, 1, 1, device=device)
+            parts.append((eps * x[src] + (1 - eps) * fake.detach()).requires_grad_(True))
+        rf, cl = D(diff_augment(torch.cat(parts), cfg.d_augment))
+        n, m = len(x), len(fake)
+        rf_real, rf_fake, cl_real = rf[:n], rf[n:n + m], cl[:n]
         d_adv = losses.d_adversarial(rf_real, rf_fake, cfg.adv_loss)
-        if cfg.cl_loss == "sigmoid":
-            d_cl = (losses.classification_sigmoid(cl_real, y)
-                    + losses.classification_sigmoid(cl[len(x):], None))
-        else:
-            d_cl = losses.classification(cl_real, y)
+        d_cl = losses.d_classification(cl_real, y, cl[n:n + m], cfg.cl_loss)
         loss_d = d_adv + cfg.lambda_cl * d_cl
+        if penalty:
+            d_gp = rf.new_zeros((), dtype=torch.float32)
+            if cfg.r1_gamma > 0:
+                d_gp = d_gp + cfg.r1_gamma / 2 * losses.gradient_penalty(rf_real, real, 0.0)
+            if cfg.adv_loss == "wgan-gp":
+                d_gp = d_gp + cfg.lambda_gp * losses.gradient_penalty(rf[n + m:], parts[2], 1.0)
+            loss_d = loss_d + d_gp
+            logs["D_gp"] = d_gp
     if not _backward_step(loss_d, st.opt_D, st.scaler_D):
         return _nonfinite(st, "D", loss_d)
     logs.update(loss_D=loss_d, D_adv=d_adv, D_cl=d_cl,
@@ -306,16 +342,27 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
         D_raw.requires_grad_(False)
         try:
             with autocast(device, amp_dtype):
+                # the poster's three terms
                 rf_fake, cl_fake = D_raw(diff_augment(fake, cfg.d_augment))
                 g_adv = losses.g_adversarial(rf_fake, cfg.adv_loss)
-                g_cl = (losses.classification_sigmoid(cl_fake, y_t) if cfg.cl_loss == "sigmoid"
-                        else losses.classification(cl_fake, y_t))
+                g_cl = losses.g_classification(cl_fake, y_t, cfg.cl_loss)
                 g_cyc = fake.new_zeros((), dtype=torch.float32)
                 if recon is not None:  # the poster's L_cyc: G_dec(G_enc(x)|y_x) vs x
                     g_cyc = g_cyc + losses.l1(recon, x)
                 if cfg.cycle_mode in ("cycle", "both"):  # CycleGAN's G(G(x|y)|y_x)
                     g_cyc = g_cyc + losses.l1(G(fake, one_hot(y[src])), x[src])
                 loss_g = g_adv + cfg.lambda_cl * g_cl + cfg.lambda_cyc * g_cyc
+                # options
+                if st.expr:  # frozen classifiers read the translation as its target
+                    g_expr = torch.stack([losses.classification(
+                        clf(diff_augment(fake, cfg.expr_augment)), y_t) for clf in st.expr]
+                    ).mean()
+                    loss_g = loss_g + cfg.lambda_expr * g_expr
+                    logs["G_expr"] = g_expr
+                if mask is not None:
+                    g_mask = losses.attention_regularizer(mask)
+                    loss_g = loss_g + cfg.lambda_mask * g_mask
+                    logs["G_mask"] = g_mask
             stepped = _backward_step(loss_g, st.opt_G, st.scaler_G)
         finally:
             D_raw.requires_grad_(True)
@@ -442,8 +489,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
     if kind == "train":
         prefix = "G_ema" if any(k.startswith("G_ema.") for k in tensors) else "G"
         tensors = unprefixed(prefix, tensors)
-    G = build_checked(lambda: Generator(cfg.gen_channels, label_mode=cfg.label_mode),
-                      tensors, "generator", path)
+    G = build_checked(lambda: build_generator(cfg), tensors, "generator", path)
     load_module(G, tensors, "generator", path)
     progress = meta.get("progress")
     return G.to(device).eval(), cfg, progress if isinstance(progress, dict) else {}
@@ -491,14 +537,10 @@ def verify_checkpoint(path: Path) -> Config:
         raise CheckpointError(f"{path}: not a training checkpoint "
                               f"(kind={str(meta.get('kind'))[:40]!r})")
     cfg = _config_from_meta(meta, path)
-    def G_fac() -> Generator:
-        return Generator(cfg.gen_channels, label_mode=cfg.label_mode)
-
-    check_on_meta(G_fac, unprefixed("G", tensors), "G", path)
-    check_on_meta(lambda: Discriminator(cfg.disc_channels, spectral_norm=cfg.spectral_norm),
-                  unprefixed("D", tensors), "D", path)
+    check_on_meta(lambda: build_generator(cfg), unprefixed("G", tensors), "G", path)
+    check_on_meta(lambda: build_discriminator(cfg), unprefixed("D", tensors), "D", path)
     if cfg.ema_decay > 0 and unprefixed("G_ema", tensors):
-        check_on_meta(G_fac, unprefixed("G_ema", tensors), "G_ema", path)
+        check_on_meta(lambda: build_generator(cfg), unprefixed("G_ema", tensors), "G_ema", path)
     return cfg
 
 
@@ -673,6 +715,10 @@ def _train(cfg: Config, resume: bool, progress_bar: bool) -> dict[str, Any]:
     resumed: dict[str, Any] = {}
     if resume:  # every rank reads the file: each needs the Adam states, not only weights
         resumed = load_checkpoint(st, ckpt_path)
+    if world > 1 and (cfg.r1_gamma > 0 or cfg.adv_loss == "wgan-gp"):
+        raise ConfigError("gradient penalties (r1_gamma, adv_loss wgan-gp) need a double "
+                          "backward, which DistributedDataParallel does not support: train "
+                          "them in one process")
     if world > 1:
         lo, hi = -_max_over_ranks(-st.step, device), _max_over_ranks(st.step, device)
         if lo != hi:  # every rank sees the same lo, hi: all raise together, none hangs
