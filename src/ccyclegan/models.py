@@ -199,4 +199,6 @@ def build_models(cfg) -> tuple[Generator, Discriminator]:
     G, D = build_generator(cfg), build_discriminator(cfg)
     init_weights(G)
     init_weights(D)
+    if G.output == "residual":  # start as the identity: the change grows from nothing
+        nn.init.zeros_(G.out.weight)
     return G, D
