@@ -219,3 +219,23 @@ def test_unknown_config_fields_are_named_on_one_line():
             cls.from_dict({"bad\nkey": 1, **{f"k{i}": 0 for i in range(6)}}, source="m.json")
         msg = str(e.value)
         assert "\n" not in msg and "bad\\nkey" in msg and msg.endswith(" ...")
+
+
+def test_resnet_judge_learns_and_loads_as_its_own_family(tmp_path, faces_csv):
+    """--arch resnet: the second judge's family trains, is selected and loads back as a
+    ResNetEmotion with the same interface (probabilities and FED features)."""
+    from ccyclegan.classifier import ResNetEmotion
+
+    cfg = ClassifierConfig(data=str(faces_csv), out=str(tmp_path / "res"), epochs=15,
+                           arch="resnet", **{**TINY, "optimizer": "sgd", "label_smoothing": 0.0})
+    summary = train_classifier(cfg, log=lambda _: None)
+    rows = list(csv.DictReader((tmp_path / "res" / "metrics.csv").open()))
+    assert float(rows[-1]["loss"]) < 0.8 * float(rows[0]["loss"])
+    assert summary["test"]["accuracy"] > 0.3  # chance is 1/7
+    model, meta = load_classifier(tmp_path / "res")
+    assert isinstance(model, ResNetEmotion) and meta["config"]["arch"] == "resnet"
+    probs, feats = classify(model, load_split(faces_csv, "test").images[:5])
+    assert probs.shape == (5, 7) and feats.shape == (5, 32)
+    torch.testing.assert_close(probs.sum(1), torch.ones(5))
+    with pytest.raises(ConfigError, match="arch"):
+        ClassifierConfig(arch="vit")

@@ -106,8 +106,56 @@ class EmotionNet(nn.Module):
         return self.head(self.features(x))
 
 
-def build_classifier(cfg: ClassifierConfig) -> EmotionNet:
-    model = EmotionNet(cfg.width, cfg.feature_dim, cfg.dropout)
+class _Block(nn.Module):
+    """Pre-activation residual block (He et al. 2016), a 1x1 projection when the shape
+    changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.bn1, self.bn2 = nn.BatchNorm2d(cin), nn.BatchNorm2d(cout)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.proj = (nn.Conv2d(cin, cout, 1, stride, bias=False)
+                     if stride != 1 or cin != cout else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn1(x))
+        skip = x if self.proj is None else self.proj(h)
+        h = self.conv1(h)
+        return skip + self.conv2(F.relu(self.bn2(h)))
+
+
+class ResNetEmotion(nn.Module):
+    """A second architecture family for a second judge: a pre-activation ResNet (two blocks
+    per stage at 24, 12, 6 and 3 pixels, widths w, 2w, 4w, 8w), global average pooling,
+    dense `feature_dim`, 7 logits. Same interface as EmotionNet (features, head)."""
+
+    def __init__(self, width: int = 32, feature_dim: int = 256, dropout: float = 0.4,
+                 num_classes: int = NUM_CLASSES):
+        super().__init__()
+        w = width
+        layers: list[nn.Module] = [nn.Conv2d(1, w, 3, 1, 1, bias=False)]
+        cin = w
+        for cout in (w, 2 * w, 4 * w, 8 * w):
+            layers += [_Block(cin, cout, 2), _Block(cout, cout, 1)]
+            cin = cout
+        layers += [nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1)]
+        self.body = nn.Sequential(*layers)
+        self.embed = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, feature_dim, bias=False),
+            nn.BatchNorm1d(feature_dim), nn.ReLU(inplace=True))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.body(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_classifier(cfg: ClassifierConfig) -> EmotionNet | ResNetEmotion:
+    net = ResNetEmotion if cfg.arch == "resnet" else EmotionNet
+    model = net(cfg.width, cfg.feature_dim, cfg.dropout)
     model.input_blur = max(cfg.input_blur, 0.0)  # applied by classify(); not a weight
     return model
 

@@ -13,7 +13,8 @@ from ccyclegan.config import ConfigError, check_type, show_names, to_float
 class ClassifierConfig:
     data: str = ""
     out: str = "runs/classifier"
-    # model
+    # model: "vgg" (EmotionNet, the judge) or "resnet" (a second family, for a second judge)
+    arch: Literal["vgg", "resnet"] = "vgg"
     width: int = 64
     feature_dim: int = 256
     dropout: float = 0.4

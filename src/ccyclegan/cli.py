@@ -18,9 +18,19 @@ HELP = {
     "disc_channels": "discriminator width (first layer)",
     "label_mode": "where the emotion enters G: the bottleneck (paper) or also tiled planes",
     "spectral_norm": "spectral normalisation in D",
+    "output": "G's last layer: direct (paper: tanh), residual (x + change, US-GAN's ultimate "
+              "skip) or attention (GANimation: mask A x + (1 - A) colour)",
+    "r1_gamma": "R1 gradient penalty on real faces, gamma/2 E|grad D_rf(x)|^2 (0 = off)",
+    "lambda_gp": "WGAN-GP's gradient penalty weight (with --adv-loss wgan-gp)",
+    "lambda_mask": "attention output: weight of the mask regulariser (mean A + TV(A))",
+    "expr_classifier": "frozen emotion classifier(s) for an extra G loss: comma-separated "
+                       "`ccyclegan train-classifier` run dirs or files; never the judge that "
+                       "reports the results",
+    "lambda_expr": "weight of the frozen classifiers' cross-entropy on translations (0 = off)",
+    "expr_augment": "DiffAugment ops applied to each translation before the frozen classifiers",
     "input_blur": "Gaussian sigma applied to faces before G at inference; -1 (default) "
                   "estimates it when the training faces are blurrier than the test faces",
-    "adv_loss": "adversarial loss: bce (paper), lsgan or hinge",
+    "adv_loss": "adversarial loss: bce (paper), lsgan, hinge or wgan-gp",
     "cl_loss": "emotion loss: softmax (poster: D learns real faces only) or sigmoid (author's "
                "code: 7 sigmoids, translations get an all-zero class target)",
     "cycle_mode": "reconstruction G_dec(G_enc(x)|y_x) (paper), cycle G(G(x|y)|y_x), or both",

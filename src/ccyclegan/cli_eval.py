@@ -13,6 +13,8 @@ from dataclasses import fields
 CLASSIFIER_HELP = {
     "data": "fer2013.csv(.gz) or a folder train/<emotion>/*.jpg (+ test/...)",
     "out": "run directory: weights, classifier.json, metrics.csv, confusion.png",
+    "arch": "vgg (EmotionNet, the judge) or resnet (pre-activation ResNet: a second family, "
+            "for a second judge)",
     "width": "channels of the first conv block (blocks: w, 2w, 4w, 8w)",
     "feature_dim": "size of the penultimate layer (the FED features)",
     "dropout": "dropout before the two dense layers",
