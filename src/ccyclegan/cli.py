@@ -18,8 +18,6 @@ HELP = {
     "disc_channels": "discriminator width (first layer)",
     "label_mode": "where the emotion enters G: the bottleneck (paper) or also tiled planes",
     "spectral_norm": "spectral normalisation in D",
-    "input_blur": "Gaussian sigma applied to faces before G at inference; -1 (default) "
-                  "estimates it when the training faces are blurrier than the test faces",
     "adv_loss": "adversarial loss: bce (paper), lsgan or hinge",
     "cl_loss": "emotion loss: softmax (poster: D learns real faces only) or sigmoid (author's "
                "code: 7 sigmoids, translations get an all-zero class target)",
@@ -96,9 +94,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-DEBLUR_HELP = ("for a model trained on blurred faces: Wiener regularisation that restores the "
-               "detail of its change before it is added to the sharp face (smaller: stronger; "
-               "0: add the change as the model made it; default 0.01)")
 COMPILE_HELP = ("torch backend: compile the generator at load (~15 s, needs a C++ compiler on "
                 "a CPU); ~2.5x faster per face after that")
 
@@ -118,12 +113,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise TranslateError("give --checkpoint or --onnx, not both")
     model = args.onnx or args.checkpoint
     backend = args.backend or ("onnxruntime" if args.onnx else None)
-    if args.input_blur is not None and args.input_blur < 0:
-        raise TranslateError(f"--input-blur must be >= 0, got {args.input_blur}")
     translator = ExpressionTranslator.load(model, args.device, backend=backend,
-                                           threads=args.threads or None,
-                                           input_blur=args.input_blur, compile=args.compile,
-                                           deblur=args.deblur)
+                                           threads=args.threads or None, compile=args.compile)
     _, errors = translate_files(
         translator, args.inputs, args.to, args.intensity, out=args.output,
         crop_only=args.crop_only, detect=not args.no_detect, min_face=args.min_face,
@@ -194,10 +185,6 @@ def add_translate_parsers(sub) -> None:
     t.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     t.add_argument("--threads", type=int, default=0,
                    help="CPU threads for the model (default 0: all cores)")
-    t.add_argument("--input-blur", type=float, metavar="SIGMA",
-                   help="blur each face by SIGMA before the model sees it (default: the "
-                        "model's own, set when it was trained on blurred faces)")
-    t.add_argument("--deblur", type=float, metavar="LAMBDA", help=DEBLUR_HELP)
     t.add_argument("--compile", action="store_true",
                    help=COMPILE_HELP)
     t.add_argument("-q", "--quiet", action="store_true", help="no per-photo lines")
@@ -224,7 +211,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         require_web()  # a missing extra fails before the model loads
         translator = ExpressionTranslator.load(args.checkpoint, args.device,
                                                backend=args.backend, threads=args.threads or None,
-                                               compile=args.compile, deblur=args.deblur)
+                                               compile=args.compile)
         serve(translator, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
               max_queue=args.max_queue)
     except ServeError as e:
@@ -276,7 +263,6 @@ def add_serve_parser(sub) -> None:
     s.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     s.add_argument("--threads", type=int, default=1,
                    help="CPU threads for the model (default 1; 0 = torch's default)")
-    s.add_argument("--deblur", type=float, metavar="LAMBDA", help=DEBLUR_HELP)
     s.add_argument("--compile", action="store_true",
                    help=COMPILE_HELP)
     s.set_defaults(func=cmd_serve)
