@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import typing
-from dataclasses import MISSING, fields
+from dataclasses import fields
 
+from ccyclegan.cli_args import add_dataclass_args
+from ccyclegan.cli_eval import add_eval_parsers
 from ccyclegan.config import Config, ConfigError
 
 HELP = {
@@ -45,24 +46,6 @@ HELP = {
     "sample_every": "write a sample grid every N steps",
     "log_every": "log metrics every N steps",
 }
-
-
-def add_dataclass_args(p: argparse.ArgumentParser, cls: type,
-                       helps: dict[str, str]) -> None:
-    """One flag per dataclass field; defaults suppressed so we know what the user set."""
-    hints = typing.get_type_hints(cls)
-    for f in fields(cls):
-        hint = hints[f.name]
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else None
-        kw: dict[str, typing.Any] = {"default": argparse.SUPPRESS, "dest": f.name,
-                                     "help": f"{helps.get(f.name, '')} (default: {default})"}
-        if hint is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        elif typing.get_origin(hint) is typing.Literal:
-            p.add_argument(flag, choices=typing.get_args(hint), **kw)
-        else:
-            p.add_argument(flag, type=hint, metavar=f.name.upper(), **kw)
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -281,8 +264,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
     add_translate_parsers(sub)
     add_serve_parser(sub)
-    from ccyclegan.cli_eval import add_eval_parsers
-
     add_eval_parsers(sub)
     return p
 

@@ -10,6 +10,8 @@ import argparse
 import sys
 from dataclasses import fields
 
+from ccyclegan.cli_args import add_dataclass_args
+
 CLASSIFIER_HELP = {
     "data": "fer2013.csv(.gz) or a folder train/<emotion>/*.jpg (+ test/...)",
     "out": "run directory: weights, classifier.json, metrics.csv, confusion.png",
@@ -109,8 +111,6 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
                        help="train the emotion classifier that judges expressions (evaluate)")
     c.add_argument("--resume", action="store_true",
                    help="continue the run in --out after its last finished epoch")
-    from ccyclegan.cli import add_dataclass_args
-
     add_dataclass_args(c, ClassifierConfig, CLASSIFIER_HELP)
     c.set_defaults(func=cmd_train_classifier)
 
