@@ -112,9 +112,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "safetensors":  # a release file: the generator alone, fp16 by default
         from pathlib import Path
 
+        from ccyclegan.checkpoint import bundled_model_path
         from ccyclegan.faces import TranslateError
         from ccyclegan.train import load_generator, save_generator
-        from ccyclegan.translate import bundled_model_path
 
         source = args.checkpoint or bundled_model_path()
         if source is None:

@@ -30,15 +30,22 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from ccyclegan.checkpoint import (
+    BUNDLED_MODEL,
+    NO_BUNDLED_MODEL,
+    CheckpointError,
+    atomic_write_bytes,
+    bundled_model_path,
+)
 from ccyclegan.config import ConfigError, drop_input_blur
 from ccyclegan.data import EMOTIONS, NUM_CLASSES
+from ccyclegan.export import onnx_bytes
 from ccyclegan.faces import (
     FACE_SIZE,
     MIN_FACE,
@@ -74,24 +81,9 @@ __all__ = [
     "translate_files",
 ]
 
-BUNDLED_MODEL = "weights/ccyclegan_fer2013.safetensors"  # package data, relative to ccyclegan/
-NO_BUNDLED_MODEL = (
-    "no bundled model exists yet (ccyclegan/" + BUNDLED_MODEL + " is not in this install); "
-    "train one with `ccyclegan train` and pass --checkpoint RUN_DIR (Python: "
-    "ExpressionTranslator.load('RUN_DIR'))")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm",
                   ".pgm", ".pnm")
 _WRITABLE = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def bundled_model_path() -> Path | None:
-    """The default model shipped as package data, or None while there is none."""
-    try:
-        ref = resources.files("ccyclegan").joinpath(BUNDLED_MODEL)
-    except (ModuleNotFoundError, FileNotFoundError):
-        return None
-    path = Path(str(ref))
-    return path if path.is_file() else None
 
 
 def parse_targets(to: str) -> tuple[str, ...]:
@@ -229,8 +221,6 @@ def _onnx_session(path: Path, threads: int | None, device: str | None,
         raise TranslateError("the onnxruntime backend needs onnxruntime: "
                              "pip install 'ccyclegan[export]'") from None
     if model is None and not path.is_file():
-        from ccyclegan.checkpoint import CheckpointError
-
         raise CheckpointError(f"{path}: ONNX model not found")
     opts = ort.SessionOptions()
     # Default: every core (measured faster for one face on 2 cores: 1.2 vs 2.2 ms), without
@@ -246,8 +236,6 @@ def _onnx_session(path: Path, threads: int | None, device: str | None,
         session = ort.InferenceSession(str(path) if model is None else model, opts,
                                        providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for bad files
-        from ccyclegan.checkpoint import CheckpointError
-
         why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise CheckpointError(f"{path}: not a valid ONNX model ({why})") from None
     names = [i.name for i in session.get_inputs()]
@@ -269,8 +257,6 @@ def _check_onnx_config(session, path: Path) -> None:
         try:
             drop_input_blur(cfg, f"{path} (config)")
         except ConfigError as e:
-            from ccyclegan.checkpoint import CheckpointError
-
             raise CheckpointError(str(e)) from None
 
 
@@ -439,7 +425,6 @@ class ExpressionTranslator:
                 raise TranslateError("compile applies to the torch backend only")
             model = cfg = None
             if path.suffix.lower() != ".onnx":  # a PyTorch checkpoint: export it in memory
-                from ccyclegan.export import onnx_bytes
                 from ccyclegan.train import load_generator
 
                 G, cfg, _ = load_generator(path, "cpu")
@@ -645,8 +630,6 @@ def translate_files(translator: ExpressionTranslator, inputs: Sequence[str | os.
     keep_going: then failed inputs are reported and skipped). Never overwrites an input
     unless overwrite.
     """
-    from ccyclegan.checkpoint import atomic_write_bytes
-
     targets = parse_targets(to)
     a = check_intensity(intensity)
     tag = "all" if len(targets) > 1 else targets[0]
