@@ -191,24 +191,6 @@ def test_real_fer2013_smoke(tmp_path):
     assert summary["test"]["n"] == 3589  # the whole PublicTest split
 
 
-def test_input_blur_is_applied_to_every_face_the_judge_sees():
-    from ccyclegan.classifier import build_classifier, classify
-    from ccyclegan.data import blur_faces
-
-    cfg = ClassifierConfig(width=4, feature_dim=8, input_blur=2.0)
-    torch.manual_seed(0)
-    model = build_classifier(cfg).eval()
-    assert model.input_blur == 2.0
-    x = synthetic_faces(2, seed=7).images
-    p, f = classify(model, x)
-    p0, f0 = classify(model, blur_faces(x, 2.0), input_blur=0.0)
-    assert torch.allclose(p, p0) and torch.allclose(f, f0)
-    assert not torch.allclose(p, classify(model, x, input_blur=0.0)[0])
-    assert build_classifier(ClassifierConfig(width=4, feature_dim=8)).input_blur == 0.0
-    with pytest.raises(ConfigError, match="input_blur"):
-        ClassifierConfig(input_blur=-2.0)
-
-
 def test_unknown_config_fields_are_named_on_one_line():
     """A garbled file's keys can hold newlines (found by the metadata fuzz test)."""
     from ccyclegan.classifier_config import ClassifierConfig

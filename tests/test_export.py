@@ -123,45 +123,31 @@ def test_cli_errors(argv, what, tmp_path, run_dir, capsys, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-def test_input_blur_travels_with_the_model(tmp_path):
-    """A model trained on blurred faces blurs its input in translate, from the checkpoint
-    and from the exported ONNX file alike; the change is added to the sharp face."""
-    import torch
+@pytest.mark.parametrize("blur", [1.5, 0.0])
+def test_an_onnx_model_trained_on_blurred_faces_is_refused(blur, run_dir, tmp_path, capsys):
+    """Models exported while models blurred their inputs carry input_blur in their metadata:
+    > 0 was trained on FER2013 version 1's blurred faces and is refused in one line; 0 (a
+    model trained on sharp faces) runs."""
+    from ccyclegan.checkpoint import CheckpointError
+    from ccyclegan.export import onnx_bytes
 
-    from ccyclegan.data import DEBLUR, blur_faces, deblur_change
-
-    torch.manual_seed(2)
-    G = Generator(8)
-    save_generator(tmp_path / "generator.safetensors", G,
-                   Config(gen_channels=8, input_blur=1.5), {"step": 1})
-    out = tmp_path / "m.onnx"
-    assert cli.main(["export", "--checkpoint", str(tmp_path), "--format", "onnx",
-                     "-o", str(out)]) == 0
-    faces = synthetic_faces(1, seed=5).images[:, 0].numpy()
-    t_torch, t_onnx = ExpressionTranslator.load(tmp_path), ExpressionTranslator.load(out)
-    assert t_torch.input_blur == t_onnx.input_blur == 1.5
-    assert ExpressionTranslator.load(tmp_path, input_blur=0).input_blur == 0.0
-    _, d_t, s_t, _ = t_torch.edit(faces, ["happy"], 1.0)
-    _, d_o, s_o, _ = t_onnx.edit(faces, ["happy"], 1.0)
-    assert np.array_equal(s_t, s_o) and np.abs(d_t - d_o).max() < 0.3
-    # by hand: G's change on the blurred face, added to the sharp face
-    x = torch.from_numpy(faces[:, None].astype(np.float32) / 127.5 - 1)
-    xb = blur_faces(x, 1.5)
-    with torch.no_grad():
-        eye = torch.eye(7)
-        rec = torch.stack([G(xb, eye[k].expand(len(x), 7)) for k in range(7)], 1)
-    src = (rec - xb[:, None]).abs().mean((2, 3, 4)).argmin(1)
-    assert torch.equal(src, torch.from_numpy(s_t))
-    change = (rec[:, 3, 0] - rec[torch.arange(len(x)), src, 0]).numpy()
-    same = (src != 3).numpy()  # happy faces stay as they are
-    for lam, d in ((DEBLUR, d_t), (0.0, ExpressionTranslator.load(tmp_path, deblur=0)
-                                   .edit(faces, ["happy"], 1.0)[1])):
-        # the change, deblurred (Wiener inverse of the input blur), added to the sharp face
-        want = (np.clip(x[:, 0].numpy() + deblur_change(change, 1.5, lam), -1, 1)
-                - x[:, 0].numpy()) * 127.5
-        assert np.abs(d[same, 0] - want[same]).max() < 1e-2
-        assert np.abs(d[~same, 0]).max() == 0
-    assert DEBLUR > 0 and np.abs(d_t).sum() > np.abs(d).sum()  # deblurring strengthens it
+    G, cfg, _ = load_generator(run_dir)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(onnx_bytes(G, {**cfg.to_dict(), "input_blur": blur}))
+    face = tmp_path / "face.png"
+    Image.fromarray(synthetic_faces(1, seed=5).images[0, 0].numpy()).save(face)
+    argv = ["translate", str(face), "--to", "sad", "--onnx", str(model), "--no-detect", "-q"]
+    if not blur:
+        assert ExpressionTranslator.load(model).backend == "onnxruntime"
+        assert cli.main(argv) == 0
+        return
+    with pytest.raises(CheckpointError, match=r"m\.onnx \(config\): input_blur 1\.5: trained "
+                                              r"on blurred faces \(FER2013 version 1\)"):
+        ExpressionTranslator.load(model)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must be retrained" in err[0]
+    assert not (tmp_path / "face_sad.png").exists()
 
 
 def test_export_safetensors_release_file_is_fp16_and_translates_alike(run_dir, tmp_path):

@@ -115,6 +115,9 @@ FAULTS = {  # name: (make the bad file from the good one, what the error says)
     "metadata not an object": (_raw_meta("[1, 2, 3]"), "must be a JSON object"),
     "metadata not JSON": (_raw_meta("{'kind': "), "truncated or corrupted"),
     "no config": (lambda s, d: _rewrite(s, d, lambda t, m: m.pop("config")), "no config"),
+    "trained on blurred faces": (lambda s, d: _rewrite(s, d, _set_config("input_blur", 3.674)),
+                                 r"input_blur 3\.674: trained on blurred faces \(FER2013 "
+                                 r"version 1\).* must be retrained"),
 }
 
 
@@ -135,6 +138,17 @@ def test_bad_files_are_clear_errors(tmp_path, good, loader, fault):
     named = "checkpoint.safetensors" if loader == "resume" else "bad.safetensors"
     assert named in str(e.value) and "\n" not in str(e.value)
     assert time.perf_counter() - t0 < 20  # a claimed 10^7-channel model is never allocated
+
+
+@pytest.mark.parametrize("loader", list(LOADERS))
+@pytest.mark.parametrize("blur", [0.0, -1.0])
+def test_a_file_without_an_input_blur_still_loads(tmp_path, good, loader, blur):
+    """Files written while models blurred their inputs carry input_blur: 0 when trained on
+    sharp faces (FER2013 version 2), -1 its old default. Neither asked for a blur."""
+    source, load, _ = LOADERS[loader]
+    ok = tmp_path / "ok.safetensors"
+    _rewrite(good[source], ok, _set_config("input_blur", blur))
+    load(ok, good)
 
 
 @pytest.mark.parametrize("loader", list(LOADERS))

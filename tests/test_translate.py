@@ -356,8 +356,8 @@ def assert_clean_error(rc: int, err: str, folder: Path, before: set[str], what: 
 
 
 @pytest.mark.parametrize("case", ["no_face", "not_image", "truncated", "emotion", "intensity",
-                                  "intensity_nan", "deblur", "checkpoint", "no_bundled",
-                                  "overwrite", "missing_input", "one_bad_of_two"])
+                                  "intensity_nan", "checkpoint", "no_bundled", "overwrite",
+                                  "missing_input", "one_bad_of_two"])
 def test_cli_errors_are_one_line_and_write_nothing(case, photos, gen_path, capsys, monkeypatch,
                                                    astronaut):
     good = photos / "astro.jpg"
@@ -373,7 +373,6 @@ def test_cli_errors_are_one_line_and_write_nothing(case, photos, gen_path, capsy
         "emotion": ([good, "--to", "joyful", *ck], "unknown emotion 'joyful'"),
         "intensity": ([good, "--to", "happy", "--intensity", "1.5", *ck], "intensity"),
         "intensity_nan": ([good, "--to", "happy", "--intensity", "nan", *ck], "intensity"),
-        "deblur": ([good, "--to", "happy", "--deblur", "-0.5", *ck], "deblur"),
         "checkpoint": ([good, "--to", "happy", "--checkpoint", photos / "nope"], "not found"),
         "no_bundled": ([good, "--to", "happy"], "no bundled model exists yet"),
         "overwrite": ([good, "--to", "happy", *ck, "-o", good], "would overwrite an input"),
@@ -400,26 +399,6 @@ def test_cli_keep_going_and_overwrite(photos, gen_path, capsys, astronaut):
                       gen_path, "-o", photos / "astro.jpg", "--overwrite"], capsys)
     assert rc == 0, err
     assert (photos / "astro.jpg").read_bytes() != data
-
-
-def test_deblur_is_checked_and_only_acts_on_blurred_models(gen_path):
-    faces = synthetic_faces(2, seed=4).images[:, 0].numpy()
-    for bad in (-1, "x", float("nan"), float("inf")):
-        with pytest.raises(TranslateError, match="deblur"):
-            ExpressionTranslator.load(gen_path, deblur=bad)
-    # a model trained on sharp faces (no input blur): deblur has nothing to undo
-    a = ExpressionTranslator.load(gen_path, deblur=0.0).edit(faces, ["happy"])[1]
-    b = ExpressionTranslator.load(gen_path, deblur=1e-3).edit(faces, ["happy"])[1]
-    assert np.array_equal(a, b)
-    blurred = ExpressionTranslator.load(gen_path, input_blur=1.5, deblur=1e-3)
-    assert blurred.deblur == 1e-3 and blurred.input_blur == 1.5
-    c = blurred.edit(faces, ["happy"])[1]
-    d = ExpressionTranslator.load(gen_path, input_blur=1.5, deblur=0).edit(faces, ["happy"])[1]
-    assert np.abs(c).sum() > np.abs(d).sum() > 0
-    after, none, _, _ = blurred.edit(faces, ["happy"], 0.0)  # intensity 0: exactly the input
-    assert not none.any() and np.array_equal(after[:, 0], faces)
-    half = np.abs(blurred.edit(faces, ["happy"], 0.5)[1]).sum()
-    assert 0 < half < np.abs(c).sum()
 
 
 def test_expand_inputs_skips_own_outputs(tmp_path):

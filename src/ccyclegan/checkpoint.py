@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +23,12 @@ from safetensors.torch import save as st_save
 
 M = TypeVar("M", bound=torch.nn.Module)
 
+BUNDLED_MODEL = "weights/ccyclegan_fer2013.safetensors"  # package data, relative to ccyclegan/
+NO_BUNDLED_MODEL = (
+    "no bundled model exists yet (ccyclegan/" + BUNDLED_MODEL + " is not in this install); "
+    "train one with `ccyclegan train` and pass --checkpoint RUN_DIR (Python: "
+    "ExpressionTranslator.load('RUN_DIR'))")
+
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, truncated, corrupted or does not fit the model."""
@@ -30,6 +37,16 @@ class CheckpointError(ValueError):
 class CheckpointWriteError(CheckpointError):
     """A run's files (checkpoint, samples, metrics, config) cannot be written: the disk is full,
     the folder is read-only, ... The message says what the last good checkpoint on disk is."""
+
+
+def bundled_model_path() -> Path | None:
+    """The default model shipped as package data, or None while there is none."""
+    try:
+        ref = resources.files("ccyclegan").joinpath(BUNDLED_MODEL)
+    except (ModuleNotFoundError, FileNotFoundError):
+        return None
+    path = Path(str(ref))
+    return path if path.is_file() else None
 
 
 def oserror_text(e: OSError) -> str:

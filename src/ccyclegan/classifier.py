@@ -22,7 +22,6 @@ Run directory (`--out`):
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import time
@@ -55,10 +54,8 @@ from ccyclegan.data import (
     NUM_CLASSES,
     DataError,
     FaceData,
-    blur_faces,
     blur_warning,
     drop_blank,
-    estimate_blur,
     load_split,
     rng_for,
 )
@@ -155,9 +152,7 @@ class ResNetEmotion(nn.Module):
 
 def build_classifier(cfg: ClassifierConfig) -> EmotionNet | ResNetEmotion:
     net = ResNetEmotion if cfg.arch == "resnet" else EmotionNet
-    model = net(cfg.width, cfg.feature_dim, cfg.dropout)
-    model.input_blur = max(cfg.input_blur, 0.0)  # applied by classify(); not a weight
-    return model
+    return net(cfg.width, cfg.feature_dim, cfg.dropout)
 
 
 # --------------------------------------------------------------------------- inference
@@ -176,12 +171,10 @@ def _to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def classify(model: EmotionNet, images: torch.Tensor, batch_size: int = 256, tta: bool = True,
-             amp_dtype: torch.dtype | None = None, input_blur: float | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+             amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(class probabilities [N, 7], penultimate features [N, feature_dim]), both float32 on
     the CPU. With tta, probabilities are averaged over the face and its mirror image;
-    features are always those of the face as given. Faces are first blurred by input_blur
-    (default: the model's own, estimated when it was trained on blurred faces)."""
+    features are always those of the face as given."""
     from ccyclegan.train import autocast
 
     was_training = model.training
@@ -189,9 +182,8 @@ def classify(model: EmotionNet, images: torch.Tensor, batch_size: int = 256, tta
     device = next(model.parameters()).device
     probs, feats = [], []
     try:
-        blur = getattr(model, "input_blur", 0.0) if input_blur is None else input_blur
         for chunk in images.split(batch_size):
-            x = _to_input(blur_faces(chunk, blur), device)
+            x = _to_input(chunk, device)
             with autocast(device, amp_dtype):
                 f = model.features(x)
                 p = model.head(f).float().softmax(1)
@@ -227,9 +219,8 @@ def confusion_matrix(true: torch.Tensor | np.ndarray, pred: torch.Tensor | np.nd
 
 
 def accuracy_report(model: EmotionNet, data: FaceData, tta: bool = True,
-                    amp_dtype: torch.dtype | None = None, input_blur: float | None = None
-                    ) -> dict[str, Any]:
-    probs, _ = classify(model, data.images, tta=tta, amp_dtype=amp_dtype, input_blur=input_blur)
+                    amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
+    probs, _ = classify(model, data.images, tta=tta, amp_dtype=amp_dtype)
     pred = probs.argmax(1)
     cm = confusion_matrix(data.labels, pred)
     per_class = {EMOTIONS[k]: (float(cm[k, k] / cm[k].sum()) if cm[k].sum() else None)
@@ -426,12 +417,6 @@ def train_classifier(cfg: ClassifierConfig, resume: bool = False,
     amp_dtype = resolve_precision(cfg.precision, device)
 
     train_set, val_set, test_set, data_info = _load_data(cfg)
-    if cfg.input_blur < 0:  # fixed once from pixel statistics (no test labels), then saved
-        blur = estimate_blur(train_set, test_set) if test_set is not None else 0.0
-        cfg = dataclasses.replace(cfg, input_blur=blur)
-        if blur:
-            log(f"train-classifier: input_blur {blur}: faces are blurred by this sigma before "
-                f"the trained classifier judges them, to match the blurred training faces")
     bs = min(cfg.batch_size, len(train_set))
     if bs < 2:
         raise ConfigError(f"config field 'batch_size': need at least 2 training faces, "
@@ -498,8 +483,7 @@ def train_classifier(cfg: ClassifierConfig, resume: bool = False,
         if not math.isfinite(loss_v):
             raise FloatingPointError(f"non-finite loss in epoch {epoch + 1}; "
                                      f"the last good state in {run} is kept")
-        val_acc = (accuracy_report(model, val_set, amp_dtype=amp_dtype,  # training domain
-                                   input_blur=0.0)["accuracy"]
+        val_acc = (accuracy_report(model, val_set, amp_dtype=amp_dtype)["accuracy"]
                    if len(val_set) else None)
         row = {"epoch": epoch + 1, "loss": round(loss_v, 5),
                "train_acc": round(float(correct) / seen, 5),
@@ -545,10 +529,6 @@ def finish(run: Path, cfg: ClassifierConfig, test_set: FaceData | None, data_inf
             last, test_set, amp_dtype=amp_dtype)["accuracy"]}
         summary["test_no_tta"] = {"accuracy": accuracy_report(
             best, test_set, tta=False, amp_dtype=amp_dtype)["accuracy"]}
-        summary["input_blur"] = best.input_blur
-        if best.input_blur:
-            summary["test_without_input_blur"] = {"accuracy": accuracy_report(
-                best, test_set, amp_dtype=amp_dtype, input_blur=0.0)["accuracy"]}
         confusion_image(rep["confusion"], EMOTIONS, EMOTIONS,
                         title=f"classifier on the test split: accuracy "
                               f"{100 * rep['accuracy']:.1f}% (n={rep['n']})").save(

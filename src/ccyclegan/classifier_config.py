@@ -6,7 +6,7 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from ccyclegan.config import ConfigError, check_type, show_names, to_float
+from ccyclegan.config import ConfigError, check_type, drop_input_blur, show_names, to_float
 
 
 @dataclass
@@ -35,9 +35,6 @@ class ClassifierConfig:
     # data
     val_fraction: float = 0.05
     drop_blank: bool = True
-    # Gaussian sigma applied to every face the trained judge classifies (not to the training
-    # or validation faces): -1 estimates it from training vs test faces (data.estimate_blur).
-    input_blur: float = -1.0
     limit: int = 0  # use only this many training faces (0 = all); for smoke tests
     # runtime
     seed: int = 0
@@ -62,8 +59,6 @@ class ClassifierConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"config field '{name}' must be in [0, 1), "
                                   f"got {getattr(self, name)}")
-        if self.input_blur < 0 and self.input_blur != -1.0:
-            raise ConfigError("config field 'input_blur' must be >= 0 (or -1 to estimate it)")
         if self.weight_decay < 0 and self.weight_decay != -1.0:
             raise ConfigError("config field 'weight_decay' must be >= 0 (or -1 for the default)")
 
@@ -85,6 +80,7 @@ class ClassifierConfig:
         known = {f.name for f in fields(cls)}
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        d = drop_input_blur(d, source)
         if unknown := sorted(set(d) - known):
             raise ConfigError(f"{source}: unknown classifier config field(s) "
                               f"{show_names(unknown)}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import typing
-from dataclasses import MISSING, fields
+from dataclasses import fields
 
+from ccyclegan.cli_args import add_dataclass_args
+from ccyclegan.cli_eval import add_eval_parsers
 from ccyclegan.config import Config, ConfigError
 
 HELP = {
@@ -28,8 +29,6 @@ HELP = {
                        "reports the results",
     "lambda_expr": "weight of the frozen classifiers' cross-entropy on translations (0 = off)",
     "expr_augment": "DiffAugment ops applied to each translation before the frozen classifiers",
-    "input_blur": "Gaussian sigma applied to faces before G at inference; -1 (default) "
-                  "estimates it when the training faces are blurrier than the test faces",
     "adv_loss": "adversarial loss: bce (paper), lsgan, hinge or wgan-gp",
     "cl_loss": "emotion loss: softmax (poster: D learns real faces only) or sigmoid (author's "
                "code: 7 sigmoids, translations get an all-zero class target)",
@@ -57,24 +56,6 @@ HELP = {
     "sample_every": "write a sample grid every N steps",
     "log_every": "log metrics every N steps",
 }
-
-
-def add_dataclass_args(p: argparse.ArgumentParser, cls: type,
-                       helps: dict[str, str]) -> None:
-    """One flag per dataclass field; defaults suppressed so we know what the user set."""
-    hints = typing.get_type_hints(cls)
-    for f in fields(cls):
-        hint = hints[f.name]
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else None
-        kw: dict[str, typing.Any] = {"default": argparse.SUPPRESS, "dest": f.name,
-                                     "help": f"{helps.get(f.name, '')} (default: {default})"}
-        if hint is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        elif typing.get_origin(hint) is typing.Literal:
-            p.add_argument(flag, choices=typing.get_args(hint), **kw)
-        else:
-            p.add_argument(flag, type=hint, metavar=f.name.upper(), **kw)
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -106,9 +87,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-DEBLUR_HELP = ("for a model trained on blurred faces: Wiener regularisation that restores the "
-               "detail of its change before it is added to the sharp face (smaller: stronger; "
-               "0: add the change as the model made it; default 0.01)")
 COMPILE_HELP = ("torch backend: compile the generator at load (~15 s, needs a C++ compiler on "
                 "a CPU); ~2.5x faster per face after that")
 
@@ -128,12 +106,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise TranslateError("give --checkpoint or --onnx, not both")
     model = args.onnx or args.checkpoint
     backend = args.backend or ("onnxruntime" if args.onnx else None)
-    if args.input_blur is not None and args.input_blur < 0:
-        raise TranslateError(f"--input-blur must be >= 0, got {args.input_blur}")
     translator = ExpressionTranslator.load(model, args.device, backend=backend,
-                                           threads=args.threads or None,
-                                           input_blur=args.input_blur, compile=args.compile,
-                                           deblur=args.deblur)
+                                           threads=args.threads or None, compile=args.compile)
     _, errors = translate_files(
         translator, args.inputs, args.to, args.intensity, out=args.output,
         crop_only=args.crop_only, detect=not args.no_detect, min_face=args.min_face,
@@ -148,9 +122,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "safetensors":  # a release file: the generator alone, fp16 by default
         from pathlib import Path
 
+        from ccyclegan.checkpoint import bundled_model_path
         from ccyclegan.faces import TranslateError
         from ccyclegan.train import load_generator, save_generator
-        from ccyclegan.translate import bundled_model_path
 
         source = args.checkpoint or bundled_model_path()
         if source is None:
@@ -204,10 +178,6 @@ def add_translate_parsers(sub) -> None:
     t.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     t.add_argument("--threads", type=int, default=0,
                    help="CPU threads for the model (default 0: all cores)")
-    t.add_argument("--input-blur", type=float, metavar="SIGMA",
-                   help="blur each face by SIGMA before the model sees it (default: the "
-                        "model's own, set when it was trained on blurred faces)")
-    t.add_argument("--deblur", type=float, metavar="LAMBDA", help=DEBLUR_HELP)
     t.add_argument("--compile", action="store_true",
                    help=COMPILE_HELP)
     t.add_argument("-q", "--quiet", action="store_true", help="no per-photo lines")
@@ -234,7 +204,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         require_web()  # a missing extra fails before the model loads
         translator = ExpressionTranslator.load(args.checkpoint, args.device,
                                                backend=args.backend, threads=args.threads or None,
-                                               compile=args.compile, deblur=args.deblur)
+                                               compile=args.compile)
         serve(translator, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
               max_queue=args.max_queue)
     except ServeError as e:
@@ -286,7 +256,6 @@ def add_serve_parser(sub) -> None:
     s.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     s.add_argument("--threads", type=int, default=1,
                    help="CPU threads for the model (default 1; 0 = torch's default)")
-    s.add_argument("--deblur", type=float, metavar="LAMBDA", help=DEBLUR_HELP)
     s.add_argument("--compile", action="store_true",
                    help=COMPILE_HELP)
     s.set_defaults(func=cmd_serve)
@@ -305,8 +274,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
     add_translate_parsers(sub)
     add_serve_parser(sub)
-    from ccyclegan.cli_eval import add_eval_parsers
-
     add_eval_parsers(sub)
     return p
 

@@ -10,6 +10,8 @@ import argparse
 import sys
 from dataclasses import fields
 
+from ccyclegan.cli_args import add_dataclass_args
+
 CLASSIFIER_HELP = {
     "data": "fer2013.csv(.gz) or a folder train/<emotion>/*.jpg (+ test/...)",
     "out": "run directory: weights, classifier.json, metrics.csv, confusion.png",
@@ -70,17 +72,6 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
-def nonneg_float(value: str) -> float:
-    """argparse type: a finite number >= 0."""
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value!r}") from None
-    if not (x >= 0 and x != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {value}")
-    return x
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ccyclegan.evaluate import evaluate
 
@@ -88,8 +79,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
              seed=args.seed, inception_weights=args.inception_weights,
              fid_resize=args.fid_resize, use_inception=not args.no_fid,
              batch_size=args.batch_size, device=args.device, threads=args.threads,
-             kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets,
-             input_blur=args.input_blur, deblur=args.deblur)
+             kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets)
     return 0
 
 
@@ -112,7 +102,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     res = sweep(args.data, args.out, args.classifier, args.lr, args.lambda_cl, args.lambda_cyc,
                 args.max_steps, eval_limit=args.eval_limit, seed=args.seed, base=base,
                 fid=args.fid, inception_weights=args.inception_weights,
-                threads=args.threads, progress_bar=not args.no_progress, deblur=args.deblur)
+                threads=args.threads, progress_bar=not args.no_progress)
     return 130 if res["interrupted"] else 0
 
 
@@ -123,8 +113,6 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
                        help="train the emotion classifier that judges expressions (evaluate)")
     c.add_argument("--resume", action="store_true",
                    help="continue the run in --out after its last finished epoch")
-    from ccyclegan.cli import add_dataclass_args
-
     add_dataclass_args(c, ClassifierConfig, CLASSIFIER_HELP)
     c.set_defaults(func=cmd_train_classifier)
 
@@ -146,11 +134,6 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--fid-resize", choices=("tf", "pytorch-fid"), default="tf",
                    help="299x299 resize as TensorFlow/torch-fidelity (tf) or pytorch-fid")
     e.add_argument("--no-fid", action="store_true", help="skip FID/KID (Inception)")
-    e.add_argument("--input-blur", type=float, metavar="SIGMA",
-                   help="blur faces by SIGMA before G (default: the generator's input_blur)")
-    e.add_argument("--deblur", type=nonneg_float, metavar="LAMBDA",
-                   help="Wiener regularisation of the change of a model trained on blurred "
-                        "faces, as `translate --deblur` (default 0.01; 0: none)")
     e.add_argument("--kid-subset-size", type=int, default=1000)
     e.add_argument("--kid-subsets", type=int, default=100)
     e.add_argument("--batch-size", type=int, default=128)
@@ -177,8 +160,6 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--config", help="JSON config for the other training fields")
     s.add_argument("--fid", action="store_true", help="also FID/KID (needs the Inception weights)")
     s.add_argument("--inception-weights", metavar="PATH")
-    s.add_argument("--deblur", type=nonneg_float, metavar="LAMBDA",
-                   help="as evaluate --deblur (default 0.01)")
     s.add_argument("--threads", type=int, default=0)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_sweep)

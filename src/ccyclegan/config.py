@@ -37,10 +37,6 @@ class Config:
     out: str = "runs/ccyclegan"
     flip: bool = True
     drop_blank: bool = True
-    # Gaussian sigma applied to faces before G at inference (translate, evaluate): puts sharp
-    # faces into the domain of blurred training data. -1: estimated at the start of training
-    # (data.estimate_blur, training vs test faces; 0 when training faces are not blurrier).
-    input_blur: float = -1.0
     # model
     gen_channels: int = 32
     disc_channels: int = 64
@@ -119,9 +115,6 @@ class Config:
                      "r1_gamma", "lambda_gp", "lambda_mask", "lambda_expr"):
             if (v := getattr(self, name)) < 0:
                 raise ConfigError(f"config field '{name}' must be >= 0, got {_show(v)}")
-        if self.input_blur < 0 and self.input_blur != -1.0:
-            raise ConfigError("config field 'input_blur' must be >= 0 (or -1 to estimate it), "
-                              f"got {_show(self.input_blur)}")
         from ccyclegan.augment import parse_policy
 
         for name in ("d_augment", "expr_augment"):
@@ -143,6 +136,7 @@ class Config:
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> Config:
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        d = drop_input_blur(d, source)
         known = {f.name for f in fields(cls)}
         if unknown := sorted(set(d) - known):
             raise ConfigError(f"{source}: unknown config field(s) {show_names(unknown)}")
@@ -163,6 +157,23 @@ class Config:
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"{path}: cannot read config JSON: {e}") from None
         return cls.from_dict(d, source=str(path))
+
+
+def drop_input_blur(d: dict[str, Any], source: str) -> dict[str, Any]:
+    """d without its obsolete input_blur field, refused unless it asked for no blur.
+
+    Models and classifiers trained on FER2013 version 1, whose Training rows were blurred,
+    saved the Gaussian sigma they blurred every input by, and relied on it. Nothing blurs
+    inputs any more, so such a model would see faces unlike any it learnt: it must be
+    retrained. 0 (no blur) and -1 (the old default) mean nothing and are dropped."""
+    if "input_blur" not in d:
+        return d
+    blur = d["input_blur"]
+    if isinstance(blur, bool) or blur not in (0, -1):
+        raise ConfigError(f"{source}: input_blur {_show(blur)}: trained on blurred faces "
+                          "(FER2013 version 1); inputs are no longer blurred, so it must be "
+                          "retrained on the current data")
+    return {k: v for k, v in d.items() if k != "input_blur"}
 
 
 def show_names(names: list[str], limit: int = 5) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import functools
 import gzip
-import math
 import os
 import re
 import warnings
@@ -22,7 +21,6 @@ from typing import IO
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageOps
 
 __all__ = [
@@ -605,99 +603,10 @@ def sharpness(data: FaceData, limit: int = 4000) -> float:
     return float(face_sharpness(data.images[:limit]).mean())
 
 
-def blur_faces(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur (replicate-padded, separable) of faces [N, 1, H, W]; uint8 faces as
-    stored or float faces in [-1, 1], returned in the same dtype. sigma 0 returns the input."""
-    if sigma <= 0 or len(images) == 0:
-        return images
-    k = torch.from_numpy(gaussian_kernel(sigma)).to(images.device, torch.float32)
-    radius = len(k) // 2
-    x = F.pad(images.float(), (radius,) * 4, mode="replicate")
-    x = F.conv2d(F.conv2d(x, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
-    if images.dtype == torch.uint8:
-        return x.round().clamp(0, 255).to(torch.uint8)
-    return x.to(images.dtype)
-
-
-def gaussian_kernel(sigma: float) -> np.ndarray:
-    """The 1-D kernel of blur_faces (radius ceil(3 sigma), normalised), float64."""
-    radius = max(1, math.ceil(3 * sigma))
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-t ** 2 / (2 * sigma ** 2))
-    return k / k.sum()
-
-
-def _transfer(size: int, sigma: float, real_fft: bool) -> np.ndarray:
-    k = gaussian_kernel(sigma)
-    radius = len(k) // 2
-    line = np.zeros(size)
-    line[np.arange(-radius, radius + 1) % size] += k  # centred on pixel 0, wrapped
-    return (np.fft.rfft(line) if real_fft else np.fft.fft(line)).real  # symmetric: real
-
-
-@functools.lru_cache(maxsize=16)
-def _wiener_filter(h: int, w: int, sigma: float, lam: float) -> np.ndarray:
-    """conj(H) / (|H|^2 + lam) in rfft2's layout, H the separable blur's transfer function."""
-    hh = _transfer(h, sigma, False)[:, None] * _transfer(w, sigma, True)[None, :]
-    return hh / (hh * hh + lam)
-
-
-# Default Wiener regularisation of deblur_change for `translate`, `evaluate` and the web page:
-# chosen without the judge, as the value whose outputs, blurred, are closest to the model's
-# own translations (benchmarks/deblur.py; docs/training.md).
-DEBLUR = 0.01
-
-
-def deblur_change(change: np.ndarray, sigma: float, lam: float) -> np.ndarray:
-    """Wiener inverse of blur_faces(., sigma), with regularisation lam, of images [..., H, W]
-    (float, any scale); float32 out. lam 0 or sigma 0 returns the input unchanged.
-
-    Why: a model trained on blurred faces makes its change r in the blurred domain, where the
-    blur has already weakened everything finer than a few pixels (a feature 8 px wide to about
-    a third). Added to a sharp face as it is, x + r, that change is too faint; its blurred
-    version then differs from the model's translation x' + r. The sharp change d with
-    blur(d) ~ r, the least-squares solution with penalty lam |d|^2, restores it: the output,
-    blurred, is again the model's translation (docs/training.md measures this and picks lam)."""
-    change = np.asarray(change, dtype=np.float32)
-    if sigma <= 0 or lam <= 0 or change.size == 0:
-        return change
-    h, w = change.shape[-2:]
-    ph, pw = min(h - 1, h // 2), min(w - 1, w // 2)  # reflect: no jump at the frame edge
-    lead = [(0, 0)] * (change.ndim - 2)
-    z = np.pad(change.astype(np.float64), [*lead, (ph, ph), (pw, pw)], mode="reflect")
-    filt = _wiener_filter(z.shape[-2], z.shape[-1], float(sigma), float(lam))
-    out = np.fft.irfft2(np.fft.rfft2(z) * filt, s=z.shape[-2:])
-    return out[..., ph:ph + h, pw:pw + w].astype(np.float32)
-
-
-def estimate_blur(blurred: FaceData, sharp: FaceData, limit: int = 2000,
-                  max_sigma: float = 8.0, ratio: float = 0.75) -> float:
-    """The Gaussian sigma that makes `sharp` faces as blurry as `blurred` ones (equal median
-    face_sharpness); 0 unless `blurred` is clearly blurrier (median below ratio x sharp's):
-    two samples of the same data differ a little, and that is no reason to blur.
-
-    Why: the shared FER2013 copy's Training rows were blurred (about sigma 3.5). Models trained
-    on them read sharp faces badly; blurring sharp inputs by this sigma first puts them back in
-    the training domain (docs/training.md measures it). Only pixel statistics of `sharp` are
-    used, never labels."""
-    target = float(face_sharpness(blurred.images[:limit]).median())
-    ref = sharp.images[:limit]
-    if len(ref) == 0 or target >= ratio * float(face_sharpness(ref).median()):
-        return 0.0
-    lo, hi = 0.0, max_sigma
-    for _ in range(12):  # median sharpness falls monotonically with sigma: bisect
-        mid = (lo + hi) / 2
-        if float(face_sharpness(blur_faces(ref, mid)).median()) > target:
-            lo = mid
-        else:
-            hi = mid
-    return round(hi, 3)
-
-
 def blur_warning(train: FaceData, test: FaceData, ratio: float = 0.5) -> str | None:
     """A warning when the training faces are much blurrier than the test faces: a model then
-    learns blurred faces, and a classifier trained on them fails on sharp ones. The shared
-    FER2013 file of this project's CI has exactly this defect (Training ~3.9, PublicTest ~14)."""
+    learns blurred faces, and a classifier trained on them fails on sharp ones. Version 1 of
+    this project's shared FER2013 file had exactly this defect (Training ~3.9, PublicTest ~14)."""
     s_train, s_test = sharpness(train), sharpness(test)
     if not (s_train == s_train and s_test == s_test) or s_test <= 0:
         return None

@@ -299,29 +299,22 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
              batch_size: int = 128, device: str = "auto", threads: int = 0,
              kid_subset_size: int = KID_SUBSET_SIZE, kid_subsets: int = KID_SUBSETS,
              inception: typing.Callable[[torch.Tensor], np.ndarray] | None = None,
-             use_inception: bool = True, log: typing.Callable[[str], None] = print,
-             input_blur: float | None = None, deblur: float | None = None) -> dict[str, Any]:
+             use_inception: bool = True, log: typing.Callable[[str], None] = print
+             ) -> dict[str, Any]:
     """Evaluate a generator on the test split; writes metrics.json, report.md and figures
     to `out` (default: <run dir>/eval) and returns the metrics.
 
     `inception` overrides the feature extractor for FID/KID (any callable uint8 images ->
     [N, d] features); by default the FID Inception is loaded from `inception_weights` or the
     torch hub cache, and when it is missing FID/KID are reported as unavailable with the
-    reason. use_inception=False skips FID/KID on purpose (e.g. in sweeps).
-
-    input_blur (default: the generator's own): faces are blurred by this sigma before G, and
-    the translations scored are then x + d(G(x'|t) - G(x'|y_x)), the output of `translate`,
-    d the Wiener deblur of the change with regularisation `deblur` (default data.DEBLUR; 0:
-    none); the reconstruction metrics compare G(x'|y_x) with the x' that G saw."""
+    reason. use_inception=False skips FID/KID on purpose (e.g. in sweeps)."""
     from ccyclegan.classifier import classify, load_classifier
-    from ccyclegan.data import DEBLUR, DataError, blur_faces, drop_blank, load_split
+    from ccyclegan.data import DataError, drop_blank, load_split
     from ccyclegan.inception import InceptionFeatures, InceptionWeightsError
     from ccyclegan.plots import confusion_image
     from ccyclegan.train import load_generator, resolve_device
-    from ccyclegan.translate import check_deblur
     from ccyclegan.visualize import grid_image
 
-    lam = check_deblur(DEBLUR if deblur is None else deblur)  # before any work
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
@@ -340,18 +333,12 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     images = faces.images
 
     # ---- translate: each face to all 7 emotions (own emotion = reconstruction)
-    from ccyclegan.visualize import residual
-
-    g_blur = max(gcfg.input_blur, 0.0) if input_blur is None else float(input_blur)
-    seen = blur_faces(images, g_blur)  # what G sees
-    raw = _translate(G, seen, batch_size)
-    all7 = residual(images, raw, faces.labels, g_blur, lam) if g_blur else raw
+    all7 = _translate(G, images, batch_size)
     pairs = [(i, t) for i in range(n) for t in range(NUM_CLASSES) if t != labels[i]]
     src = np.array([p[0] for p in pairs], np.int64)
     tgt = np.array([p[1] for p in pairs], np.int64)
     fakes = all7[torch.from_numpy(src), torch.from_numpy(tgt)]  # [6N, 1, 48, 48]
-    recon = raw[torch.arange(n), torch.from_numpy(labels)]  # G(x'|y_x), compared with x'
-
+    recon = all7[torch.arange(n), torch.from_numpy(labels)]
     log(f"evaluate: {n} test faces ({n_blank} blank dropped"
         f"{f', a seeded subset of {n_available}' if n < n_available else ''}), "
         f"{len(fakes)} translations ({time.perf_counter() - t_start:.0f} s)")
@@ -359,7 +346,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     # ---- the judge
     p_real, f_real = classify(clf, images)
     p_fake, f_fake = classify(clf, fakes)
-    p_rec, _ = classify(clf, recon, input_blur=0.0 if g_blur else None)  # already blurred
+    p_rec, _ = classify(clf, recon)
     pred_real, pred_fake = p_real.argmax(1).numpy(), p_fake.argmax(1).numpy()
     pred_rec = p_rec.argmax(1).numpy()
     ref_cm = confusion(labels, pred_real)
@@ -375,21 +362,6 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     log(f"expression accuracy {expr_model['overall']:.4f} (identity "
         f"{expr_ident['overall']:.4f}; classifier on real faces "
         f"{float((pred_real == labels).mean()):.4f}) ({time.perf_counter() - t_start:.0f} s)")
-    expr_domain = expr_plain = None
-    if g_blur and lam:
-        # The change added to the sharp face as G made it, without deblurring: x + r.
-        plain = residual(images, raw, faces.labels)[torch.from_numpy(src), torch.from_numpy(tgt)]
-        expr_plain = expression(classify(clf, plain)[0].argmax(1).numpy())
-        log(f"expression accuracy of the change added without deblurring "
-            f"{expr_plain['overall']:.4f}")
-    if g_blur:
-        # The same edit made on the blurred face x' that G saw: x' + G(x'|t) - G(x'|y_x),
-        # judged as it is (it is in the blurred domain the judge was trained in). Above, the
-        # judge blurs the sharp output x + change, and so blurs G's change a second time.
-        dom = residual(seen, raw, faces.labels)[torch.from_numpy(src), torch.from_numpy(tgt)]
-        expr_domain = expression(classify(clf, dom, input_blur=0.0)[0].argmax(1).numpy())
-        log(f"expression accuracy in the training (blurred) domain "
-            f"{expr_domain['overall']:.4f}")
 
     # ---- realism on the classifier's features (FED)
     fed = _distances(f_real.numpy().astype(np.float64), f_fake.numpy().astype(np.float64),
@@ -420,13 +392,13 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
                          kid_subsets)
 
     # ---- content preservation
-    rec_psnr = psnr(recon, seen)
+    rec_psnr = psnr(recon, images)
     content = {
-        "reconstruction": {"l1": float(mae(recon, seen).mean()),
+        "reconstruction": {"l1": float(mae(recon, images).mean()),
                            "psnr": float(rec_psnr.mean()),
                            "psnr_of_mean_mse": float(10 * torch.log10(
-                               1 / (_as_unit(recon) - _as_unit(seen)).pow(2).mean())),
-                           "ssim": float(ssim(recon, seen).mean()),
+                               1 / (_as_unit(recon) - _as_unit(images)).pow(2).mean())),
+                           "ssim": float(ssim(recon, images).mean()),
                            "expression_kept": float((pred_rec == labels).mean())},
         "translation_change": region_change(images[torch.from_numpy(src)], fakes),
     }
@@ -445,11 +417,6 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
                              ("gen_channels", "label_mode", "lr", "lambda_cl", "lambda_cyc",
                               "cycle_mode", "adv_loss", "seed")},
         "data": str(data), "split": "test (FER2013 PublicTest)",
-        "input_blur": {"generator": g_blur, "classifier": getattr(clf, "input_blur", 0.0),
-                       "deblur": lam if g_blur else 0.0,
-                       "translations": ((f"x + deblur(G(x'|t) - G(x'|y_x), lambda {lam:g})"
-                                         if lam else "x + G(x'|t) - G(x'|y_x)")
-                                        if g_blur else "G(x|t)")},
         "classifier": {"path": str(classifier), "config": cmeta.get("config"),
                        "epoch": cmeta.get("epoch"),
                        "accuracy_real": float((pred_real == labels).mean()),
@@ -462,9 +429,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
                    "translations": len(fakes), "per_target": per_target_n},
         "face_box": {"rows": list(FACE_BOX[:2]), "cols": list(FACE_BOX[2:]),
                      "note": "central 32x32 box, end exclusive; change is |G(x|t) - x| / 255"},
-        "model": {"expression_accuracy": expr_model,
-                  "expression_accuracy_blurred_domain": expr_domain,
-                  "expression_accuracy_without_deblur": expr_plain, "fed": fed["model"],
+        "model": {"expression_accuracy": expr_model, "fed": fed["model"],
                   "fid": None if fid is None else fid["model"], **content},
         "identity": {"expression_accuracy": expr_ident, "fed": fed["identity"],
                      "fid": None if fid is None else fid["identity"], **identity_content},
@@ -509,35 +474,6 @@ def _pct(v: Any) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
-def _blur_lines(b: dict[str, Any] | None) -> list[str]:
-    if not b or not (b.get("generator") or b.get("classifier")):
-        return []
-    return [f"- input blur (the models were trained on blurred faces): G sees faces blurred "
-            f"by sigma {b['generator']}, the classifier by sigma {b['classifier']}; the "
-            f"translations scored are {b['translations']}, where x' is the blurred face; "
-            f"reconstruction metrics compare G(x'|y_x) with x'"]
-
-
-def _domain_lines(dom: dict[str, Any] | None, plain: dict[str, Any] | None,
-                  names: list[str]) -> list[str]:
-    if dom is None:
-        return []
-    rows = [("CCycleGAN, change added without deblurring", plain),
-            ("CCycleGAN, in the blurred training domain", dom)]
-    return [
-        *("| " + label + " | " + _pct(v["overall"]) + " | "
-          + " | ".join(_pct(v["per_target"][e]) for e in names) + " |"
-          for label, v in rows if v is not None), "",
-        "The first row judges what `translate` returns: the sharp face plus the model's change"
-        + (", deblurred (Wiener inverse of the input blur)" if plain is not None else "")
-        + ", after the classifier's own input blur. "
-        + ("The row 'without deblurring' adds G's change as it is: made in the blurred domain, "
-           "it is faint on a sharp face. " if plain is not None else "")
-        + "The last row makes the edit on the blurred face G saw and judges it without further "
-          "blur (there the identity mapping scores as above).",
-    ]
-
-
 def render_report(m: dict[str, Any]) -> str:
     s, mod, ide, clf = m["sample"], m["model"], m["identity"], m["classifier"]
     names = list(EMOTIONS)
@@ -553,7 +489,6 @@ def render_report(m: dict[str, Any]) -> str:
         f"- translations: {s['translations']} (each face to each of the other 6 emotions)",
         f"- classifier: `{clf['path']}` (epoch {clf['epoch']}), "
         f"mirror-averaged predictions",
-        *_blur_lines(m.get("input_blur")),
         "", "## Expression accuracy", "",
         "Share of translations that the classifier assigns to the target emotion. The identity "
         "mapping (input unchanged) scores the classifier's confusion rate; the classifier's "
@@ -566,8 +501,6 @@ def render_report(m: dict[str, Any]) -> str:
         + " | ".join(_pct(ide["expression_accuracy"]["per_target"][e]) for e in names) + " |",
         "| classifier on real faces (reference) | " + _pct(clf["accuracy_real"]) + " | "
         + " | ".join(_pct(clf["per_class_real"][e]) for e in names) + " |",
-        *_domain_lines(mod.get("expression_accuracy_blurred_domain"),
-                       mod.get("expression_accuracy_without_deblur"), names),
         "", "![confusion](confusion.png) ![identity](confusion_identity.png)", "",
         "## Realism", "",
         "Frechet distance between the translations to emotion t and the real test faces of "

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ccyclegan.checkpoint import NO_BUNDLED_MODEL, atomic_write_bytes, bundled_model_path
 from ccyclegan.data import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
 from ccyclegan.faces import TranslateError
 
@@ -83,9 +84,7 @@ def export_onnx(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLik
                 opset: int = OPSET) -> Path:
     """Load a run dir / generator.safetensors / training checkpoint (None: the bundled model)
     and write its generator as ONNX to out (atomically)."""
-    from ccyclegan.checkpoint import atomic_write_bytes
     from ccyclegan.train import load_generator
-    from ccyclegan.translate import NO_BUNDLED_MODEL, bundled_model_path
 
     if checkpoint is None:
         checkpoint = bundled_model_path()

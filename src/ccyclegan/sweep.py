@@ -76,11 +76,9 @@ def sweep(data: str, out: str | Path, classifier: str | Path, lrs: list[float],
           lambda_cls: list[float], lambda_cycs: list[float], max_steps: int,
           eval_limit: int = 500, seed: int = 0, base: dict[str, Any] | None = None,
           fid: bool = False, inception_weights: str | None = None, threads: int = 0,
-          progress_bar: bool = True, log: typing.Callable[[str], None] = print,
-          deblur: float | None = None) -> dict[str, Any]:
-    """Train and evaluate every setting of the grid (skipping what is already done).
-    deblur: as `evaluate`'s, for models trained on blurred faces (default data.DEBLUR)."""
-    from ccyclegan.data import DEBLUR
+          progress_bar: bool = True, log: typing.Callable[[str], None] = print
+          ) -> dict[str, Any]:
+    """Train and evaluate every setting of the grid (skipping what is already done)."""
     from ccyclegan.evaluate import evaluate
     from ccyclegan.plots import bar_chart
     from ccyclegan.train import train
@@ -97,7 +95,6 @@ def sweep(data: str, out: str | Path, classifier: str | Path, lrs: list[float],
     atomic_write_json(out / "sweep.json", spec)
     rows: list[dict[str, Any]] = []
     grid = list(itertools.product(lrs, lambda_cls, lambda_cycs))
-    lam = DEBLUR if deblur is None else deblur
     for k, (lr, cl, cyc) in enumerate(grid, 1):
         name = setting_name(lr, cl, cyc)
         run = out / name
@@ -122,11 +119,10 @@ def sweep(data: str, out: str | Path, classifier: str | Path, lrs: list[float],
         mpath = eval_dir / "metrics.json"
         m = _read_json(mpath)
         if (m is None or m.get("generator_step") != max_steps or m["sample"]["seed"] != seed
-                or m["sample"]["limit"] != eval_limit or (fid and m["model"]["fid"] is None)
-                or (m["input_blur"].get("generator") and m["input_blur"].get("deblur") != lam)):
+                or m["sample"]["limit"] != eval_limit or (fid and m["model"]["fid"] is None)):
             m = evaluate(run, data, classifier, out=eval_dir, limit=eval_limit, seed=seed,
                          inception_weights=inception_weights, use_inception=fid,
-                         threads=threads, log=log, deblur=lam)
+                         threads=threads, log=log)
         rows.append(_row(name, lr, cl, cyc, m))
 
     buf = io.StringIO()

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,6 @@ from ccyclegan.data import (
     FaceData,
     blur_warning,
     drop_blank,
-    estimate_blur,
     load_split,
     normalize,
     rng_for,
@@ -701,12 +700,6 @@ def _train(cfg: Config, resume: bool, progress_bar: bool) -> dict[str, Any]:
     warning = blur_warning(train_data, view_data) if rank == 0 else None
     if warning:
         print(f"ccyclegan: {warning}", file=sys.stderr, flush=True)
-    if cfg.input_blur < 0:  # a property of the data, fixed once and saved with the model
-        cfg = replace(cfg, input_blur=(estimate_blur(train_data, view_data)
-                                       if view_data is not train_data else 0.0))
-        if cfg.input_blur and rank == 0:
-            print(f"ccyclegan: input_blur {cfg.input_blur}: sharp faces are blurred by this "
-                  f"sigma before G at inference to match the training faces", flush=True)
     faces, face_labels = sample_faces(view_data, cfg.n_sample_faces)
 
     st = make_state(cfg, device)
@@ -894,7 +887,7 @@ def _last_good(ckpt_path: Path) -> str:
 def _grid(st: TrainState, faces: torch.Tensor, labels: torch.Tensor):
     from ccyclegan.visualize import translation_grid
 
-    return translation_grid(st.G_eval, faces, labels, max(st.cfg.input_blur, 0.0))
+    return translation_grid(st.G_eval, faces, labels)
 
 
 def _flush(window: dict[str, list[torch.Tensor]], step: int, batches: Batches, t0: float,

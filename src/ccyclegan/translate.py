@@ -16,11 +16,6 @@ The edit, with a the intensity in [0, 1]:
 * c_a = (1 - a) onehot(s) + a onehot(target), a continuous blend of the two conditions;
 * out = clamp(x + G(x|c_a) - G(x|onehot s), -1, 1): the model's change, added to the input.
 
-A model trained on blurred faces (input_blur > 0, as the bundled one) sees x' = blur(x) in
-place of x, and its change, made in the blurred domain, is deblurred before it is added
-(data.deblur_change, Wiener, regularisation `deblur`): the output, blurred, is then close to
-G's own translation of x', where the change as it is would be too faint on a sharp face.
-
 At a = 0 (and whenever target = s) the change is exactly zero, so the face comes back exactly;
 what the model does not change keeps the input's own detail. The face is encoded once; the 7
 reconstructions are one batched decode, and at a = 1 they already hold every translation, so a
@@ -35,14 +30,22 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from ccyclegan.data import DEBLUR, EMOTIONS, NUM_CLASSES, deblur_change
+from ccyclegan.checkpoint import (
+    BUNDLED_MODEL,
+    NO_BUNDLED_MODEL,
+    CheckpointError,
+    atomic_write_bytes,
+    bundled_model_path,
+)
+from ccyclegan.config import ConfigError, drop_input_blur
+from ccyclegan.data import EMOTIONS, NUM_CLASSES
+from ccyclegan.export import onnx_bytes
 from ccyclegan.faces import (
     FACE_SIZE,
     MIN_FACE,
@@ -78,24 +81,9 @@ __all__ = [
     "translate_files",
 ]
 
-BUNDLED_MODEL = "weights/ccyclegan_fer2013.safetensors"  # package data, relative to ccyclegan/
-NO_BUNDLED_MODEL = (
-    "no bundled model exists yet (ccyclegan/" + BUNDLED_MODEL + " is not in this install); "
-    "train one with `ccyclegan train` and pass --checkpoint RUN_DIR (Python: "
-    "ExpressionTranslator.load('RUN_DIR'))")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm",
                   ".pgm", ".pnm")
 _WRITABLE = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def bundled_model_path() -> Path | None:
-    """The default model shipped as package data, or None while there is none."""
-    try:
-        ref = resources.files("ccyclegan").joinpath(BUNDLED_MODEL)
-    except (ModuleNotFoundError, FileNotFoundError):
-        return None
-    path = Path(str(ref))
-    return path if path.is_file() else None
 
 
 def parse_targets(to: str) -> tuple[str, ...]:
@@ -106,17 +94,6 @@ def parse_targets(to: str) -> tuple[str, ...]:
     if key in EMOTIONS:
         return (key,)
     raise TranslateError(f"unknown emotion {to!r} (choose one of {', '.join(EMOTIONS)}, or all)")
-
-
-def check_deblur(value: Any) -> float:
-    """A finite float >= 0 (strings accepted, for the command line)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TranslateError(f"deblur must be a number >= 0, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise TranslateError(f"deblur must be a finite number >= 0, got {value!r}")
-    return v
 
 
 def check_intensity(value: Any) -> float:
@@ -244,8 +221,6 @@ def _onnx_session(path: Path, threads: int | None, device: str | None,
         raise TranslateError("the onnxruntime backend needs onnxruntime: "
                              "pip install 'ccyclegan[export]'") from None
     if model is None and not path.is_file():
-        from ccyclegan.checkpoint import CheckpointError
-
         raise CheckpointError(f"{path}: ONNX model not found")
     opts = ort.SessionOptions()
     # Default: every core (measured faster for one face on 2 cores: 1.2 vs 2.2 ms), without
@@ -261,8 +236,6 @@ def _onnx_session(path: Path, threads: int | None, device: str | None,
         session = ort.InferenceSession(str(path) if model is None else model, opts,
                                        providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for bad files
-        from ccyclegan.checkpoint import CheckpointError
-
         why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise CheckpointError(f"{path}: not a valid ONNX model ({why})") from None
     names = [i.name for i in session.get_inputs()]
@@ -272,14 +245,19 @@ def _onnx_session(path: Path, threads: int | None, device: str | None,
     return session
 
 
-def _onnx_input_blur(session) -> float:
-    """input_blur from the config an exported model carries in its metadata (0 if none)."""
+def _check_onnx_config(session, path: Path) -> None:
+    """Refuse an exported model whose config (in its metadata) asks for an input blur: it was
+    trained on FER2013 version 1's blurred faces (config.drop_input_blur)."""
     meta = session.get_modelmeta().custom_metadata_map
     try:
-        return max(float(json.loads(meta.get("ccyclegan.config", "{}")).get("input_blur", 0.0)),
-                   0.0)
-    except (ValueError, TypeError, AttributeError):
-        return 0.0
+        cfg = json.loads(meta.get("ccyclegan.config", "{}"))
+    except ValueError:
+        return
+    if isinstance(cfg, dict):
+        try:
+            drop_input_blur(cfg, f"{path} (config)")
+        except ConfigError as e:
+            raise CheckpointError(str(e)) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,19 +384,10 @@ def _restore(pic: Picture, kind: str, detail: Any) -> Any:
 class ExpressionTranslator:
     """A loaded generator plus the photo pipeline. Thread-compatible, not thread-safe."""
 
-    def __init__(self, backend, source: str = "", config=None, input_blur: float | None = None,
-                 deblur: float | None = None):
+    def __init__(self, backend, source: str = "", config=None):
         self._backend = backend
         self.source = source  # where the model came from, for messages
         self.config = config
-        # G sees faces blurred by this sigma when it was trained on blurred faces (the shared
-        # FER2013 copy); its change is then added to the sharp face.
-        if input_blur is None:
-            input_blur = getattr(config, "input_blur", 0.0) if config is not None else 0.0
-        self.input_blur = max(float(input_blur), 0.0)
-        # ... and that change, made in the blurred domain, is deblurred (Wiener, this
-        # regularisation; 0 = added as it is) so that the output, blurred, is G's translation.
-        self.deblur = check_deblur(DEBLUR if deblur is None else deblur)
         self._eye = np.eye(NUM_CLASSES, dtype=np.float32)
 
     def __repr__(self) -> str:
@@ -431,8 +400,7 @@ class ExpressionTranslator:
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, device: str | None = None, *,
              backend: str | None = None, threads: int | None = None,
-             input_blur: float | None = None, compile: bool = False,
-             deblur: float | None = None) -> ExpressionTranslator:
+             compile: bool = False) -> ExpressionTranslator:
         """Load a generator: a run directory, generator.safetensors, a training checkpoint, or
         an exported .onnx (run by onnxruntime); None means the bundled default model.
 
@@ -440,9 +408,6 @@ class ExpressionTranslator:
         by the file's suffix; onnxruntime with a PyTorch checkpoint exports it in memory first,
         about a second, and then runs faster on a CPU). threads: if given,
         torch.set_num_threads (process-wide) or onnxruntime's intra-op threads (default 1).
-        input_blur: sigma of the blur applied to faces before G (default: the model's own).
-        deblur: with an input blur, the Wiener regularisation that restores the detail of G's
-        change before it is added to the sharp face (default data.DEBLUR; 0: add it as it is).
         compile: torch backend only, torch.compile the generator at load (~15 s, needs a C++
         compiler on the CPU): ~2.5x faster per face, for servers and large batches of photos.
         """
@@ -460,16 +425,15 @@ class ExpressionTranslator:
                 raise TranslateError("compile applies to the torch backend only")
             model = cfg = None
             if path.suffix.lower() != ".onnx":  # a PyTorch checkpoint: export it in memory
-                from ccyclegan.export import onnx_bytes
                 from ccyclegan.train import load_generator
 
                 G, cfg, _ = load_generator(path, "cpu")
                 model = onnx_bytes(G, cfg.to_dict())
             session = _onnx_session(path, threads, device, model)
+            if cfg is None:
+                _check_onnx_config(session, path)
             warm_up()
-            blur = cfg.input_blur if cfg is not None else _onnx_input_blur(session)
-            return cls(_OnnxBackend(session), str(path), cfg,
-                       blur if input_blur is None else input_blur, deblur)
+            return cls(_OnnxBackend(session), str(path), cfg)
         if backend != "torch":
             raise TranslateError(f"unknown backend {backend!r} (torch or onnxruntime)")
         if path.suffix.lower() == ".onnx":
@@ -487,7 +451,7 @@ class ExpressionTranslator:
             raise TranslateError(f"cannot use device {device!r}: {e}") from None
         G.requires_grad_(False)
         warm_up()
-        return cls(_TorchBackend(G, dev, compile), str(path), cfg, input_blur, deblur)
+        return cls(_TorchBackend(G, dev, compile), str(path), cfg)
 
     # ---------------------------------------------------------------------------- the edit
 
@@ -513,17 +477,10 @@ class ExpressionTranslator:
         t_idx = np.array([EMOTIONS.index(t) for t in targets], dtype=np.int64)
         n, k = len(faces), NUM_CLASSES
         x = (faces.astype(np.float32) / 127.5 - 1.0)[:, None]  # [N, 1, 48, 48]
-        seen = x
-        if self.input_blur:
-            import torch
-
-            from ccyclegan.data import blur_faces
-
-            seen = blur_faces(torch.from_numpy(x), self.input_blur).numpy()
-        h = self._backend.encode(seen)
+        h = self._backend.encode(x)
         rec = self._backend.decode(h, np.tile(self._eye, (n, 1)), np.repeat(np.arange(n), k))
         rec = rec.reshape(n, k, FACE_SIZE, FACE_SIZE)
-        errors = np.abs(rec - seen).mean(axis=(2, 3))  # [N, 7]
+        errors = np.abs(rec - x).mean(axis=(2, 3))  # [N, 7]
         src = errors.argmin(axis=1)
         base = rec[np.arange(n), src]  # G(x|onehot s), [N, 48, 48]
         if a == 0.0:
@@ -537,10 +494,7 @@ class ExpressionTranslator:
             gen = gen.reshape(n, len(t_idx), FACE_SIZE, FACE_SIZE)
         same = t_idx[None, :] == src[:, None]  # target = source: exactly no change
         gen = np.where(same[:, :, None, None], base[:, None], gen)
-        change = gen - base[:, None]
-        if self.input_blur and self.deblur:  # G's change was made on blurred faces
-            change = deblur_change(change, self.input_blur, self.deblur)
-        out = np.clip(x + change, -1.0, 1.0)  # [N, T, 48, 48]
+        out = np.clip(x + (gen - base[:, None]), -1.0, 1.0)  # [N, T, 48, 48]
         delta = ((out - x) * 127.5).astype(np.float32)
         after = np.clip(np.rint(faces[:, None].astype(np.float32) + delta), 0, 255)
         return after.astype(np.uint8), delta, src, errors
@@ -676,8 +630,6 @@ def translate_files(translator: ExpressionTranslator, inputs: Sequence[str | os.
     keep_going: then failed inputs are reported and skipped). Never overwrites an input
     unless overwrite.
     """
-    from ccyclegan.checkpoint import atomic_write_bytes
-
     targets = parse_targets(to)
     a = check_intensity(intensity)
     tag = "all" if len(targets) > 1 else targets[0]

@@ -6,16 +6,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ccyclegan.data import DEBLUR, EMOTIONS, blur_faces, deblur_change, denormalize, normalize
+from ccyclegan.data import EMOTIONS, denormalize, normalize
 from ccyclegan.models import Generator, one_hot
 
 
 @torch.no_grad()
-def translate_all(G: Generator, faces: torch.Tensor, input_blur: float = 0.0) -> torch.Tensor:
-    """uint8 faces [N,1,48,48] -> uint8 [N, 7, 48, 48]: each face (blurred by input_blur
-    first) in every emotion."""
+def translate_all(G: Generator, faces: torch.Tensor) -> torch.Tensor:
+    """uint8 faces [N,1,48,48] -> uint8 [N, 7, 48, 48]: each face in every emotion."""
     device = next(G.parameters()).device
-    x = normalize(blur_faces(faces, input_blur).to(device))
+    x = normalize(faces.to(device))
     feats = G.encode(x)
     out = []
     for k in range(len(EMOTIONS)):
@@ -54,33 +53,14 @@ def grid_image(faces: torch.Tensor, translated: torch.Tensor, labels: torch.Tens
     return img
 
 
-def translation_grid(G: Generator, faces: torch.Tensor, labels: torch.Tensor | None = None,
-                     input_blur: float = 0.0) -> Image.Image:
-    """With input_blur (and labels), the grid shows what `translate` makes of each face:
-    G's change on the blurred face, deblurred, added to the sharp face."""
+def translation_grid(G: Generator, faces: torch.Tensor,
+                     labels: torch.Tensor | None = None) -> Image.Image:
     was_training = G.training
     G.eval()
     try:
-        out = translate_all(G, faces, input_blur)
-        if input_blur and labels is not None:
-            out = residual(faces, out[:, :, None], labels, input_blur, DEBLUR)[:, :, 0]
-        return grid_image(faces, out, labels)
+        return grid_image(faces, translate_all(G, faces), labels)
     finally:
         G.train(was_training)
-
-
-def residual(faces: torch.Tensor, raw: torch.Tensor, src_labels: torch.Tensor,
-             sigma: float = 0.0, deblur: float = 0.0) -> torch.Tensor:
-    """x + d(G(x'|t) - G(x'|y_x)) for every column t of raw ([N, 7, 1, H, W], uint8): the
-    model's change added to the face itself, as `ccyclegan translate` does. Used when G saw
-    copies x' of sharp faces blurred by sigma, whose raw outputs are blurred. d is the identity,
-    or with deblur > 0 the Wiener inverse of that blur (data.deblur_change), as in translate."""
-    base = raw[torch.arange(len(raw)), src_labels].float()[:, None]
-    change = raw.float() - base
-    if sigma > 0 and deblur > 0:
-        change = torch.from_numpy(deblur_change(change.numpy(), sigma, deblur))
-    out = faces.float()[:, None] + change
-    return out.round().clamp(0, 255).to(torch.uint8)
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
