@@ -77,10 +77,8 @@ def test_translator_on_onnxruntime_matches_torch(model_onnx, run_dir):
     t_onnx = ExpressionTranslator.load(model_onnx)
     assert t_onnx.backend == "onnxruntime" and t_torch.backend == "torch"
     for a in (1.0, 0.4):
-        _, d1, s1, e1 = t_torch.edit(faces, ["happy", "fear"], a)
-        _, d2, s2, e2 = t_onnx.edit(faces, ["happy", "fear"], a)
-        assert np.array_equal(s1, s2)
-        assert np.abs(e1 - e2).max() < 1e-3
+        _, d1 = t_torch.edit(faces, ["happy", "fear"], a)
+        _, d2 = t_onnx.edit(faces, ["happy", "fear"], a)
         assert np.abs(d1 - d2).max() < 1e-3 * 127.5 * 2  # 1e-3 of the [-1, 1] range, twice
         assert np.abs(d1).mean() > 0.5
 
@@ -161,6 +159,6 @@ def test_export_safetensors_release_file_is_fp16_and_translates_alike(run_dir, t
     assert all(t.dtype == torch.float16 for t in tensors.values() if t.is_floating_point())
     assert out.stat().st_size < 0.6 * (run_dir / "generator.safetensors").stat().st_size
     faces = synthetic_faces(1, seed=8).images[:, 0].numpy()
-    _, d_full, s_full, _ = ExpressionTranslator.load(run_dir).edit(faces, ["sad"])
-    _, d_half, s_half, _ = ExpressionTranslator.load(out).edit(faces, ["sad"])
-    assert np.array_equal(s_full, s_half) and np.abs(d_full - d_half).max() < 2.0
+    _, d_full = ExpressionTranslator.load(run_dir).edit(faces, ["sad"])
+    _, d_half = ExpressionTranslator.load(out).edit(faces, ["sad"])
+    assert np.abs(d_full - d_half).max() < 2.0

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -198,3 +199,19 @@ def test_expression_classifier_loss_trains_g_towards_its_targets(tmp_path, tiny_
         torch.testing.assert_close(v, after[k].to(v.dtype), msg=k)
     with pytest.raises(ConfigError, match="expr_classifier"):
         Config(lambda_expr=1.0)
+
+
+def test_max_minutes_stops_a_run_and_resume_spends_the_rest(tmp_path, tiny_csv):
+    """--max-minutes: a finished run (final grid) once the training time is spent, summed over
+    resumes, so settings whose steps cost differently compare at equal wall-clock."""
+    res, cfg = run(tmp_path, tiny_csv, "t", max_steps=1000, max_minutes=1e-6)
+    assert res["interrupted"] is None and res["step"] == 1  # the first log step ends it
+    assert (tmp_path / "t" / "samples" / "final.png").is_file()
+    _, meta = weights(tmp_path / "t")
+    spent = meta["progress"]["train_seconds"]
+    assert spent > 0
+    res = train(replace(cfg, max_minutes=spent / 60 + 1e-6), resume=True,
+                overrides={"max_minutes": spent / 60 + 1e-6}, progress_bar=False)
+    assert res["step"] == 2  # the budget was already spent but for one more log window
+    _, meta = weights(tmp_path / "t")
+    assert meta["progress"]["train_seconds"] > spent

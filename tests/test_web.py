@@ -162,7 +162,7 @@ def test_one_emotion_as_translate_does(server, client, ref, small):
     np.testing.assert_array_equal(got, want)
     assert np.abs(got.astype(int) - small).max() > 0  # the face changed
     face = data["faces"][0]
-    assert face["source"] in EMOTIONS and face["source"] != "happy"
+    assert "source" not in face  # nothing about the input face is guessed
     assert decode(face["crops"]).shape == (48, 96)  # before | after, as the model saw them
     region = decode(face["region"])
     assert region.shape[1] == 2 * region.shape[0]  # before | after, in colour
@@ -441,7 +441,7 @@ def test_browser_upload_happy_and_webcam(cli_server, astronaut, tmp_path):
                                   " return [i.complete, i.naturalWidth, i.naturalHeight]; }")
             assert shown == [True, 512, 512]
             text = page.locator("#faces").inner_text()
-            assert "Face 1" in text and "looks" in text
+            assert "Face 1" in text
             with page.expect_download() as download:
                 page.click("#download")
             assert download.value.suggested_filename == "astronaut_happy.jpg"
@@ -450,8 +450,7 @@ def test_browser_upload_happy_and_webcam(cli_server, astronaut, tmp_path):
             diff = np.abs(after - before).mean(axis=2)
             inner = diff[FACE.y + 25:FACE.y + 75, FACE.x + 25:FACE.x + 75]
             outer = np.concatenate([diff[:, :FACE.x - 20].ravel(), diff[:, 300:].ravel()])
-            if "looks happy" not in text:  # a real model may find her happy already
-                assert inner.mean() > 2.0, inner.mean()  # the face changed ...
+            assert inner.mean() > 2.0, inner.mean()  # the face changed ...
             assert outer.mean() < 1.5, outer.mean()  # ... the rest only by JPEG re-encoding
             if shot := os.environ.get("CCYCLEGAN_WEB_SCREENSHOT"):
                 page.screenshot(path=shot, full_page=True)

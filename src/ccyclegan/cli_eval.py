@@ -79,7 +79,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
              seed=args.seed, inception_weights=args.inception_weights,
              fid_resize=args.fid_resize, use_inception=not args.no_fid,
              batch_size=args.batch_size, device=args.device, threads=args.threads,
-             kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets)
+             kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets,
+             second_classifier=args.second_classifier, identity=args.identity,
+             identity_faces=args.identity_faces)
     return 0
 
 
@@ -123,6 +125,14 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--data", required=True, help="fer2013.csv(.gz) or image folder (test split)")
     e.add_argument("--classifier", required=True,
                    help="train-classifier run directory or classifier.safetensors")
+    e.add_argument("--second-classifier", metavar="PATH",
+                   help="a second judge (another architecture family, never in a training "
+                        "loss), scored the same way")
+    e.add_argument("--identity", action=argparse.BooleanOptionalAction, default=None,
+                   help="same-person check with dlib's face descriptor (the eval extra); "
+                        "default: when installed")
+    e.add_argument("--identity-faces", type=int, default=200,
+                   help="faces whose translations get the same-person check (default 200)")
     e.add_argument("--out", help="output directory (default: <run dir>/eval)")
     e.add_argument("--limit", type=int, default=0,
                    help="evaluate a seeded random subset of N test faces (0 = all)")

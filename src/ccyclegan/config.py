@@ -80,6 +80,9 @@ class Config:
     ema_decay: float = 0.0
     epochs: int = 200
     max_steps: int = 0
+    # stop after this many minutes of training (summed over resumes; 0 = no limit): equal
+    # wall-clock comparisons of settings whose steps cost differently
+    max_minutes: float = 0.0
     # runtime
     seed: int = 0
     device: str = "auto"
@@ -111,7 +114,8 @@ class Config:
             if getattr(self, name) <= 0:
                 raise ConfigError(
                     f"config field '{name}' must be > 0, got {_show(getattr(self, name))}")
-        for name in ("max_steps", "threads", "n_sample_faces", "lambda_cl", "lambda_cyc",
+        for name in ("max_steps", "max_minutes", "threads", "n_sample_faces", "lambda_cl",
+                     "lambda_cyc",
                      "r1_gamma", "lambda_gp", "lambda_mask", "lambda_expr"):
             if (v := getattr(self, name)) < 0:
                 raise ConfigError(f"config field '{name}' must be >= 0, got {_show(v)}")

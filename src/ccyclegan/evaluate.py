@@ -279,6 +279,63 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def unchanged_share(src: torch.Tensor, out: torch.Tensor, grey_levels: float = 1.0
+                    ) -> dict[str, float]:
+    """Requests that leave the face (nearly) unchanged: mean |out - input| inside the face
+    box under `grey_levels` (of 255), and the mean change there."""
+    t, b, left, r = FACE_BOX
+    d = (out.float() - src.float()).abs()[..., t:b, left:r].flatten(1).mean(1)
+    return {"share": float((d < grey_levels).float().mean()) if len(d) else 0.0,
+            "threshold_grey_levels": grey_levels,
+            "mean_change_grey_levels": float(d.mean()) if len(d) else 0.0}
+
+
+def same_person(images: torch.Tensor, fakes: torch.Tensor, src: np.ndarray, tgt: np.ndarray,
+                labels: np.ndarray, enabled: bool | None, max_faces: int, seed: int,
+                log: typing.Callable[[str], None] = print) -> dict[str, Any] | None:
+    """dlib's face-descriptor distance between each face and its translations (the first
+    max_faces faces), and as a reference between each face and a real face of the target
+    emotion, which is another person. None when disabled or (enabled None) not installed."""
+    from ccyclegan.identity import (
+        DLIB_THRESHOLD,
+        FER_THRESHOLD,
+        FaceEmbedder,
+        IdentityModelError,
+    )
+
+    if enabled is False:
+        return None
+    try:
+        embedder = FaceEmbedder()
+    except IdentityModelError as e:
+        if enabled:
+            raise
+        log(f"evaluate: identity skipped: {e}")
+        return None
+    t0 = time.perf_counter()
+    keep = np.flatnonzero(src < max_faces)
+    n = int(src[keep].max()) + 1 if len(keep) else 0
+    rng = np.random.default_rng(seed + 2)
+    others = np.array([rng.choice(np.flatnonzero((labels == t) & (np.arange(len(labels)) != i)))
+                       for i, t in zip(src[keep], tgt[keep], strict=True)], np.int64)
+    emb = embedder.embed(images[:n, 0].numpy())
+    emb_fake = embedder.embed(fakes[torch.from_numpy(keep), 0].numpy())
+    emb_other = embedder.embed(images[torch.from_numpy(others), 0].numpy())
+    d_fake = np.linalg.norm(emb[src[keep]] - emb_fake, axis=1)
+    d_other = np.linalg.norm(emb[src[keep]] - emb_other, axis=1)
+    log(f"evaluate: identity of {len(keep)} translations of {n} faces "
+        f"({time.perf_counter() - t0:.0f} s)")
+    return {"faces": n, "translations": len(keep), "model": "dlib face descriptor (128-d)",
+            "kept": {str(th): float((d_fake < th).mean()) for th in (FER_THRESHOLD,
+                                                                    DLIB_THRESHOLD)},
+            "median_distance": float(np.median(d_fake)),
+            "another_person_of_the_target_emotion": {
+                "kept": {str(th): float((d_other < th).mean())
+                         for th in (FER_THRESHOLD, DLIB_THRESHOLD)},
+                "median_distance": float(np.median(d_other))},
+            "thresholds": {"fer_1pct_far": FER_THRESHOLD, "dlib": DLIB_THRESHOLD}}
+
+
 def default_out(checkpoint: str | Path) -> Path:
     p = Path(checkpoint)
     return (p if p.is_dir() else p.parent) / "eval"
@@ -299,15 +356,21 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
              batch_size: int = 128, device: str = "auto", threads: int = 0,
              kid_subset_size: int = KID_SUBSET_SIZE, kid_subsets: int = KID_SUBSETS,
              inception: typing.Callable[[torch.Tensor], np.ndarray] | None = None,
-             use_inception: bool = True, log: typing.Callable[[str], None] = print
-             ) -> dict[str, Any]:
+             use_inception: bool = True, log: typing.Callable[[str], None] = print,
+             second_classifier: str | Path | None = None, identity: bool | None = None,
+             identity_faces: int = 200) -> dict[str, Any]:
     """Evaluate a generator on the test split; writes metrics.json, report.md and figures
     to `out` (default: <run dir>/eval) and returns the metrics.
 
     `inception` overrides the feature extractor for FID/KID (any callable uint8 images ->
     [N, d] features); by default the FID Inception is loaded from `inception_weights` or the
     torch hub cache, and when it is missing FID/KID are reported as unavailable with the
-    reason. use_inception=False skips FID/KID on purpose (e.g. in sweeps)."""
+    reason. use_inception=False skips FID/KID on purpose (e.g. in sweeps).
+
+    second_classifier: a second judge (best of another architecture family, never in a
+    training loss) scored the same way, so a generator that games one network shows.
+    identity: the share of translations dlib's face descriptor still calls the same person, on
+    the first `identity_faces` faces (None: when the `eval` extra is installed)."""
     from ccyclegan.classifier import classify, load_classifier
     from ccyclegan.data import DataError, drop_blank, load_split
     from ccyclegan.inception import InceptionFeatures, InceptionWeightsError
@@ -359,6 +422,24 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
                 "confusion": cm.tolist()}
 
     expr_model, expr_ident = expression(pred_fake), expression(pred_real[src])
+    second = None
+    if second_classifier is not None:
+        clf2, cmeta2 = load_classifier(second_classifier, dev)
+        p2_real, f2_real = classify(clf2, images)
+        p2_fake, f2_fake = classify(clf2, fakes)
+        fed2 = _distances(f2_real.numpy().astype(np.float64), f2_fake.numpy().astype(np.float64),
+                          labels, src, tgt, seed, False, kid_subset_size, kid_subsets)
+        second = {"path": str(second_classifier), "config": cmeta2.get("config"),
+                  "accuracy_real": float((p2_real.argmax(1).numpy() == labels).mean()),
+                  "expression_accuracy": expression(p2_fake.argmax(1).numpy()),
+                  "identity_expression_accuracy":
+                      expression(p2_real.argmax(1).numpy()[src])["overall"],
+                  "fed": fed2["model"]["overall"]["frechet"],
+                  "fed_floor": fed2["floor"]["overall"]["frechet"]}
+        log(f"second judge: expression accuracy "
+            f"{second['expression_accuracy']['overall']:.4f} (on real faces "
+            f"{second['accuracy_real']:.4f}), FED {second['fed']:.3f} "
+            f"(floor {second['fed_floor']:.3f})")
     log(f"expression accuracy {expr_model['overall']:.4f} (identity "
         f"{expr_ident['overall']:.4f}; classifier on real faces "
         f"{float((pred_real == labels).mean()):.4f}) ({time.perf_counter() - t_start:.0f} s)")
@@ -390,6 +471,9 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
             f"{time.perf_counter() - t0:.0f} s")
         fid = _distances(i_real, i_fake, labels, src, tgt, seed, True, kid_subset_size,
                          kid_subsets)
+
+    # ---- the person: a face-recognition network's distance, input vs translation
+    person = same_person(images, fakes, src, tgt, labels, identity, identity_faces, seed, log)
 
     # ---- content preservation
     rec_psnr = psnr(recon, images)
@@ -429,7 +513,9 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
                    "translations": len(fakes), "per_target": per_target_n},
         "face_box": {"rows": list(FACE_BOX[:2]), "cols": list(FACE_BOX[2:]),
                      "note": "central 32x32 box, end exclusive; change is |G(x|t) - x| / 255"},
+        "second_judge": second, "person": person,
         "model": {"expression_accuracy": expr_model, "fed": fed["model"],
+                  "unchanged": unchanged_share(images[torch.from_numpy(src)], fakes),
                   "fid": None if fid is None else fid["model"], **content},
         "identity": {"expression_accuracy": expr_ident, "fed": fed["identity"],
                      "fid": None if fid is None else fid["identity"], **identity_content},
@@ -501,7 +587,42 @@ def render_report(m: dict[str, Any]) -> str:
         + " | ".join(_pct(ide["expression_accuracy"]["per_target"][e]) for e in names) + " |",
         "| classifier on real faces (reference) | " + _pct(clf["accuracy_real"]) + " | "
         + " | ".join(_pct(clf["per_class_real"][e]) for e in names) + " |",
-        "", "![confusion](confusion.png) ![identity](confusion_identity.png)", "",
+        "",
+    ]
+    if (sec := m.get("second_judge")) is not None:
+        arch = (sec.get("config") or {}).get("arch", "vgg")
+        lines += [
+            f"Second judge `{sec['path']}` ({arch}; {_pct(sec['accuracy_real'])} on the real "
+            f"faces; identity {_pct(sec['identity_expression_accuracy'])}):", "",
+            "| | overall | " + " | ".join(names) + " |",
+            "|---|---|" + "---|" * len(names),
+            "| CCycleGAN | " + _pct(sec["expression_accuracy"]["overall"]) + " | "
+            + " | ".join(_pct(sec["expression_accuracy"]["per_target"][e]) for e in names)
+            + " |", "",
+            f"Its FED: {_f(sec['fed'])} (floor {_f(sec['fed_floor'])}).", ""]
+    unch = mod.get("unchanged")
+    if unch is not None:
+        lines += [f"Requests that leave the face nearly unchanged (mean change in the face box "
+                  f"under {unch['threshold_grey_levels']:g} grey level): "
+                  f"{_pct(unch['share'])}; mean change there "
+                  f"{unch['mean_change_grey_levels']:.1f} grey levels.", ""]
+    if (per := m.get("person")) is not None:
+        th = per["thresholds"]
+        other = per["another_person_of_the_target_emotion"]
+        lines += [
+            "## Same person", "",
+            f"{per['model']} distance between a face and its translation ({per['translations']}"
+            f" translations of the first {per['faces']} faces), under the 1%-false-accept "
+            f"threshold measured on 48x48 PublicTest faces ({th['fer_1pct_far']}) and dlib's "
+            f"own ({th['dlib']}). Reference: the face against a real face of the target "
+            "emotion, another person.", "",
+            "| | kept (1% FAR) | kept (dlib 0.6) | median distance |", "|---|---|---|---|",
+            f"| CCycleGAN | {_pct(per['kept'][str(th['fer_1pct_far'])])} | "
+            f"{_pct(per['kept'][str(th['dlib'])])} | {_f(per['median_distance'])} |",
+            f"| another person | {_pct(other['kept'][str(th['fer_1pct_far'])])} | "
+            f"{_pct(other['kept'][str(th['dlib'])])} | {_f(other['median_distance'])} |", ""]
+    lines += [
+        "![confusion](confusion.png) ![identity](confusion_identity.png)", "",
         "## Realism", "",
         "Frechet distance between the translations to emotion t and the real test faces of "
         "emotion t (and overall: all translations vs all real faces; note the class mix "

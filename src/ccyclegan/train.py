@@ -64,10 +64,12 @@ from ccyclegan.models import (
     one_hot,
 )
 
+TIME_UP = 1000  # above any signal number: the max_minutes budget is spent
 CKPT_NAME = "checkpoint.safetensors"
 GEN_NAME = "generator.safetensors"
 # Fields that may change when a run is resumed; everything else defines the run.
-RESUMABLE_FIELDS = {"data", "out", "epochs", "max_steps", "device", "precision", "threads",
+RESUMABLE_FIELDS = {"data", "out", "epochs", "max_steps", "max_minutes", "device", "precision",
+                    "threads",
                     "compile", "log_every", "sample_every", "ckpt_every", "skip_nonfinite"}
 # what train_step logs, in this order (the columns of metrics.csv between epoch and img_per_s)
 LOG_KEYS = ("loss_D", "D_adv", "D_cl", "D_acc", "loss_G", "G_adv", "G_cl", "G_cyc", "G_acc",
@@ -783,9 +785,16 @@ def _train(cfg: Config, resume: bool, progress_bar: bool) -> dict[str, Any]:
     t0, seen0 = time.perf_counter(), st.step
     interrupted = None
 
+    trained_s = float(resumed.get("train_seconds", 0) or 0) if resume else 0.0
+    t_run = time.perf_counter()
+
+    def train_seconds() -> float:
+        return trained_s + time.perf_counter() - t_run
+
     def progress() -> dict[str, Any]:
         return {"epoch": st.step / batches.steps_per_epoch, "world_size": world,
-                "global_batch": batches.global_batch, "skipped_steps": skipped}
+                "global_batch": batches.global_batch, "skipped_steps": skipped,
+                "train_seconds": round(train_seconds(), 1)}
 
     def save_sample(*names: str) -> None:
         buf = io.BytesIO()
@@ -843,6 +852,8 @@ def _train(cfg: Config, resume: bool, progress_bar: bool) -> dict[str, Any]:
                     writes.append(("a sample grid",
                                    lambda: save_sample(f"step_{st.step:07d}.png")))
                 stopping = stop.signal or 0
+                if is_log and main and cfg.max_minutes and train_seconds() >= 60 * cfg.max_minutes:
+                    stopping = max(stopping, TIME_UP)  # a finished run, decided by rank 0
                 if is_log or is_ckpt or is_sample:
                     # Ranks may get a signal at different steps; they decide together at the
                     # next log/sample/checkpoint step (all ranks reach the same ones), so none
@@ -851,6 +862,8 @@ def _train(cfg: Config, resume: bool, progress_bar: bool) -> dict[str, Any]:
                     stopping = write_phase(writes, stopping)
                 elif world > 1:
                     stopping = 0
+                if stopping == TIME_UP:
+                    break
                 if stopping:
                     interrupted = stopping
                     break

@@ -5,10 +5,10 @@
 One page (``web_static/``: HTML, CSS and vanilla JS, no framework, nothing loaded from another
 site) posts the photo, the emotion (or "all") and the intensity to ``POST /api/translate``,
 which answers JSON: the translated photo (or, for "all", the strip of every face in every
-emotion, as ``ccyclegan translate --to all`` writes it), and per face its box, its estimated
-source emotion, the 48x48 crops the model saw and made, and its region in colour, before and
-after. The work is ``ExpressionTranslator.translate_faces``, the API behind
-``ccyclegan translate``; this module only moves bytes.
+emotion, as ``ccyclegan translate --to all`` writes it), and per face its box, the 48x48
+crops the model saw and made, and its region in colour, before and after. The work is
+``ExpressionTranslator.translate_faces``, the API behind ``ccyclegan translate``; this module
+only moves bytes.
 
 Uploads are processed in memory only, never written to disk: the multipart body is parsed as it
 streams in (python-multipart's push parser), the photo part is kept in a bytes buffer, and the
@@ -404,7 +404,6 @@ class _Service:
             crops = np.concatenate([face.before] + [face.after[t] for t in targets], axis=1)
             entry: dict[str, Any] = {
                 "box": list(face.box.as_tuple()),
-                "source": face.source,
                 "crops": _b64("image/png", encode_image(Image.fromarray(crops), ".png")),
             }
             if strip is not None:  # for "all" the main image is these rows already

@@ -195,7 +195,7 @@
       div.className = "face";
       const p = document.createElement("p");
       const [x, y, w, h] = face.box;
-      p.textContent = `Face ${i + 1} at x ${x}, y ${y} (${w}×${h}) · looks ${face.source}`;
+      p.textContent = `Face ${i + 1} at x ${x}, y ${y} (${w}×${h})`;
       div.append(p);
       if (face.region) {
         const region = document.createElement("img");
