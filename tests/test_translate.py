@@ -153,7 +153,7 @@ def test_intensity_zero_is_identity_and_change_grows(tr, astronaut, astro_all, o
         _, delta = tr.edit(crop, [other], a)
         changes.append(float(np.abs(delta).mean()))
     assert 0 < changes[0] < changes[1] < changes[2]
-    assert np.allclose(delta[0, 0], astro_all.faces[0].delta[other])  # a=1: the photo's edit
+    assert np.allclose(delta[0, 0], astro_all.faces[0].delta[other], atol=0.01)  # the photo's
     # continuous: a small step in intensity makes a small change
     d1 = tr.edit(crop, [other], 0.50)[1]
     d2 = tr.edit(crop, [other], 0.52)[1]

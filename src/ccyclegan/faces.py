@@ -367,7 +367,7 @@ def crop_region(pixels: np.ndarray, frame: Box, size: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def face_mask(size: int = FACE_SIZE, inner: float = 0.62, rx: float = 0.47,
-              ry: float = 0.5) -> np.ndarray:
+              ry: float = 0.47) -> np.ndarray:
     """Soft ellipse over a frame: 1 inside radius ``inner``, smoothstep to 0 at the ellipse
     (semi-axes rx, ry frame sides), 0 in the corners and along the edges."""
     t = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
@@ -403,10 +403,16 @@ def paste_delta(pixels: np.ndarray, frame: Box, delta: np.ndarray, mask: np.ndar
     luminance of pixels (HxW or HxWx3 uint8) in place. Pixels outside the frame, and where the
     masked change rounds to zero, keep their exact values."""
     cv2 = _cv2()
-    d = np.asarray(delta, np.float32) * mask
+    d, m = np.asarray(delta, np.float32), np.asarray(mask, np.float32)
     if frame.w != d.shape[1] or frame.h != d.shape[0]:
-        method = cv2.INTER_CUBIC if frame.w > d.shape[1] else cv2.INTER_AREA
-        d = cv2.resize(d, (frame.w, frame.h), interpolation=method)
+        # the change bicubic, the mask bilinear (no overshoot): where the mask is 0 along the
+        # frame's edge, the pasted change is exactly 0, however large the change
+        up = frame.w > d.shape[1]
+        d = cv2.resize(d, (frame.w, frame.h),
+                       interpolation=cv2.INTER_CUBIC if up else cv2.INTER_AREA)
+        m = cv2.resize(m, (frame.w, frame.h),
+                       interpolation=cv2.INTER_LINEAR if up else cv2.INTER_AREA)
+    d = d * m
     h, w = pixels.shape[:2]
     x0, y0 = max(frame.x, 0), max(frame.y, 0)
     x1, y1 = min(frame.x + frame.w, w), min(frame.y + frame.h, h)
