@@ -15,7 +15,7 @@ from ccyclegan.classifier import EmotionNet, _save_model, load_classifier, predi
 from ccyclegan.classifier_config import ClassifierConfig
 from ccyclegan.cli import main
 from ccyclegan.config import Config
-from ccyclegan.data import load_split
+from ccyclegan.data import denormalize, load_split, normalize
 from ccyclegan.evaluate import (
     FACE_BOX,
     box_mask,
@@ -29,9 +29,10 @@ from ccyclegan.evaluate import (
     psnr,
     region_change,
     ssim,
+    unchanged_share,
 )
 from ccyclegan.models import Generator
-from ccyclegan.train import save_generator
+from ccyclegan.train import load_generator, save_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -203,7 +204,7 @@ def test_evaluate_writes_everything_and_reports_without_inception(tiny_models, t
     _no_inception(monkeypatch, tmp_path)
     gen, clf, data = tiny_models
     lines = []
-    m = evaluate(gen, data, clf, out=tmp_path / "ev", seed=3, log=lines.append)
+    m = evaluate(gen, data, clf, out=tmp_path / "ev", seed=3, log=lines.append, identity=False)
     for name in ("metrics.json", "report.md", "confusion.png", "confusion_identity.png",
                  "samples.png"):
         assert (tmp_path / "ev" / name).is_file(), name
@@ -246,7 +247,7 @@ def test_evaluate_writes_everything_and_reports_without_inception(tiny_models, t
 def test_evaluate_is_deterministic_and_limit_is_seeded(tiny_models, tmp_path, monkeypatch):
     _no_inception(monkeypatch, tmp_path)
     gen, clf, data = tiny_models
-    kw = dict(limit=10, seed=5, log=lambda _: None)
+    kw = dict(limit=10, seed=5, log=lambda _: None, identity=False)
     evaluate(gen, data, clf, out=tmp_path / "a", **kw)
     evaluate(gen, data, clf, out=tmp_path / "b", **kw)
     a = (tmp_path / "a" / "metrics.json").read_text()
@@ -254,7 +255,8 @@ def test_evaluate_is_deterministic_and_limit_is_seeded(tiny_models, tmp_path, mo
     assert (tmp_path / "a" / "report.md").read_text() == (tmp_path / "b" / "report.md").read_text()
     m = json.loads(a)
     assert m["sample"]["faces"] == 10 and m["sample"]["faces_available"] == 21
-    c = evaluate(gen, data, clf, out=tmp_path / "c", limit=10, seed=6, log=lambda _: None)
+    c = evaluate(gen, data, clf, out=tmp_path / "c", limit=10, seed=6, log=lambda _: None,
+                 identity=False)
     assert c["sample"]["class_counts"] != m["sample"]["class_counts"] or \
         c["model"]["fed"] != m["model"]["fed"]
 
@@ -269,7 +271,7 @@ def test_evaluate_fid_and_kid_plumbing(tiny_models, tmp_path):
         return torch.nn.functional.avg_pool2d(x, 12).flatten(1).double().numpy()
 
     m = evaluate(gen, data, clf, out=tmp_path / "ev", inception=extractor, kid_subsets=5,
-                 log=lambda _: None)
+                 log=lambda _: None, identity=False)
     fid = m["model"]["fid"]
     assert fid is not None and m["identity"]["fid"] is not None and m["floor"]["fid"]
     faces = load_split(data, "test")
@@ -290,7 +292,8 @@ def test_cli_evaluate(tiny_models, tmp_path, monkeypatch, capsys):
     _no_inception(monkeypatch, tmp_path)
     gen, clf, data = tiny_models
     rc = main(["evaluate", "--checkpoint", str(gen), "--data", str(data), "--classifier",
-               str(clf), "--out", str(tmp_path / "ev"), "--limit", "7", "--seed", "1"])
+               str(clf), "--out", str(tmp_path / "ev"), "--limit", "7", "--seed", "1",
+               "--no-identity"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "expression accuracy" in out and "Download https://" in out
@@ -306,6 +309,76 @@ def test_evaluate_real_fer2013_subset(tiny_models, tmp_path, monkeypatch):
     _no_inception(monkeypatch, tmp_path)
     gen, clf, _ = tiny_models
     m = evaluate(gen, REAL_FER, clf, out=tmp_path / "ev", limit=40, kid_subsets=2,
-                 log=lambda _: None)
+                 log=lambda _: None, identity=False)
     assert m["sample"]["faces"] == 40 and m["sample"]["faces_available"] > 3500
     assert m["sample"]["translations"] == 240
+
+
+def test_unchanged_share_by_hand():
+    src = torch.full((4, 1, 48, 48), 100, dtype=torch.uint8)
+    out = src.clone()
+    out[1, 0, 20, 20] = 200  # one pixel in the box: mean change 100 / 1024 grey levels
+    out[2, 0, 8:40, 8:40] = 102  # 2 grey levels everywhere in the box
+    out[3, 0, 0:8, :] = 0  # outside the box only
+    u = unchanged_share(src, out)
+    assert u["share"] == 0.75 and u["threshold_grey_levels"] == 1.0
+    assert u["mean_change_grey_levels"] == pytest.approx((100 / 1024 + 2) / 4)
+
+
+def test_second_judge_and_unchanged_requests(tiny_models, tmp_path, monkeypatch):
+    """The second judge is scored on exactly the translations the first one reads."""
+    _no_inception(monkeypatch, tmp_path)
+    gen, clf, data = tiny_models
+    torch.manual_seed(1)
+    clf2 = EmotionNet(4, 16).eval()
+    _save_model(tmp_path / "clf2.safetensors", clf2, ClassifierConfig(width=4, feature_dim=16),
+                {"epoch": 1})
+    m = evaluate(gen, data, clf, out=tmp_path / "ev", second_classifier=tmp_path /
+                 "clf2.safetensors", identity=False, log=lambda _: None)
+    sec = m["second_judge"]
+    G, _, _ = load_generator(gen)
+    faces = load_split(data, "test")
+    labels = faces.labels.numpy()
+    with torch.no_grad():
+        all7 = torch.stack([denormalize(G(normalize(faces.images), torch.eye(7)[k].expand(
+            len(faces), 7))) for k in range(7)], 1)
+    src = np.repeat(np.arange(len(faces)), 6)
+    tgt = np.array([t for y in labels for t in range(7) if t != y])
+    pred = predict(load_classifier(tmp_path / "clf2.safetensors")[0],
+                   all7[torch.from_numpy(src), torch.from_numpy(tgt)]).argmax(1).numpy()
+    assert sec["expression_accuracy"]["overall"] == pytest.approx(float((pred == tgt).mean()))
+    assert sec["fed"] >= 0 and sec["fed_floor"] >= 0 and 0 <= sec["accuracy_real"] <= 1
+    assert m["model"]["unchanged"]["share"] == 0.0  # a random G changes every face
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "Second judge" in report and "nearly unchanged" in report
+
+
+def test_same_person_check(tiny_models, tmp_path, monkeypatch):
+    pytest.importorskip("dlib", reason="pip install 'ccyclegan[eval]'")
+    _no_inception(monkeypatch, tmp_path)
+    gen, clf, data = tiny_models
+    m = evaluate(gen, data, clf, out=tmp_path / "ev", identity=True, identity_faces=4,
+                 log=lambda _: None)
+    per = m["person"]
+    assert per["faces"] == 4 and per["translations"] == 24
+    for block in (per, per["another_person_of_the_target_emotion"]):
+        assert set(block["kept"]) == {"0.54", "0.6"}
+        assert 0 <= block["kept"]["0.54"] <= block["kept"]["0.6"] <= 1
+        assert block["median_distance"] > 0
+    assert "## Same person" in (tmp_path / "ev" / "report.md").read_text()
+
+
+def test_same_person_check_required_but_missing_is_an_error(tiny_models, tmp_path,
+                                                            monkeypatch):
+    from ccyclegan import identity
+
+    def missing(*a, **k):
+        raise identity.IdentityModelError("dlib is not installed: pip install 'ccyclegan[eval]'")
+
+    monkeypatch.setattr(identity, "FaceEmbedder", missing)
+    _no_inception(monkeypatch, tmp_path)
+    gen, clf, data = tiny_models
+    with pytest.raises(identity.IdentityModelError, match="eval"):
+        evaluate(gen, data, clf, out=tmp_path / "a", identity=True, log=lambda _: None)
+    m = evaluate(gen, data, clf, out=tmp_path / "b", identity=None, limit=5, log=lambda _: None)
+    assert m["person"] is None
