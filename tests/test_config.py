@@ -42,3 +42,20 @@ def test_file_errors_name_file_and_field(tmp_path):
 
 def test_int_accepted_for_float():
     assert isinstance(Config(lr=1).lr, float)
+
+
+def test_recipes_are_valid_configs_and_flags_override_them(tmp_path, tiny_csv):
+    from ccyclegan.cli import main
+    from ccyclegan.config import RECIPES
+
+    for name, recipe in RECIPES.items():
+        cfg = Config(**recipe)
+        assert all(getattr(cfg, k) == v for k, v in recipe.items()), name
+    assert Config(**RECIPES["paper"]).lr == 2e-4 and RECIPES["stargan"]["d_steps_per_g"] == 5
+    out = tmp_path / "r"
+    assert main(["train", "--data", str(tiny_csv), "--out", str(out), "--recipe", "stargan",
+                 "--lambda-cyc", "3", "--gen-channels", "8", "--disc-channels", "8",
+                 "--batch-size", "16", "--max-steps", "2", "--threads", "1",
+                 "--no-progress"]) == 0
+    saved = Config.load(out / "config.json")
+    assert saved.adv_loss == "wgan-gp" and saved.cycle_mode == "cycle" and saved.lambda_cyc == 3.0

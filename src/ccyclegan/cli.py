@@ -8,7 +8,7 @@ from dataclasses import fields
 
 from ccyclegan.cli_args import add_dataclass_args
 from ccyclegan.cli_eval import add_eval_parsers
-from ccyclegan.config import Config, ConfigError
+from ccyclegan.config import RECIPES, Config, ConfigError
 
 HELP = {
     "data": "fer2013.csv(.gz) or a folder train/<emotion>/*.jpg",
@@ -68,6 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ccyclegan.train import train
 
     overrides = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
+    overrides = {**RECIPES.get(args.recipe or "", {}), **overrides}  # flags override a recipe
     if args.config:
         base = Config.load(args.config).to_dict()
         base.update(overrides)
@@ -269,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train CCycleGAN on FER2013 or an image folder",
 )
     t.add_argument("--config", help="JSON config file; flags override it")
+    t.add_argument("--recipe", choices=sorted(RECIPES),
+                   help="a named starting point, flags override it: paper (the poster), author "
+                        "(the author's Keras code), stargan (StarGAN's losses and schedule)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -26,6 +26,25 @@ Targets = Literal["random", "all"]
 LrDecay = Literal["none", "linear"]
 
 
+# Named starting points for `ccyclegan train --recipe NAME` (flags given with it override).
+_PAPER: dict[str, Any] = dict(
+    output="direct", label_mode="bottleneck", adv_loss="bce", cl_loss="softmax",
+    cycle_mode="reconstruction", lambda_cl=1.0, lambda_cyc=1.0, targets="random", d_augment="",
+    lr=2e-4, lr_decay="none", beta1=0.5, beta2=0.999, batch_size=64, d_steps_per_g=1,
+    ema_decay=0.0, spectral_norm=False, r1_gamma=0.0, lambda_expr=0.0, expr_classifier="")
+RECIPES: dict[str, dict[str, Any]] = {
+    # the poster: Adam 2e-4, betas (0.5, 0.999), batch 64, lambda_cl = lambda_cyc = 1
+    "paper": _PAPER,
+    # the author's Keras code: 7 sigmoids (translations get no emotion), every face to each
+    # of the other 6 emotions, G updated once per 5 D updates
+    "author": {**_PAPER, "cl_loss": "sigmoid", "targets": "all", "d_steps_per_g": 5},
+    # StarGAN (Choi et al. 2018): WGAN-GP with 5 critic steps per G step, lambda_cls 1,
+    # lambda_rec 10 on the true cycle, the label tiled into G, Adam 1e-4
+    "stargan": {**_PAPER, "adv_loss": "wgan-gp", "lambda_gp": 10.0, "d_steps_per_g": 5,
+                "cycle_mode": "cycle", "lambda_cyc": 10.0, "label_mode": "planes", "lr": 1e-4},
+}
+
+
 class ConfigError(ValueError):
     """A config value or file is invalid; the message names the field."""
 
