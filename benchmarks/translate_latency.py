@@ -75,8 +75,8 @@ def main() -> None:
     from ccyclegan.config import Config
     from ccyclegan.export import onnx_bytes
     from ccyclegan.faces import crop_face, detect_faces, face_mask, frame_box, paste_delta
+    from ccyclegan.gan_checkpoint import save_generator
     from ccyclegan.models import Generator, init_weights
-    from ccyclegan.train import save_generator
     from ccyclegan.translate import ExpressionTranslator
 
     torch.set_num_threads(args.threads)

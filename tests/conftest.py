@@ -33,8 +33,8 @@ def one_thread():
 def gen_path(tmp_path_factory):
     """A tiny randomly initialised generator checkpoint: enough to test the plumbing."""
     from ccyclegan.config import Config
+    from ccyclegan.gan_checkpoint import save_generator
     from ccyclegan.models import Generator
-    from ccyclegan.train import save_generator
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "generator.safetensors"

@@ -31,8 +31,8 @@ from ccyclegan.evaluate import (
     ssim,
     unchanged_share,
 )
+from ccyclegan.gan_checkpoint import load_generator, save_generator
 from ccyclegan.models import Generator
-from ccyclegan.train import load_generator, save_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,8 +14,8 @@ from PIL import Image
 from ccyclegan import cli
 from ccyclegan.config import Config
 from ccyclegan.data import EMOTIONS, synthetic_faces
+from ccyclegan.gan_checkpoint import load_generator, save_generator
 from ccyclegan.models import Generator
-from ccyclegan.train import load_generator, save_generator
 from ccyclegan.translate import ExpressionTranslator
 
 onnx = pytest.importorskip("onnx")

@@ -17,10 +17,13 @@ import torch
 import torch.distributed as dist
 
 from ccyclegan import losses
+from ccyclegan.batches import Batches
 from ccyclegan.checkpoint import CheckpointWriteError, load_tensors
 from ccyclegan.cli import main
 from ccyclegan.config import Config, ConfigError
-from ccyclegan.train import Batches, NonFiniteLossError, load_generator, train
+from ccyclegan.gan_checkpoint import load_generator
+from ccyclegan.runlog import NonFiniteLossError
+from ccyclegan.train import train
 
 TINY = ["--gen-channels", "8", "--disc-channels", "8", "--batch-size", "16", "--threads", "1",
         "--no-progress"]

@@ -29,12 +29,8 @@ from ccyclegan.cli import main
 from ccyclegan.config import ConfigError
 from ccyclegan.data import synthetic_faces
 from ccyclegan.faces import TranslateError, read_image
-from ccyclegan.train import (
-    load_checkpoint,
-    load_generator,
-    make_state,
-    verify_checkpoint,
-)
+from ccyclegan.gan_checkpoint import load_checkpoint, load_generator, verify_checkpoint
+from ccyclegan.train import make_state
 from ccyclegan.translate import ExpressionTranslator
 
 FUZZ = dict(deadline=timedelta(seconds=10), derandomize=False,

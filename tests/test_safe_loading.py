@@ -21,8 +21,9 @@ from ccyclegan.checkpoint import CheckpointError, load_tensors, save_tensors
 from ccyclegan.classifier import load_classifier
 from ccyclegan.cli import main
 from ccyclegan.config import Config
+from ccyclegan.gan_checkpoint import load_generator
 from ccyclegan.inception import InceptionWeightsError, read_state_dict
-from ccyclegan.train import load_generator, train
+from ccyclegan.train import train
 from ccyclegan.translate import ExpressionTranslator
 
 

@@ -13,10 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
+from ccyclegan.batches import Batches
 from ccyclegan.checkpoint import CheckpointError, load_tensors
 from ccyclegan.cli import main
 from ccyclegan.config import Config, ConfigError
-from ccyclegan.train import Batches, load_generator, train
+from ccyclegan.gan_checkpoint import load_generator
+from ccyclegan.train import train
 
 TINY = dict(gen_channels=8, disc_channels=8, batch_size=16, log_every=1, ckpt_every=3,
             sample_every=2, n_sample_faces=4, threads=1)

@@ -165,7 +165,7 @@ def test_edit_is_gs_translation_blended_with_the_input(tr, astro_all):
     silenced, the face's own emotion included."""
     import torch
 
-    from ccyclegan.train import load_generator
+    from ccyclegan.gan_checkpoint import load_generator
 
     G, _, _ = load_generator(tr.source)
     crop = astro_all.faces[0].before[None]

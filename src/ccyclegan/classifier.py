@@ -59,6 +59,8 @@ from ccyclegan.data import (
     load_split,
     rng_for,
 )
+from ccyclegan.plots import confusion_image
+from ccyclegan.runtime import autocast, resolve_device, resolve_precision
 
 MODEL_NAME = "classifier.safetensors"
 INFO_NAME = "classifier.json"
@@ -175,8 +177,6 @@ def classify(model: EmotionNet, images: torch.Tensor, batch_size: int = 256, tta
     """(class probabilities [N, 7], penultimate features [N, feature_dim]), both float32 on
     the CPU. With tta, probabilities are averaged over the face and its mirror image;
     features are always those of the face as given."""
-    from ccyclegan.train import autocast
-
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -396,8 +396,6 @@ def train_classifier(cfg: ClassifierConfig, resume: bool = False,
                      log: typing.Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or resume) the classifier in cfg.out; returns the summary written to
     classifier.json."""
-    from ccyclegan.train import autocast, resolve_device, resolve_precision
-
     run = Path(cfg.out)
     if resume:
         if not (run / STATE_NAME).is_file():
@@ -512,8 +510,6 @@ def finish(run: Path, cfg: ClassifierConfig, test_set: FaceData | None, data_inf
            device: torch.device | str = "cpu") -> dict[str, Any]:
     """Score the judge (and the last epoch) on the test split; write classifier.json and
     confusion.png."""
-    from ccyclegan.plots import confusion_image
-
     best, meta_best = load_classifier(run / MODEL_NAME, device)
     last, meta_last = load_classifier(run / LAST_NAME, device)
     summary: dict[str, Any] = {

@@ -127,7 +127,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         from ccyclegan.checkpoint import bundled_model_path
         from ccyclegan.faces import TranslateError
-        from ccyclegan.train import load_generator, save_generator
+        from ccyclegan.gan_checkpoint import load_generator, save_generator
 
         source = args.checkpoint or bundled_model_path()
         if source is None:
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     from ccyclegan.checkpoint import CheckpointError
     from ccyclegan.data import DataError
     from ccyclegan.faces import TranslateError
-    from ccyclegan.train import NonFiniteLossError
+    from ccyclegan.runlog import NonFiniteLossError
 
     args = build_parser().parse_args(argv)
     try:

@@ -30,7 +30,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ccyclegan.data import EMOTIONS, NUM_CLASSES
+from ccyclegan import identity as face_id  # FaceEmbedder looked up per call: tests replace it
+from ccyclegan.checkpoint import atomic_write_json, atomic_write_text
+from ccyclegan.classifier import classify, load_classifier
+from ccyclegan.data import (
+    EMOTIONS,
+    NUM_CLASSES,
+    DataError,
+    denormalize,
+    drop_blank,
+    load_split,
+    normalize,
+)
+from ccyclegan.gan_checkpoint import load_generator
+from ccyclegan.identity import DLIB_THRESHOLD, FER_THRESHOLD
+from ccyclegan.inception import InceptionFeatures, InceptionWeightsError
+from ccyclegan.models import one_hot
+from ccyclegan.plots import confusion_image
+from ccyclegan.runtime import resolve_device
+from ccyclegan.visualize import grid_image
 
 # Central face box (rows and columns [8, 40) of the 48x48 face): in FER2013's aligned crops it
 # holds the brows, eyes, nose and mouth; outside it are hair, ears, jaw line and background,
@@ -200,9 +218,6 @@ def confusion(true: np.ndarray, pred: np.ndarray, k: int = NUM_CLASSES) -> np.nd
 def _translate(G, faces: torch.Tensor, batch_size: int) -> torch.Tensor:
     """uint8 [N,1,48,48] -> uint8 [N, 7, 1, 48, 48]: each face decoded under every emotion
     from one encoding (the source emotion's column is the reconstruction)."""
-    from ccyclegan.data import denormalize, normalize
-    from ccyclegan.models import one_hot
-
     device = next(G.parameters()).device
     out = []
     with torch.no_grad():
@@ -296,18 +311,11 @@ def same_person(images: torch.Tensor, fakes: torch.Tensor, src: np.ndarray, tgt:
     """dlib's face-descriptor distance between each face and its translations (the first
     max_faces faces), and as a reference between each face and a real face of the target
     emotion, which is another person. None when disabled or (enabled None) not installed."""
-    from ccyclegan.identity import (
-        DLIB_THRESHOLD,
-        FER_THRESHOLD,
-        FaceEmbedder,
-        IdentityModelError,
-    )
-
     if enabled is False:
         return None
     try:
-        embedder = FaceEmbedder()
-    except IdentityModelError as e:
+        embedder = face_id.FaceEmbedder()
+    except face_id.IdentityModelError as e:
         if enabled:
             raise
         log(f"evaluate: identity skipped: {e}")
@@ -371,13 +379,6 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     training loss) scored the same way, so a generator that games one network shows.
     identity: the share of translations dlib's face descriptor still calls the same person, on
     the first `identity_faces` faces (None: when the `eval` extra is installed)."""
-    from ccyclegan.classifier import classify, load_classifier
-    from ccyclegan.data import DataError, drop_blank, load_split
-    from ccyclegan.inception import InceptionFeatures, InceptionWeightsError
-    from ccyclegan.plots import confusion_image
-    from ccyclegan.train import load_generator, resolve_device
-    from ccyclegan.visualize import grid_image
-
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
@@ -526,8 +527,6 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     }
     metrics = _clean(metrics)
     out.mkdir(parents=True, exist_ok=True)
-    from ccyclegan.checkpoint import atomic_write_json, atomic_write_text
-
     atomic_write_json(out / "metrics.json", metrics)
     confusion_image(expr_model["confusion"], EMOTIONS, EMOTIONS,
                     title=f"translations: expression accuracy "

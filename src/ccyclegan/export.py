@@ -4,13 +4,8 @@ The graph is G(x|c): inputs ``face`` float32 [B, 1, 48, 48] in [-1, 1] and ``con
 float32 [B, 7] (one-hot or a blend, in data.EMOTIONS order), output ``translated`` float32
 [B, 1, 48, 48] in [-1, 1]; the batch dimension is dynamic. The model's config, the emotion order
 and the input range are stored in the ONNX metadata (``ccyclegan.config``, ``ccyclegan.emotions``).
-
-Exporter: torch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``), opset
-17. It needs no onnxscript and works offline; the generator is a static conv net, which is what
-that exporter handles well. (Since torch 2.9 ``dynamo=True`` is the default and needs
-onnxscript; we do not depend on it.) The ``onnx`` package is used to add the metadata and check
-the graph; ``onnxruntime`` runs it (``translate --backend onnxruntime``): both come with
-``pip install 'ccyclegan[export]'``.
+Needs the export extra (onnx; onnxruntime runs the result). Why the TorchScript exporter:
+docs/notes.md.
 """
 
 from __future__ import annotations
@@ -27,6 +22,7 @@ from torch import nn
 from ccyclegan.checkpoint import NO_BUNDLED_MODEL, atomic_write_bytes, bundled_model_path
 from ccyclegan.data import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
 from ccyclegan.faces import TranslateError
+from ccyclegan.gan_checkpoint import load_generator
 
 __all__ = ["OPSET", "export_onnx", "onnx_bytes"]
 
@@ -84,8 +80,6 @@ def export_onnx(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLik
                 opset: int = OPSET) -> Path:
     """Load a run dir / generator.safetensors / training checkpoint (None: the bundled model)
     and write its generator as ONNX to out (atomically)."""
-    from ccyclegan.train import load_generator
-
     if checkpoint is None:
         checkpoint = bundled_model_path()
         if checkpoint is None:

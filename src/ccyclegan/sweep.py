@@ -19,6 +19,9 @@ from typing import Any
 
 from ccyclegan.checkpoint import atomic_write_json, atomic_write_text
 from ccyclegan.config import Config, ConfigError
+from ccyclegan.evaluate import evaluate
+from ccyclegan.plots import bar_chart
+from ccyclegan.train import train
 
 FIELDS = ["setting", "lr", "lambda_cl", "lambda_cyc", "steps", "expression_accuracy",
           "fed_mean_targets", "fed_overall", "fed_floor", "recon_l1", "recon_ssim",
@@ -79,10 +82,6 @@ def sweep(data: str, out: str | Path, classifier: str | Path, lrs: list[float],
           progress_bar: bool = True, log: typing.Callable[[str], None] = print
           ) -> dict[str, Any]:
     """Train and evaluate every setting of the grid (skipping what is already done)."""
-    from ccyclegan.evaluate import evaluate
-    from ccyclegan.plots import bar_chart
-    from ccyclegan.train import train
-
     if max_steps <= 0:
         raise ConfigError("sweep: --max-steps must be > 0 (the same budget for every setting)")
     if not (lrs and lambda_cls and lambda_cycs):

@@ -61,6 +61,8 @@ from ccyclegan.faces import (
     to_pil,
     whole_image_frame,
 )
+from ccyclegan.gan_checkpoint import load_generator
+from ccyclegan.runtime import resolve_device
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -417,8 +419,6 @@ class ExpressionTranslator:
                 raise TranslateError("compile applies to the torch backend only")
             model = cfg = None
             if path.suffix.lower() != ".onnx":  # a PyTorch checkpoint: export it in memory
-                from ccyclegan.train import load_generator
-
                 G, cfg, _ = load_generator(path, "cpu")
                 model = onnx_bytes(G, cfg.to_dict())
             session = _onnx_session(path, threads, device, model)
@@ -431,8 +431,6 @@ class ExpressionTranslator:
         if path.suffix.lower() == ".onnx":
             raise TranslateError(f"{path}: an ONNX model runs with the onnxruntime backend")
         import torch
-
-        from ccyclegan.train import load_generator, resolve_device
 
         if threads:
             torch.set_num_threads(int(threads))

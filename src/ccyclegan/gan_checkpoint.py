@@ -1,0 +1,144 @@
+"""CCycleGAN's two checkpoint files, written and read in one place.
+
+* checkpoint.safetensors (kind "train"): G, D, the EMA generator, both Adam states and the
+  RNG states, with the config and progress; what `train --resume` continues from.
+* generator.safetensors (kind "generator"): the generator alone, for translation, evaluation,
+  export and the bundled model.
+
+The file format itself (safetensors, checksums, atomic writes) is checkpoint.py's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ccyclegan.checkpoint import (
+    CheckpointError,
+    atomic_write_json,
+    build_checked,
+    check_on_meta,
+    load_module,
+    load_tensors,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    prefixed,
+    save_tensors,
+    unprefixed,
+)
+from ccyclegan.config import Config, ConfigError
+from ccyclegan.data import EMOTIONS
+from ccyclegan.models import Generator, build_discriminator, build_generator
+
+CKPT_NAME = "checkpoint.safetensors"
+GEN_NAME = "generator.safetensors"
+
+
+def save_checkpoint(st, run_dir: Path, extra: dict[str, Any] | None = None) -> None:
+    """The training state st (a train.TrainState) in one atomic safetensors file, plus the
+    generator alone for inference and a human-readable JSON of config and progress."""
+    tensors = {**prefixed("G", st.G.state_dict()), **prefixed("D", st.D.state_dict())}
+    if st.G_ema is not None:
+        tensors.update(prefixed("G_ema", st.G_ema.state_dict()))
+    tg, groups_g = optimizer_to_tensors(st.opt_G, "opt_G")
+    td, groups_d = optimizer_to_tensors(st.opt_D, "opt_D")
+    tensors.update(tg)
+    tensors.update(td)
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available() and st.G.out.weight.is_cuda:
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    progress = {"step": st.step, **(extra or {})}
+    meta = {"kind": "train", "config": st.cfg.to_dict(), "progress": progress,
+            "param_groups": {"opt_G": groups_g, "opt_D": groups_d}}
+    save_tensors(run_dir / CKPT_NAME, tensors, meta)
+    save_generator(run_dir / GEN_NAME, st.G_eval, st.cfg, progress)
+    atomic_write_json(run_dir / "checkpoint.json",
+                      {"config": st.cfg.to_dict(), "progress": progress})
+
+
+def load_checkpoint(st, path: Path) -> dict[str, Any]:
+    """Restore st (a train.TrainState built from the checkpoint's config) from a training
+    checkpoint: weights, optimiser and RNG states, step. Returns the saved progress."""
+    tensors, meta = load_tensors(path)
+    if meta.get("kind") != "train":
+        raise CheckpointError(f"{path}: not a training checkpoint "
+                              f"(kind={str(meta.get('kind'))[:40]!r})")
+    load_module(st.G, unprefixed("G", tensors), "G", path)
+    load_module(st.D, unprefixed("D", tensors), "D", path)
+    if st.G_ema is not None:
+        ema = unprefixed("G_ema", tensors) or unprefixed("G", tensors)
+        load_module(st.G_ema, ema, "G_ema", path)
+    progress = meta.get("progress")
+    try:
+        step = progress["step"]
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"progress step must be an integer >= 0, got {str(step)[:40]}")
+        groups = meta["param_groups"]
+        optimizer_from_tensors(st.opt_G, "opt_G", tensors, groups["opt_G"])
+        optimizer_from_tensors(st.opt_D, "opt_D", tensors, groups["opt_D"])
+        torch.set_rng_state(tensors["rng.cpu"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: training state (progress, optimiser or RNG) is "
+                              f"missing or does not fit: {why}") from None
+    st.step = step
+    return progress
+
+
+def verify_checkpoint(path: Path) -> Config:
+    """The config of a training checkpoint, after checking (on the meta device: nothing is
+    allocated) that its G, D and EMA tensors fit the models that config describes."""
+    tensors, meta = load_tensors(path)
+    if meta.get("kind") != "train":
+        raise CheckpointError(f"{path}: not a training checkpoint "
+                              f"(kind={str(meta.get('kind'))[:40]!r})")
+    cfg = _config_from_meta(meta, path)
+    check_on_meta(lambda: build_generator(cfg), unprefixed("G", tensors), "G", path)
+    check_on_meta(lambda: build_discriminator(cfg), unprefixed("D", tensors), "D", path)
+    if cfg.ema_decay > 0 and unprefixed("G_ema", tensors):
+        check_on_meta(lambda: build_generator(cfg), unprefixed("G_ema", tensors), "G_ema", path)
+    return cfg
+
+
+def save_generator(path: Path, G: Generator, cfg: Config, progress: dict[str, Any],
+                   half: bool = False) -> None:
+    """The generator alone (fp16 weights if half), with its config and progress."""
+    sd = {k: (v.half() if half and v.is_floating_point() else v)
+          for k, v in G.state_dict().items()}
+    save_tensors(path, sd, {"kind": "generator", "config": cfg.to_dict(), "progress": progress,
+                            "emotions": list(EMOTIONS)})
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu"
+                   ) -> tuple[Generator, Config, dict[str, Any]]:
+    """Load a generator from generator.safetensors, a training checkpoint, or a run dir."""
+    path = Path(path)
+    if path.is_dir():
+        cand = [path / GEN_NAME, path / CKPT_NAME]
+        path = next((p for p in cand if p.is_file()), cand[0])
+    tensors, meta = load_tensors(path)
+    kind = meta.get("kind")
+    if kind not in ("generator", "train"):
+        raise CheckpointError(f"{path}: not a generator or training checkpoint "
+                              f"(kind={str(kind)[:40]!r})")
+    cfg = _config_from_meta(meta, path)
+    if kind == "train":
+        prefix = "G_ema" if any(k.startswith("G_ema.") for k in tensors) else "G"
+        tensors = unprefixed(prefix, tensors)
+    G = build_checked(lambda: build_generator(cfg), tensors, "generator", path)
+    load_module(G, tensors, "generator", path)
+    progress = meta.get("progress")
+    return G.to(device).eval(), cfg, progress if isinstance(progress, dict) else {}
+
+
+def _config_from_meta(meta: dict[str, Any], path: Path) -> Config:
+    if "config" not in meta:
+        raise CheckpointError(f"{path}: checkpoint metadata has no config")
+    try:
+        return Config.from_dict(meta["config"], source=f"{path} (config)")
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
