@@ -14,7 +14,8 @@ from PIL import Image
 from ccyclegan import cli
 from ccyclegan.data import EMOTIONS, synthetic_faces
 from ccyclegan.faces import FACE_SIZE, Box, NoFaceError, TranslateError, detect_faces, frame_box
-from ccyclegan.translate import ExpressionTranslator, expand_inputs
+from ccyclegan.photo_files import expand_inputs
+from ccyclegan.translate import ExpressionTranslator
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -61,7 +61,7 @@ from ccyclegan.faces import (
     encode_image,
     to_pil,
 )
-from ccyclegan.translate import check_intensity, parse_targets
+from ccyclegan.inputs import check_intensity, parse_targets
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_MAX_QUEUE", "DEFAULT_MAX_UPLOAD_MB", "DEFAULT_PORT",
            "ServeError", "create_app", "serve"]
