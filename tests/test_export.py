@@ -13,9 +13,10 @@ from PIL import Image
 
 from ccyclegan import cli
 from ccyclegan.config import Config
-from ccyclegan.data import EMOTIONS, synthetic_faces
+from ccyclegan.data import EMOTIONS
 from ccyclegan.gan_checkpoint import load_generator, save_generator
 from ccyclegan.models import Generator
+from ccyclegan.synthetic import synthetic_faces
 from ccyclegan.translate import ExpressionTranslator
 
 onnx = pytest.importorskip("onnx")

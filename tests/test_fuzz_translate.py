@@ -27,9 +27,9 @@ from ccyclegan.checkpoint import DIGEST_KEY, CheckpointError, load_tensors
 from ccyclegan.classifier import load_classifier
 from ccyclegan.cli import main
 from ccyclegan.config import ConfigError
-from ccyclegan.data import synthetic_faces
 from ccyclegan.faces import TranslateError, read_image
 from ccyclegan.gan_checkpoint import load_checkpoint, load_generator, verify_checkpoint
+from ccyclegan.synthetic import synthetic_faces
 from ccyclegan.train import make_state
 from ccyclegan.translate import ExpressionTranslator
 

@@ -163,7 +163,7 @@ def astronaut_face(astronaut):
 
 
 def test_embed_shape_dtype_and_determinism(embedder):
-    from ccyclegan.data import synthetic_faces
+    from ccyclegan.synthetic import synthetic_faces
 
     images = synthetic_faces(1, seed=0).images[:3]  # torch uint8 [3,1,48,48]
     a = embedder.embed(images)
@@ -184,7 +184,7 @@ def test_same_real_face_lightly_changed_stays_under_threshold(embedder, astronau
 
 
 def test_real_face_is_not_a_synthetic_face(embedder, astronaut_face):
-    from ccyclegan.data import synthetic_faces
+    from ccyclegan.synthetic import synthetic_faces
 
     others = synthetic_faces(1, seed=3).images[:, 0].numpy()  # 7 drawn faces
     e_in = np.repeat(embedder.embed(astronaut_face[None]), len(others), axis=0)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from ccyclegan import cli
 from ccyclegan.checkpoint import load_tensors
-from ccyclegan.data import synthetic_faces
+from ccyclegan.synthetic import synthetic_faces
 from ccyclegan.translate import ExpressionTranslator, bundled_model_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 from ccyclegan import cli
-from ccyclegan.data import EMOTIONS, synthetic_faces
+from ccyclegan.data import EMOTIONS
 from ccyclegan.faces import FACE_SIZE, Box, NoFaceError, TranslateError, detect_faces, frame_box
 from ccyclegan.photo_files import expand_inputs
+from ccyclegan.synthetic import synthetic_faces
 from ccyclegan.translate import ExpressionTranslator
 
 skimage_data = pytest.importorskip("skimage.data")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ccyclegan.data import synthetic_faces
 from ccyclegan.models import Generator
+from ccyclegan.synthetic import synthetic_faces
 from ccyclegan.visualize import grid_image, translate_all, translation_grid
 
 

@@ -1,4 +1,4 @@
-"""FER2013 faces in and out: the Kaggle CSV, image folders, and generated stand-in faces.
+"""FER2013 faces in: the Kaggle CSV, image folders, and the tensors the models see.
 
 Everything is loaded eagerly into uint8 tensors: the whole of FER2013 is 75 MB at one byte a
 pixel, so there is no point in a lazy dataset, and one pass over the input means a malformed row
@@ -21,7 +21,7 @@ from typing import IO
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageOps
 
 __all__ = [
     "EMOTIONS",
@@ -32,23 +32,21 @@ __all__ = [
     "denormalize",
     "drop_blank",
     "load_split",
+    "natural_key",
     "normalize",
     "read_fer2013_csv",
     "read_image_folder",
-    "synthetic_faces",
-    "write_fer2013_csv",
-    "write_image_folder",
 ]
 
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-NUM_CLASSES = 7
+NUM_CLASSES = len(EMOTIONS)
 IMAGE_SIZE = 48
 
 PathLike = str | os.PathLike[str]
 
 _NPIX = IMAGE_SIZE * IMAGE_SIZE
 _CSV_CHUNK_ROWS = 4096  # rows parsed per numpy call: bounds memory, keeps the fast path fast
-_USAGES = ("Training", "PublicTest", "PrivateTest")
+USAGES = ("Training", "PublicTest", "PrivateTest")  # FER2013's splits, its Usage column
 
 
 class DataError(ValueError):
@@ -114,16 +112,12 @@ def _face_data(images: np.ndarray, labels: np.ndarray) -> FaceData:
     return FaceData(torch.from_numpy(images), torch.from_numpy(np.asarray(labels, np.int64)))
 
 
-def _empty() -> FaceData:
-    return _face_data(np.zeros((0, _NPIX), np.uint8), np.zeros(0, np.int64))
-
-
 # --------------------------------------------------------------------------------------------
 # Kaggle CSV
 
 _LABEL_CODES = {str(k).encode(): k for k in range(NUM_CLASSES)}
-_USAGE_CODES = {u.encode(): k for k, u in enumerate(_USAGES)}
-_USAGE_LOWER = {u.lower(): k for k, u in enumerate(_USAGES)}
+_USAGE_CODES = {u.encode(): k for k, u in enumerate(USAGES)}
+_USAGE_LOWER = {u.lower(): k for k, u in enumerate(USAGES)}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -206,7 +200,7 @@ def _parse_usage(field: bytes, path: Path, lineno: int, name: str) -> int:
     if code is not None:
         return code
     raise _row_error(path, lineno, name,
-                     f"unknown value {text[:40]!r} (expected one of {', '.join(_USAGES)})")
+                     f"unknown value {text[:40]!r} (expected one of {', '.join(USAGES)})")
 
 
 def _pixels_fast(fields: list[bytes]) -> np.ndarray | None:
@@ -307,7 +301,7 @@ def read_fer2013_csv(path: PathLike) -> dict[str, FaceData]:
     label_t = torch.from_numpy(np.asarray(labels, np.int64))
     usage_t = torch.from_numpy(np.asarray(usages, np.int8))
     out: dict[str, FaceData] = {}
-    for code, usage in enumerate(_USAGES):
+    for code, usage in enumerate(USAGES):
         mask = usage_t == code
         n = int(mask.sum())
         if n == len(labels):
@@ -315,38 +309,6 @@ def read_fer2013_csv(path: PathLike) -> dict[str, FaceData]:
         elif n:
             out[usage] = FaceData(images[mask], label_t[mask])
     return out
-
-
-def _usage_name(split: str) -> str:
-    key = split.strip().lower()
-    aliases = {"train": "Training", "test": "PublicTest"}
-    if key in aliases:
-        return aliases[key]
-    if key in _USAGE_LOWER:
-        return _USAGES[_USAGE_LOWER[key]]
-    raise ValueError(f"split {split!r} has no FER2013 Usage value (use one of {_USAGES})")
-
-
-def write_fer2013_csv(path: PathLike, splits: dict[str, FaceData]) -> None:
-    """Write the Kaggle schema, gzip-compressed if the name ends in .gz (reproducibly: mtime 0).
-
-    Split names may be Usage values or "train"/"test".
-    """
-    path = Path(path)
-    table = [str(v).encode() for v in range(256)]
-    rows = [b"emotion,pixels,Usage\n"]
-    for split, data in splits.items():
-        usage = _usage_name(split).encode()
-        pixels = data.images.reshape(len(data), _NPIX).cpu().numpy()
-        for label, row in zip(data.labels.tolist(), pixels.tolist(), strict=True):
-            rows.append(b"%d,%s,%s\n" % (label, b" ".join([table[v] for v in row]), usage))
-    body = b"".join(rows)
-    with open(path, "wb") as raw:
-        if path.name.lower().endswith(".gz"):
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-                gz.write(body)
-        else:
-            raw.write(body)
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,12 +335,17 @@ def _visible(folder: Path) -> list[Path]:
     """Hidden and OS bookkeeping entries are not data; everything else must be."""
     return sorted((p for p in folder.iterdir()
                    if not p.name.startswith(".") and p.name.lower() not in _IGNORED_NAMES),
-                  key=lambda p: _natural_key(p.name))
+                  key=lambda p: natural_key(p.name))
 
 
-def _natural_key(name: str) -> tuple[str | int, ...]:
-    """So that Training_9.jpg sorts before Training_10.jpg, as in the original row order."""
-    return tuple(int(part) if k % 2 else part for k, part in enumerate(re.split(r"(\d+)", name)))
+def natural_key(name: str, ignore_case: bool = False) -> tuple[str | int, ...]:
+    """Sort key under which Training_9.jpg comes before Training_10.jpg (runs of digits compare
+    as numbers), as in FER2013's row order; ignore_case: the rest compares as a file browser
+    sorts it, without case."""
+    parts = re.split(r"(\d+)", name)
+    if ignore_case:
+        parts = [part.lower() for part in parts]
+    return tuple(int(part) if k % 2 else part for k, part in enumerate(parts))
 
 
 def _unknown_class(path: Path) -> DataError:
@@ -467,7 +434,7 @@ def _read_class_folders(folder: Path) -> FaceData:
         for file in _visible(sub):
             if file.is_dir():
                 raise DataError(f"{file}: unexpected folder inside class folder {sub.name!r}")
-            items.append((label, _natural_key(sub.name), file))
+            items.append((label, natural_key(sub.name), file))
     if not items:
         raise DataError(f"{folder}: no images in its class folders")
     items.sort(key=lambda it: it[:2])  # stable: files already in natural order per folder
@@ -482,21 +449,6 @@ def read_image_folder(root: PathLike) -> dict[str, FaceData]:
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
     return {name: _read_class_folders(folder) for name, folder in _folder_splits(root).items()}
-
-
-def write_image_folder(root: PathLike, splits: dict[str, FaceData], ext: str = "png") -> None:
-    """Write root/<split>/<emotion>/<index>.<ext>, the layout read_image_folder reads."""
-    root = Path(root)
-    ext = ext.lstrip(".").lower()
-    options = {"quality": 95} if ext in ("jpg", "jpeg", "webp") else {}
-    for split, data in splits.items():
-        width = len(str(max(len(data) - 1, 0)))
-        for name in EMOTIONS:
-            (root / split / name).mkdir(parents=True, exist_ok=True)
-        pixels = data.images[:, 0].cpu().numpy()
-        for k, label in enumerate(data.labels.tolist()):
-            out = root / split / EMOTIONS[label] / f"{k:0{width}d}.{ext}"
-            Image.fromarray(pixels[k]).save(out, **options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -542,7 +494,7 @@ def load_split(path: PathLike, split: str) -> FaceData:
     splits = _read_csv_cached(str(path.resolve()), st.st_mtime_ns, st.st_size)
     tried = {"train": ("Training",), "test": ("PublicTest", "PrivateTest")}.get(key)
     if tried is None:
-        tried = tuple(u for u in _USAGES if u.lower() == key) or (split,)
+        tried = tuple(u for u in USAGES if u.lower() == key) or (split,)
     for usage in tried:
         if usage in splits:
             return splits[usage]
@@ -588,8 +540,7 @@ def rng_for(seed: int, stream: int, index: int) -> torch.Generator:
 
 def face_sharpness(images: torch.Tensor) -> torch.Tensor:
     """Per face: mean absolute difference between neighbouring pixels, on the 0..255 scale.
-    uint8 faces as stored, or float faces in [-1, 1]. Real FER2013 faces score about 14; a
-    blurred copy (e.g. Gaussian sigma 3) about 4."""
+    uint8 faces as stored, or float faces in [-1, 1] (typical values: docs/notes.md)."""
     x = images.float() if images.dtype == torch.uint8 else (images.float() + 1) * 127.5
     dx = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
     dy = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
@@ -605,8 +556,7 @@ def sharpness(data: FaceData, limit: int = 4000) -> float:
 
 def blur_warning(train: FaceData, test: FaceData, ratio: float = 0.5) -> str | None:
     """A warning when the training faces are much blurrier than the test faces: a model then
-    learns blurred faces, and a classifier trained on them fails on sharp ones. Version 1 of
-    this project's shared FER2013 file had exactly this defect (Training ~3.9, PublicTest ~14)."""
+    learns blurred faces, and a classifier trained on them fails on sharp ones."""
     s_train, s_test = sharpness(train), sharpness(test)
     if not (s_train == s_train and s_test == s_test) or s_test <= 0:
         return None
@@ -616,77 +566,3 @@ def blur_warning(train: FaceData, test: FaceData, ratio: float = 0.5) -> str | N
                 f"degraded (blurred). Models trained on it learn blurred faces and do not "
                 f"transfer to sharp ones; use a clean copy of the data if you can.")
     return None
-
-
-# --------------------------------------------------------------------------------------------
-# Synthetic faces
-
-# Per emotion: mouth curve (+ corners up), mouth opening, mouth width, brow tilt (+ inner ends
-# down), brow raise, eye opening (half-height), asymmetry. In 48x48 pixels.
-_EXPRESSIONS = np.array([
-    [-1.5, 0.0, 13.0, 3.0, -1.5, 1.6, 0.0],   # angry: frown, brows down and in, narrow eyes
-    [-1.0, 1.0, 11.0, 1.5, -0.5, 1.3, 3.0],   # disgust: lopsided mouth and brows, squint
-    [-0.5, 3.0, 13.0, -2.5, 2.5, 3.8, 0.0],   # fear: brows up and in, wide eyes, mouth ajar
-    [4.0, 2.0, 17.0, 0.0, 0.5, 2.3, 0.0],     # happy: broad smile
-    [-3.5, 0.0, 12.0, -2.5, 0.5, 2.0, 0.0],   # sad: deep frown, brows up in the middle
-    [0.0, 7.0, 9.0, -0.5, 4.0, 4.3, 0.0],     # surprise: round open mouth, high brows, big eyes
-    [0.0, 0.0, 13.0, 0.0, 0.0, 2.6, 0.0],     # neutral
-])
-_SCALE = 2  # draw at twice the size, then area-downsample: cheap anti-aliasing
-
-
-def _draw_face(params: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    curve, opening, width, tilt, lift, eye, asym = params + rng.normal(0.0, 0.3, size=7)
-    opening, eye = max(opening, 0.0), max(eye, 0.8)
-    asym *= rng.choice((-1.0, 1.0))
-    s = _SCALE
-    background = rng.uniform(10, 90)
-    skin = rng.uniform(120, 215)
-    ink = skin - rng.uniform(70, 110)
-    cx, cy = 24 + rng.uniform(-2, 2), 25 + rng.uniform(-2, 2)
-    size = rng.uniform(0.9, 1.1)
-    img = Image.new("L", (IMAGE_SIZE * s, IMAGE_SIZE * s), int(background))
-    draw = ImageDraw.Draw(img)
-
-    def box(x: float, y: float, rx: float, ry: float) -> list[float]:
-        return [s * (x - rx), s * (y - ry), s * (x + rx), s * (y + ry)]
-
-    draw.ellipse(box(cx, cy, 16 * size, 20 * size), fill=int(skin))
-    for side in (-1, 1):
-        ex, ey = cx + side * 7 * size, cy - 4 * size
-        draw.ellipse(box(ex, ey, 3.2 * size, eye), fill=int(ink))
-        by = ey - 5.5 - lift + (asym * 0.5 if side < 0 else 0.0)
-        inner, outer = ex - side * 3.5 * size, ex + side * 4.5 * size
-        draw.line([s * inner, s * (by + tilt / 2), s * outer, s * (by - tilt / 2)],
-                  fill=int(ink), width=2 * s)
-    draw.line([s * cx, s * (cy - 1), s * (cx - 1.5), s * (cy + 4)], fill=int(ink + 30), width=s)
-    t = np.linspace(-1.0, 1.0, 15)
-    mx, my = cx, cy + 10 * size
-    xs = mx + t * width * size / 2
-    centre = my - curve * t**2 + asym / 2 * t
-    if opening < 0.8:
-        draw.line([(s * x, s * y) for x, y in zip(xs, centre, strict=True)],
-                  fill=int(ink), width=2 * s)
-    else:
-        profile = np.sqrt(1 - t**2)  # elliptic, so a wide-open mouth reads as an "O"
-        upper = centre - 0.4 * opening * profile
-        lower = centre + opening * profile
-        outline = list(zip(xs, upper, strict=True)) + list(zip(xs[::-1], lower[::-1],
-                                                               strict=True))
-        draw.polygon([(s * x, s * y) for x, y in outline], fill=int(ink - 20))
-    small = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX)
-    pixels = np.asarray(small, np.float32) + rng.normal(0.0, rng.uniform(2, 7), small.size[::-1])
-    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
-
-
-def synthetic_faces(n_per_class: int, seed: int = 0) -> FaceData:
-    """Cartoon faces whose expression depends on the label, for tests and demos without
-    FER2013. Classes are interleaved (0, 1, ..., 6, 0, ...) so any prefix is balanced."""
-    if n_per_class < 0:
-        raise ValueError(f"n_per_class must be >= 0, got {n_per_class}")
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n_per_class * NUM_CLASSES, dtype=np.int64) % NUM_CLASSES
-    if labels.size == 0:
-        return _empty()
-    images = np.stack([_draw_face(_EXPRESSIONS[k], rng) for k in labels])
-    return _face_data(images, labels)

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-NUM_CLASSES = 7
+from ccyclegan.data import NUM_CLASSES
+
 OUTPUTS = ("direct", "residual", "attention")
 
 

@@ -7,12 +7,11 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 
 from ccyclegan.checkpoint import atomic_write_bytes
-from ccyclegan.data import EMOTIONS
+from ccyclegan.data import EMOTIONS, natural_key
 from ccyclegan.faces import MIN_FACE, Picture, TranslateError, encode_image, read_image, to_pil
 from ccyclegan.inputs import check_intensity, parse_targets
 
@@ -32,7 +31,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
             files = sorted((f for f in p.iterdir()
                             if f.is_file() and not f.name.startswith(".")
                             and f.suffix.lower() in IMAGE_SUFFIXES),
-                           key=lambda f: _natural_key(f.name))
+                           key=lambda f: natural_key(f.name, ignore_case=True))
             stems = {f.stem for f in files}
             files = [f for f in files
                      if not ((m := _OUTPUT_RE.match(f.stem)) and m["stem"] in stems)]
@@ -45,10 +44,6 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
         else:
             raise TranslateError(f"{p}: no such file or folder")
     return out
-
-
-def _natural_key(name: str) -> tuple[Any, ...]:
-    return tuple(int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", name))
 
 
 def _out_suffix(path: Path) -> str:
