@@ -5,10 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
+from pathlib import Path
 
+from ccyclegan.checkpoint import CheckpointError, bundled_model_path
 from ccyclegan.cli_args import add_dataclass_args
 from ccyclegan.cli_eval import add_eval_parsers
 from ccyclegan.config import RECIPES, Config, ConfigError
+from ccyclegan.data import EMOTIONS, DataError
+from ccyclegan.export import export_onnx
+from ccyclegan.gan_checkpoint import load_generator, save_generator
+from ccyclegan.runlog import NonFiniteLossError
+from ccyclegan.train import train
+from ccyclegan.translate import (
+    ExpressionTranslator,
+    TranslateError,
+    check_intensity,
+    parse_targets,
+    translate_files,
+)
+from ccyclegan.web import ServeError, require_web, serve
 
 HELP = {
     "data": "fer2013.csv(.gz) or a folder train/<emotion>/*.jpg",
@@ -65,8 +80,6 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ccyclegan.train import train
-
     overrides = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
     overrides = {**RECIPES.get(args.recipe or "", {}), **overrides}  # flags override a recipe
     if args.config:
@@ -95,14 +108,6 @@ COMPILE_HELP = ("torch backend: compile the generator at load (~15 s, needs a C+
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from ccyclegan.translate import (
-        ExpressionTranslator,
-        TranslateError,
-        check_intensity,
-        parse_targets,
-        translate_files,
-    )
-
     parse_targets(args.to)  # bad arguments fail before the model loads
     check_intensity(args.intensity)
     if args.onnx and args.checkpoint:
@@ -123,12 +128,6 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "safetensors":  # a release file: the generator alone, fp16 by default
-        from pathlib import Path
-
-        from ccyclegan.checkpoint import bundled_model_path
-        from ccyclegan.faces import TranslateError
-        from ccyclegan.gan_checkpoint import load_generator, save_generator
-
         source = args.checkpoint or bundled_model_path()
         if source is None:
             raise TranslateError("give --checkpoint RUN (no bundled model yet)")
@@ -139,16 +138,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, "
               f"{'fp32' if args.fp32 else 'fp16'}, step {progress.get('step')})")
         return 0
-    from ccyclegan.export import export_onnx
-
     path = export_onnx(args.checkpoint, args.output, opset=args.opset)
     print(f"wrote {path}: G(face [B,1,48,48] in [-1,1], condition [B,7]) -> [B,1,48,48]")
     return 0
 
 
 def add_translate_parsers(sub) -> None:
-    from ccyclegan.data import EMOTIONS
-
     names = ", ".join(EMOTIONS)
     t = sub.add_parser(
         "translate", help="change the expression of the faces in your own photos",
@@ -200,9 +195,6 @@ def add_translate_parsers(sub) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ccyclegan.translate import ExpressionTranslator
-    from ccyclegan.web import ServeError, require_web, serve
-
     try:
         require_web()  # a missing extra fails before the model loads
         translator = ExpressionTranslator.load(args.checkpoint, args.device,
@@ -285,11 +277,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ccyclegan.checkpoint import CheckpointError
-    from ccyclegan.data import DataError
-    from ccyclegan.faces import TranslateError
-    from ccyclegan.runlog import NonFiniteLossError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

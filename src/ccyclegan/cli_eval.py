@@ -1,16 +1,19 @@
-"""The evaluation verbs of `ccyclegan`: train-classifier, evaluate, sweep.
-
-Kept apart from cli.py (which only registers them) and free of heavy imports, so
-`ccyclegan --help` stays fast.
-"""
+"""The evaluation verbs of `ccyclegan`: train-classifier, evaluate, sweep (cli.py registers
+them)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import fields
 
+from ccyclegan.classifier import train_classifier
+from ccyclegan.classifier_config import ClassifierConfig
 from ccyclegan.cli_args import add_dataclass_args
+from ccyclegan.config import ConfigError
+from ccyclegan.evaluate import evaluate
+from ccyclegan.sweep import sweep
 
 CLASSIFIER_HELP = {
     "data": "fer2013.csv(.gz) or a folder train/<emotion>/*.jpg (+ test/...)",
@@ -52,9 +55,6 @@ def _floats(text: str) -> list[float]:
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
-    from ccyclegan.classifier import train_classifier
-    from ccyclegan.classifier_config import ClassifierConfig
-
     overrides = {f.name: getattr(args, f.name) for f in fields(ClassifierConfig)
                  if hasattr(args, f.name)}
     try:
@@ -73,8 +73,6 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ccyclegan.evaluate import evaluate
-
     evaluate(args.checkpoint, args.data, args.classifier, out=args.out, limit=args.limit,
              seed=args.seed, inception_weights=args.inception_weights,
              fid_resize=args.fid_resize, use_inception=not args.no_fid,
@@ -86,11 +84,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    import json
-
-    from ccyclegan.config import ConfigError
-    from ccyclegan.sweep import sweep
-
     base = {}
     if args.config:
         try:
@@ -109,8 +102,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
-    from ccyclegan.classifier_config import ClassifierConfig
-
     c = sub.add_parser("train-classifier",
                        help="train the emotion classifier that judges expressions (evaluate)")
     c.add_argument("--resume", action="store_true",

@@ -16,6 +16,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from ccyclegan.augment import parse_policy
+from ccyclegan.checkpoint import atomic_write_json
+
 AdvLoss = Literal["bce", "lsgan", "hinge", "wgan-gp"]
 ClLoss = Literal["softmax", "sigmoid"]
 CycleMode = Literal["reconstruction", "cycle", "both"]
@@ -138,8 +141,6 @@ class Config:
                      "r1_gamma", "lambda_gp", "lambda_mask", "lambda_expr"):
             if (v := getattr(self, name)) < 0:
                 raise ConfigError(f"config field '{name}' must be >= 0, got {_show(v)}")
-        from ccyclegan.augment import parse_policy
-
         for name in ("d_augment", "expr_augment"):
             try:
                 parse_policy(getattr(self, name))
@@ -169,8 +170,6 @@ class Config:
             raise ConfigError(f"{source}: {e}") from None
 
     def save(self, path: str | Path) -> None:
-        from ccyclegan.checkpoint import atomic_write_json
-
         atomic_write_json(path, self.to_dict())
 
     @classmethod

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from ccyclegan.data import DataError, check_image_size, max_pixels
+
 __all__ = [
     "FACE_SIZE",
     "FRAME_SCALE",
@@ -95,8 +97,6 @@ def read_image(path: str | os.PathLike[str]) -> Picture:
     a readable, complete image, or if its header claims more pixels than data.max_pixels()
     ($CCYCLEGAN_MAX_PIXELS, default 40M): checked before decoding, so a small file that
     claims to be 20000x20000 is refused at once."""
-    from ccyclegan.data import DataError, check_image_size
-
     path = Path(path)
     if path.exists() and not path.is_file() and not path.is_dir():
         raise TranslateError(f"{path}: not a regular file")  # a FIFO would block forever
@@ -127,8 +127,6 @@ def read_image(path: str | os.PathLike[str]) -> Picture:
 
 def check_size(width: int, height: int, what: str = "the image") -> None:
     """TranslateError if width x height is over data.max_pixels() (or empty)."""
-    from ccyclegan.data import max_pixels
-
     limit = max_pixels()
     if width * height > limit or width < 1 or height < 1:
         raise TranslateError(f"{what} is {width}x{height} = {width * height:,} pixels, over the "

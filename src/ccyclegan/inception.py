@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
 WEIGHT_FILES = {
@@ -262,8 +263,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise InceptionWeightsError(f"{path}: Inception weights not found. {how_to_get_weights()}")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             sd = load_file(str(path))
         else:
             # The one place a pickle is read, because the published FID weights are .pth
