@@ -1,22 +1,11 @@
 """Faces in ordinary photos: read them upright, find them, frame them as FER2013 does, and
 paste the model's change back into the photo without a visible seam.
 
-Detection uses OpenCV's Haar cascade (``haarcascade_frontalface_default.xml``), which ships
-inside the ``opencv-python-headless`` wheel (``cv2.data.haarcascades``), so nothing is
-downloaded at run time. OpenCV 5 dropped ``CascadeClassifier`` and the XML files, hence the
-``<5`` pin; ``cv2.FaceDetectorYN`` needs a model file that no package ships.
-
-Framing: FER2013 faces are tight crops. Running the same cascade on FER2013's own faces
-(upscaled 4x, padded) puts its box at a median 0.95 of the frame side, centred 1% below the
-frame's centre, so a FER-style frame is the Haar box enlarged 1.05x and moved up by 1% of its
-side (FRAME_SCALE, FRAME_SHIFT), then made square, grey and 48x48.
-
-Paste-back: the model sees only luminance, so only luminance changes. Adding dY to Y at fixed
-Cr and Cb (YCrCb, the BT.601 weights OpenCV and Pillow use for grey) is the same as adding dY
-to each of R, G and B, which is what ``paste_delta`` does, in float, once: no colour-space
-round trip, so pixels where the change rounds to zero keep their exact input values. The change
-is made at 48x48, multiplied by a soft elliptical mask (1 over the face, 0 at the frame's edge
-and corners), and upsampled (bicubic) to the frame's size in the photo.
+Detection: OpenCV's Haar cascade, which ships in the opencv-python-headless wheel (nothing is
+downloaded), checked by a second cascade. Framing: the detector's box enlarged and shifted to
+FER2013's tight crop (FRAME_SCALE, FRAME_SHIFT), square, grey, 48x48. Paste-back: the change
+is made at 48x48 on luminance only, upsampled to the frame, weighted by a soft elliptical
+mask and added to R, G and B alike. Why these choices: docs/notes.md.
 """
 
 from __future__ import annotations
@@ -231,7 +220,7 @@ _VERIFIER = "haarcascade_frontalface_alt2.xml"
 
 
 def warm_up() -> None:
-    """Load the detector now (a few ms), so the first photo does not pay for it."""
+    """Load the detector now, so the first photo does not pay for it."""
     _cascade()
     _cascade(_VERIFIER)
 
@@ -249,9 +238,7 @@ def detect_faces(pixels: np.ndarray, *, detect_size: int = DETECT_SIZE,
     scale_factor: the step between searched face sizes; default 1.2, or 1.1 when the searched
     copy is small (under 100k pixels), where finer steps cost little and find more.
     verify: keep a box only if a second, differently trained cascade (frontalface_alt2) also
-    finds a face around it. On scikit-image's pictures this removes every false positive of
-    the first (on coins, a cell) and keeps 96 of the 100 LFW faces of
-    skimage.data.lfw_subset(); it costs little, as it only searches around the box.
+    finds a face around it (cheap: it only searches around the box).
     """
     cv2 = _cv2()
     grey = luma(pixels)

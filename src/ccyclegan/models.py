@@ -38,8 +38,8 @@ def _down(cin: int, cout: int, norm: bool = True) -> nn.Sequential:
 
 
 def _up(cin: int, cout: int) -> nn.Sequential:
-    """Stride-2 4x4 transposed conv, as pix2pix's U-Net: 2.25x fewer FLOPs than
-    upsample + 3x3 conv, which matters on a CPU."""
+    """Stride-2 4x4 transposed conv, as pix2pix's U-Net (fewer FLOPs than upsample + conv:
+    docs/notes.md)."""
     return nn.Sequential(
         nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
         nn.InstanceNorm2d(cout, affine=True),

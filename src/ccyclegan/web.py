@@ -2,31 +2,10 @@
 
     ccyclegan serve --checkpoint runs/paper           # http://127.0.0.1:7860/
 
-One page (``web_static/``: HTML, CSS and vanilla JS, no framework, nothing loaded from another
-site) posts the photo, the emotion (or "all") and the intensity to ``POST /api/translate``,
-which answers JSON: the translated photo (or, for "all", the strip of every face in every
-emotion, as ``ccyclegan translate --to all`` writes it), and per face its box, the 48x48
-crops the model saw and made, and its region in colour, before and after. The work is
-``ExpressionTranslator.translate_faces``, the API behind ``ccyclegan translate``; this module
-only moves bytes.
-
-Uploads are processed in memory only, never written to disk: the multipart body is parsed as it
-streams in (python-multipart's push parser), the photo part is kept in a bytes buffer, and the
-upload is refused with 413 as soon as it passes ``--max-upload-mb``: at most that much of a
-request body is ever held. (Starlette's and FastAPI's own form parsing would first spool the
-whole file into a temporary file, however large.) The image's size in pixels is checked on its
-header, before decoding, against the project's limit (``data.max_pixels()``,
-$CCYCLEGAN_MAX_PIXELS).
-
-Concurrency: the model runs on one worker thread, one photo at a time (the translator is not
-thread-safe, and the CPU is better spent finishing one photo than interleaving many). Requests
-queue for it; when ``max_queue`` are already waiting, a new one is answered 503 (with
-Retry-After) before its body is read, so memory stays bounded by about
-(max_queue + 1) x max_upload plus one photo being processed.
-
-Offline and private: no CDN, no fonts or analytics, no share tunnel; a Content-Security-Policy
-keeps the page from loading anything from another origin, and the server binds to 127.0.0.1
-unless told otherwise (and then accepts only localhost Host headers, against DNS rebinding).
+The page (web_static/) posts a photo, an emotion and an intensity to POST /api/translate and
+gets JSON back; ExpressionTranslator.translate_faces does the work on one worker thread.
+Uploads are parsed as they stream in and held in memory only, bounded in size and in queue
+length; nothing is loaded from another site. The reasons: docs/notes.md.
 """
 
 from __future__ import annotations
