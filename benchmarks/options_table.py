@@ -1,0 +1,51 @@
+"""One markdown table of training options from their `ccyclegan evaluate` outputs, for the model
+card: expression accuracy under both judges, the same-person share, FED against its floor,
+reconstruction and the share of unchanged requests, with each run's steps and training time.
+
+    python benchmarks/options_table.py runs/baseline runs/guided ...   # each RUN/eval/metrics.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def row(run: Path) -> str:
+    m = json.loads((run / "eval" / "metrics.json").read_text())
+    ck = json.loads((run / "checkpoint.json").read_text())
+    prog = ck["progress"]
+    sec, per, mod = m.get("second_judge"), m.get("person"), m["model"]
+    fed, floor = mod["fed"]["overall"]["frechet"], m["floor"]["fed"]["overall"]["frechet"]
+    cells = [
+        f"`{run.name}`",
+        f"{prog['step']:,}",
+        f"{prog.get('train_seconds', 0) / 60:.0f} min" if prog.get("train_seconds") else "n/a",
+        f"{100 * mod['expression_accuracy']['overall']:.1f} %",
+        f"{100 * sec['expression_accuracy']['overall']:.1f} %" if sec else "n/a",
+        " / ".join(f"{100 * mod['expression_accuracy']['per_target'][e]:.0f}"
+                   for e in mod["expression_accuracy"]["per_target"]),
+        f"{100 * per['kept'][str(per['thresholds']['fer_1pct_far'])]:.1f} %" if per else "n/a",
+        f"{fed / floor:.2f}x",
+        f"{mod['reconstruction']['l1']:.3f}",
+        f"{100 * mod['unchanged']['share']:.1f} %",
+        f"{mod['unchanged']['mean_change_grey_levels']:.1f}",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", type=Path)
+    runs = p.parse_args().runs
+    print("| run | steps | training | judge | 2nd judge | judge per target (an / di / fe / "
+          "ha / sa / su / ne) | same person | FED / floor | recon. L1 | unchanged | "
+          "mean change (grey levels) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for run in runs:
+        print(row(run))
+
+
+if __name__ == "__main__":
+    main()
