@@ -12,7 +12,8 @@ REAL_FER = Path(os.environ.get(
 @pytest.fixture(scope="session")
 def tiny_csv(tmp_path_factory):
     """A small FER2013-format CSV of generated faces: 10 train + 3 test faces per emotion."""
-    from ccyclegan.synthetic import synthetic_faces, write_fer2013_csv
+    from ccyclegan.data import write_fer2013_csv
+    from ccyclegan.synthetic import synthetic_faces
 
     path = tmp_path_factory.mktemp("data") / "tiny.csv"
     write_fer2013_csv(path, {"Training": synthetic_faces(10, seed=1),

@@ -24,8 +24,8 @@ from ccyclegan.classifier import (
 from ccyclegan.classifier_config import ClassifierConfig
 from ccyclegan.cli import main
 from ccyclegan.config import ConfigError
-from ccyclegan.data import load_split
-from ccyclegan.synthetic import synthetic_faces, write_fer2013_csv
+from ccyclegan.data import load_split, write_fer2013_csv
+from ccyclegan.synthetic import synthetic_faces
 
 TINY = dict(width=8, feature_dim=32, dropout=0.1, batch_size=16, val_fraction=0.1, threads=1,
             optimizer="adamw")

@@ -26,8 +26,10 @@ from ccyclegan.data import (
     normalize,
     read_fer2013_csv,
     read_image_folder,
+    write_fer2013_csv,
+    write_image_folder,
 )
-from ccyclegan.synthetic import synthetic_faces, write_fer2013_csv, write_image_folder
+from ccyclegan.synthetic import synthetic_faces
 
 REAL_FER = Path(os.environ.get(
     "CCYCLEGAN_FER2013",

@@ -1,4 +1,4 @@
-"""FER2013 faces in: the Kaggle CSV, image folders, and the tensors the models see.
+"""FER2013 faces in and out: the Kaggle CSV, image folders, and the tensors the models see.
 
 Everything is loaded eagerly into uint8 tensors: the whole of FER2013 is 75 MB at one byte a
 pixel, so there is no point in a lazy dataset, and one pass over the input means a malformed row
@@ -36,6 +36,8 @@ __all__ = [
     "normalize",
     "read_fer2013_csv",
     "read_image_folder",
+    "write_fer2013_csv",
+    "write_image_folder",
 ]
 
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -46,7 +48,7 @@ PathLike = str | os.PathLike[str]
 
 _NPIX = IMAGE_SIZE * IMAGE_SIZE
 _CSV_CHUNK_ROWS = 4096  # rows parsed per numpy call: bounds memory, keeps the fast path fast
-USAGES = ("Training", "PublicTest", "PrivateTest")  # FER2013's splits, its Usage column
+_USAGES = ("Training", "PublicTest", "PrivateTest")
 
 
 class DataError(ValueError):
@@ -116,8 +118,8 @@ def _face_data(images: np.ndarray, labels: np.ndarray) -> FaceData:
 # Kaggle CSV
 
 _LABEL_CODES = {str(k).encode(): k for k in range(NUM_CLASSES)}
-_USAGE_CODES = {u.encode(): k for k, u in enumerate(USAGES)}
-_USAGE_LOWER = {u.lower(): k for k, u in enumerate(USAGES)}
+_USAGE_CODES = {u.encode(): k for k, u in enumerate(_USAGES)}
+_USAGE_LOWER = {u.lower(): k for k, u in enumerate(_USAGES)}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -200,7 +202,7 @@ def _parse_usage(field: bytes, path: Path, lineno: int, name: str) -> int:
     if code is not None:
         return code
     raise _row_error(path, lineno, name,
-                     f"unknown value {text[:40]!r} (expected one of {', '.join(USAGES)})")
+                     f"unknown value {text[:40]!r} (expected one of {', '.join(_USAGES)})")
 
 
 def _pixels_fast(fields: list[bytes]) -> np.ndarray | None:
@@ -301,7 +303,7 @@ def read_fer2013_csv(path: PathLike) -> dict[str, FaceData]:
     label_t = torch.from_numpy(np.asarray(labels, np.int64))
     usage_t = torch.from_numpy(np.asarray(usages, np.int8))
     out: dict[str, FaceData] = {}
-    for code, usage in enumerate(USAGES):
+    for code, usage in enumerate(_USAGES):
         mask = usage_t == code
         n = int(mask.sum())
         if n == len(labels):
@@ -309,6 +311,38 @@ def read_fer2013_csv(path: PathLike) -> dict[str, FaceData]:
         elif n:
             out[usage] = FaceData(images[mask], label_t[mask])
     return out
+
+
+def _usage_name(split: str) -> str:
+    key = split.strip().lower()
+    aliases = {"train": "Training", "test": "PublicTest"}
+    if key in aliases:
+        return aliases[key]
+    if key in _USAGE_LOWER:
+        return _USAGES[_USAGE_LOWER[key]]
+    raise ValueError(f"split {split!r} has no FER2013 Usage value (use one of {_USAGES})")
+
+
+def write_fer2013_csv(path: PathLike, splits: dict[str, FaceData]) -> None:
+    """Write the Kaggle schema, gzip-compressed if the name ends in .gz (reproducibly: mtime 0).
+
+    Split names may be Usage values or "train"/"test".
+    """
+    path = Path(path)
+    table = [str(v).encode() for v in range(256)]
+    rows = [b"emotion,pixels,Usage\n"]
+    for split, data in splits.items():
+        usage = _usage_name(split).encode()
+        pixels = data.images.reshape(len(data), _NPIX).cpu().numpy()
+        for label, row in zip(data.labels.tolist(), pixels.tolist(), strict=True):
+            rows.append(b"%d,%s,%s\n" % (label, b" ".join([table[v] for v in row]), usage))
+    body = b"".join(rows)
+    with open(path, "wb") as raw:
+        if path.name.lower().endswith(".gz"):
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+                gz.write(body)
+        else:
+            raw.write(body)
 
 
 # --------------------------------------------------------------------------------------------
@@ -451,6 +485,21 @@ def read_image_folder(root: PathLike) -> dict[str, FaceData]:
     return {name: _read_class_folders(folder) for name, folder in _folder_splits(root).items()}
 
 
+def write_image_folder(root: PathLike, splits: dict[str, FaceData], ext: str = "png") -> None:
+    """Write root/<split>/<emotion>/<index>.<ext>, the layout read_image_folder reads."""
+    root = Path(root)
+    ext = ext.lstrip(".").lower()
+    options = {"quality": 95} if ext in ("jpg", "jpeg", "webp") else {}
+    for split, data in splits.items():
+        width = len(str(max(len(data) - 1, 0)))
+        for name in EMOTIONS:
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+        pixels = data.images[:, 0].cpu().numpy()
+        for k, label in enumerate(data.labels.tolist()):
+            out = root / split / EMOTIONS[label] / f"{k:0{width}d}.{ext}"
+            Image.fromarray(pixels[k]).save(out, **options)
+
+
 # --------------------------------------------------------------------------------------------
 # Dispatch
 
@@ -494,7 +543,7 @@ def load_split(path: PathLike, split: str) -> FaceData:
     splits = _read_csv_cached(str(path.resolve()), st.st_mtime_ns, st.st_size)
     tried = {"train": ("Training",), "test": ("PublicTest", "PrivateTest")}.get(key)
     if tried is None:
-        tried = tuple(u for u in USAGES if u.lower() == key) or (split,)
+        tried = tuple(u for u in _USAGES if u.lower() == key) or (split,)
     for usage in tried:
         if usage in splits:
             return splits[usage]

@@ -1,16 +1,13 @@
-"""Stand-in data for tests and demos: cartoon faces whose expression follows the label, and
-writers that store any FaceData the way data.py reads it (a Kaggle CSV, an image folder)."""
+"""Stand-in faces for tests and demos without FER2013: cartoon faces whose expression follows
+the label (data.write_fer2013_csv and write_image_folder store them as a dataset)."""
 
 from __future__ import annotations
-
-import gzip
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ccyclegan.data import EMOTIONS, IMAGE_SIZE, NUM_CLASSES, USAGES, FaceData, PathLike
+from ccyclegan.data import IMAGE_SIZE, NUM_CLASSES, FaceData
 
 # Per emotion: mouth curve (+ corners up), mouth opening, mouth width, brow tilt (+ inner ends
 # down), brow raise, eye opening (half-height), asymmetry. In 48x48 pixels.
@@ -81,51 +78,3 @@ def synthetic_faces(n_per_class: int, seed: int = 0) -> FaceData:
               else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8))
     return FaceData(torch.from_numpy(images).reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE),
                     torch.from_numpy(labels))
-
-
-def _usage_name(split: str) -> str:
-    key = split.strip().lower()
-    aliases = {"train": "Training", "test": "PublicTest"}
-    if key in aliases:
-        return aliases[key]
-    for usage in USAGES:
-        if usage.lower() == key:
-            return usage
-    raise ValueError(f"split {split!r} has no FER2013 Usage value (use one of {USAGES})")
-
-
-def write_fer2013_csv(path: PathLike, splits: dict[str, FaceData]) -> None:
-    """Write the Kaggle schema, gzip-compressed if the name ends in .gz (reproducibly: mtime 0).
-
-    Split names may be Usage values or "train"/"test".
-    """
-    path = Path(path)
-    table = [str(v).encode() for v in range(256)]
-    rows = [b"emotion,pixels,Usage\n"]
-    for split, data in splits.items():
-        usage = _usage_name(split).encode()
-        pixels = data.images.reshape(len(data), IMAGE_SIZE * IMAGE_SIZE).cpu().numpy()
-        for label, row in zip(data.labels.tolist(), pixels.tolist(), strict=True):
-            rows.append(b"%d,%s,%s\n" % (label, b" ".join([table[v] for v in row]), usage))
-    body = b"".join(rows)
-    with open(path, "wb") as raw:
-        if path.name.lower().endswith(".gz"):
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-                gz.write(body)
-        else:
-            raw.write(body)
-
-
-def write_image_folder(root: PathLike, splits: dict[str, FaceData], ext: str = "png") -> None:
-    """Write root/<split>/<emotion>/<index>.<ext>, the layout read_image_folder reads."""
-    root = Path(root)
-    ext = ext.lstrip(".").lower()
-    options = {"quality": 95} if ext in ("jpg", "jpeg", "webp") else {}
-    for split, data in splits.items():
-        width = len(str(max(len(data) - 1, 0)))
-        for name in EMOTIONS:
-            (root / split / name).mkdir(parents=True, exist_ok=True)
-        pixels = data.images[:, 0].cpu().numpy()
-        for k, label in enumerate(data.labels.tolist()):
-            out = root / split / EMOTIONS[label] / f"{k:0{width}d}.{ext}"
-            Image.fromarray(pixels[k]).save(out, **options)
