@@ -69,6 +69,8 @@ class RunLog:
         self.skipped = int(resumed.get("skipped_steps", 0) or 0)
         self._trained_s = float(resumed.get("train_seconds", 0) or 0)
         self._window: dict[str, list[torch.Tensor]] = {}
+        self._t0 = self._t_run = time.perf_counter()  # start() sets the clocks again
+        self._seen0 = st.step
         self._time_up = False
         self.log: MetricsLog | None = None
         self.bar = None
