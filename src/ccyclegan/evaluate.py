@@ -324,8 +324,14 @@ def same_person(images: torch.Tensor, fakes: torch.Tensor, src: np.ndarray, tgt:
     keep = np.flatnonzero(src < max_faces)
     n = int(src[keep].max()) + 1 if len(keep) else 0
     rng = np.random.default_rng(seed + 2)
-    others = np.array([rng.choice(np.flatnonzero((labels == t) & (np.arange(len(labels)) != i)))
-                       for i, t in zip(src[keep], tgt[keep], strict=True)], np.int64)
+    index = np.arange(len(labels))
+
+    def another(i: int, t: int) -> int:  # another face of emotion t (any other if t has none)
+        pool = np.flatnonzero((labels == t) & (index != i))
+        return int(rng.choice(pool if len(pool) else np.flatnonzero(index != i)))
+
+    others = np.array([another(i, t) for i, t in zip(src[keep], tgt[keep], strict=True)],
+                      np.int64)
     emb = embedder.embed(images[:n, 0].numpy())
     emb_fake = embedder.embed(fakes[torch.from_numpy(keep), 0].numpy())
     emb_other = embedder.embed(images[torch.from_numpy(others), 0].numpy())

@@ -216,7 +216,7 @@ class RunLog:
         """What a checkpoint records besides the step."""
         return {"epoch": self.st.step / self.steps_per_epoch, "world_size": self.world,
                 "global_batch": self.global_batch, "skipped_steps": self.skipped,
-                "train_seconds": round(self.train_seconds(), 1)}
+                "train_seconds": round(self.train_seconds(), 3)}
 
     def last_good(self) -> str:
         """What a failed run leaves: the checkpoint on disk, read back in full (checksum)."""
