@@ -17,7 +17,9 @@ def row(run: Path) -> str:
     ck = json.loads((run / "checkpoint.json").read_text())
     prog = ck["progress"]
     sec, per, mod = m.get("second_judge"), m.get("person"), m["model"]
-    fed, floor = mod["fed"]["overall"]["frechet"], m["floor"]["fed"]["overall"]["frechet"]
+    # FED as the model card states it: the mean over the 7 targets against the mean floor
+    fed = sum(v["frechet"] for v in mod["fed"]["per_target"].values()) / 7
+    floor = sum(v["frechet"] for v in m["floor"]["fed"]["per_emotion"].values()) / 7
     cells = [
         f"`{run.name}`",
         f"{prog['step']:,}",

@@ -561,6 +561,11 @@ def _f(v: Any, fmt: str = ".3f", scale: float = 1.0) -> str:
     return format(v * scale, fmt)
 
 
+def _mean_of(entries: dict[str, dict[str, Any]]) -> float | None:
+    vals = [e["frechet"] for e in entries.values()]
+    return None if any(v is None for v in vals) or not vals else sum(vals) / len(vals)
+
+
 def _pct(v: Any) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
@@ -662,7 +667,12 @@ def render_report(m: dict[str, Any]) -> str:
                     "n/a" if k_m is None else f"{1e3 * k_m['mean']:.2f} ± {1e3 * k_m['std']:.2f}",
                     "n/a" if k_i is None else f"{1e3 * k_i['mean']:.2f} ± {1e3 * k_i['std']:.2f}"]
         lines.append("| " + " | ".join(row) + " |")
-    lines.append("")
+    fed_mean = _mean_of(fed["per_target"])
+    floor_mean = _mean_of(m["floor"]["fed"]["per_emotion"])
+    lines += ["", f"FED, mean over the 7 targets: {_f(fed_mean)} against a mean floor of "
+              f"{_f(floor_mean)} ({_f(fed_mean / floor_mean, '.2f')}x); the identity mapping: "
+              f"{_f(_mean_of(ide['fed']['per_target']))}." if fed_mean and floor_mean else
+              "FED mean: n/a.", ""]
     inc = m["inception"]
     if fid is None:
         lines += [f"FID/KID: not computed. {inc['note']}", ""]
