@@ -34,6 +34,16 @@ def weights(run_dir):
     return tensors, meta
 
 
+def assert_same_training_state(run_a, run_b):
+    """Every tensor of two runs' checkpoints but the RNG states (resumed = uninterrupted)."""
+    a, _ = weights(run_a)
+    b, _ = weights(run_b)
+    assert set(a) == set(b)
+    for k in a:
+        if not k.startswith("rng"):
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
 def test_tiny_run_writes_everything(tmp_path, tiny_csv):
     res, cfg = run(tmp_path, tiny_csv, "a", max_steps=4)
     d = tmp_path / "a"
@@ -65,13 +75,10 @@ def test_resume_matches_uninterrupted(tmp_path, tiny_csv, kw):
     run(tmp_path, tiny_csv, "split", max_steps=3, **kw)
     cfg = Config(data=str(tiny_csv), out=str(tmp_path / "split"), **{**TINY, **kw}, max_steps=6)
     train(cfg, resume=True, overrides={"max_steps": 6}, progress_bar=False)
-    a, ma = weights(tmp_path / "full")
-    b, mb = weights(tmp_path / "split")
+    _, ma = weights(tmp_path / "full")
+    _, mb = weights(tmp_path / "split")
     assert ma["progress"]["step"] == mb["progress"]["step"] == 6
-    assert set(a) == set(b)
-    for k in a:
-        if not k.startswith("rng"):
-            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    assert_same_training_state(tmp_path / "full", tmp_path / "split")
     rows = list(csv.DictReader((tmp_path / "split" / "metrics.csv").open()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
 
@@ -188,11 +195,7 @@ def test_expression_classifier_loss_trains_g_towards_its_targets(tmp_path, tiny_
     run(tmp_path, tiny_csv, "split", max_steps=2, **kw)
     cfg = Config(data=str(tiny_csv), out=str(tmp_path / "split"), **{**TINY, **kw}, max_steps=4)
     train(cfg, resume=True, overrides={"max_steps": 4}, progress_bar=False)
-    a, _ = weights(tmp_path / "full")
-    b, _ = weights(tmp_path / "split")
-    for k in a:
-        if not k.startswith("rng"):
-            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    assert_same_training_state(tmp_path / "full", tmp_path / "split")
     rows = list(csv.DictReader((tmp_path / "full" / "metrics.csv").open()))
     assert all(float(r["G_expr"]) > 0 for r in rows)
     before, _ = load_classifier(clf)

@@ -78,7 +78,21 @@ def _conv(cin: int, cout: int) -> list[nn.Module]:
             nn.ReLU(inplace=True)]
 
 
-class EmotionNet(nn.Module):
+class _Classifier(nn.Module):
+    """body -> embed (the penultimate features, FED's) -> head (7 logits)."""
+
+    body: nn.Module
+    embed: nn.Module
+    head: nn.Sequential
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.body(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class EmotionNet(_Classifier):
     """VGG-style: 48 -> 24 -> 12 -> 6 -> 3 through four blocks of width w, 2w, 4w, 8w (one conv
     in the first block, two in the others: the 48x48 stage is the costliest on a CPU), then
     flatten -> dense `feature_dim` (the penultimate features) -> 7 logits.
@@ -97,12 +111,6 @@ class EmotionNet(nn.Module):
             nn.Flatten(), nn.Dropout(dropout), nn.Linear(8 * w * 9, feature_dim, bias=False),
             nn.BatchNorm1d(feature_dim), nn.ReLU(inplace=True))
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed(self.body(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
 
 
 class _Block(nn.Module):
@@ -124,7 +132,7 @@ class _Block(nn.Module):
         return skip + self.conv2(F.relu(self.bn2(h)))
 
 
-class ResNetEmotion(nn.Module):
+class ResNetEmotion(_Classifier):
     """A second architecture family for a second judge: a pre-activation ResNet (two blocks
     per stage at 24, 12, 6 and 3 pixels, widths w, 2w, 4w, 8w), global average pooling,
     dense `feature_dim`, 7 logits. Same interface as EmotionNet (features, head)."""
@@ -144,12 +152,6 @@ class ResNetEmotion(nn.Module):
             nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, feature_dim, bias=False),
             nn.BatchNorm1d(feature_dim), nn.ReLU(inplace=True))
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed(self.body(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
 
 
 def build_classifier(cfg: ClassifierConfig) -> EmotionNet | ResNetEmotion:
