@@ -11,7 +11,7 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.mark.parametrize("label_mode", ["bottleneck", "planes"])
+@pytest.mark.parametrize("label_mode", ["bottleneck", "planes", "norm"])
 def test_generator_shapes_and_enc_dec_split(label_mode):
     G = Generator(8, label_mode=label_mode)
     x = torch.rand(3, 1, 48, 48) * 2 - 1
@@ -23,7 +23,7 @@ def test_generator_shapes_and_enc_dec_split(label_mode):
     assert torch.allclose(G.decode(feats, c), y)
 
 
-@pytest.mark.parametrize("label_mode", ["bottleneck", "planes"])
+@pytest.mark.parametrize("label_mode", ["bottleneck", "planes", "norm"])
 def test_target_label_changes_output(label_mode):
     cfg = Config(gen_channels=8, label_mode=label_mode)
     G, _ = build_models(cfg)
@@ -106,3 +106,24 @@ def test_attention_output_is_a_mask_blend_of_input_and_colour():
 def test_bad_output():
     with pytest.raises(ValueError, match="output"):
         Generator(8, output="flow")
+
+
+def test_conditional_norm_starts_label_free_and_learns_the_label():
+    """label_mode norm: each decoder stage's scale and shift are linear in the condition,
+    label-free at initialisation, with gradients for the label's weights from the first step;
+    a blend of two conditions blends their scales."""
+    from ccyclegan.models import CondInstanceNorm
+
+    G, _ = build_models(Config(gen_channels=8, label_mode="norm"))
+    norms = [m for m in G.modules() if isinstance(m, CondInstanceNorm)]
+    assert len(norms) == 4  # expand + 3 decoder stages
+    assert all(torch.equal(n.scale.weight, torch.zeros_like(n.scale.weight)) for n in norms)
+    x = torch.rand(3, 1, 48, 48) * 2 - 1
+    G(x, one_hot(torch.tensor([0, 3, 6]))).square().mean().backward()
+    assert all(n.scale.weight.grad.abs().sum() > 0 for n in norms)
+    n = norms[1]
+    with torch.no_grad():
+        n.scale.weight.normal_()
+    h = torch.randn(1, n.norm.num_features, 6, 6)
+    a, b = one_hot(torch.tensor([1])), one_hot(torch.tensor([4]))
+    torch.testing.assert_close(n(h, 0.5 * a + 0.5 * b), 0.5 * n(h, a) + 0.5 * n(h, b))

@@ -67,7 +67,7 @@ def test_tiny_run_writes_everything(tmp_path, tiny_csv):
     {"cycle_mode": "both", "adv_loss": "lsgan", "targets": "all", "ema_decay": 0.9,
      "d_steps_per_g": 2, "label_mode": "planes", "spectral_norm": True, "cl_loss": "sigmoid",
      "d_augment": "color,translation,cutout"},
-    {"output": "residual", "r1_gamma": 1.0},
+    {"output": "residual", "r1_gamma": 1.0, "label_mode": "norm"},
     {"output": "attention", "adv_loss": "wgan-gp", "d_steps_per_g": 2, "cycle_mode": "cycle"},
 ])
 def test_resume_matches_uninterrupted(tmp_path, tiny_csv, kw):

@@ -32,7 +32,9 @@ HELP = {
     "drop_blank": "drop constant (blank) faces, counted in the log",
     "gen_channels": "generator width (first layer)",
     "disc_channels": "discriminator width (first layer)",
-    "label_mode": "where the emotion enters G: the bottleneck (paper) or also tiled planes",
+    "label_mode": "where the emotion enters G: the bottleneck (paper), also tiled planes into "
+                  "every decoder stage, or norm: also every decoder norm's scale and shift "
+                  "(conditional instance norm)",
     "spectral_norm": "spectral normalisation in D",
     "output": "G's last layer: direct (paper: tanh), residual (x + change, US-GAN's ultimate "
               "skip) or attention (GANimation: mask A x + (1 - A) colour)",

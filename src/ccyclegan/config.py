@@ -22,7 +22,7 @@ from ccyclegan.checkpoint import atomic_write_json
 AdvLoss = Literal["bce", "lsgan", "hinge", "wgan-gp"]
 ClLoss = Literal["softmax", "sigmoid"]
 CycleMode = Literal["reconstruction", "cycle", "both"]
-LabelMode = Literal["bottleneck", "planes"]
+LabelMode = Literal["bottleneck", "planes", "norm"]
 Output = Literal["direct", "residual", "attention"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Targets = Literal["random", "all"]

@@ -23,6 +23,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _sn
 from ccyclegan.data import NUM_CLASSES
 
 OUTPUTS = ("direct", "residual", "attention")
+LABEL_MODES = ("bottleneck", "planes", "norm")
 
 
 def one_hot(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
@@ -37,14 +38,48 @@ def _down(cin: int, cout: int, norm: bool = True) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _up(cin: int, cout: int) -> nn.Sequential:
+class CondInstanceNorm(nn.Module):
+    """Instance norm whose scale and shift are linear in the condition (conditional instance
+    normalisation, Dumoulin et al. 2017): a label that enters after the normalisation cannot
+    be normalised away, as a label added before an instance norm mostly is."""
+
+    def __init__(self, channels: int, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.scale = nn.Linear(num_classes, channels)
+        self.shift = nn.Linear(num_classes, channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Start label-free (scale 1, shift 0); the label's weights learn from the first step."""
+        nn.init.zeros_(self.scale.weight)
+        nn.init.ones_(self.scale.bias)
+        nn.init.zeros_(self.shift.weight)
+        nn.init.zeros_(self.shift.bias)
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        c = c.to(h.dtype)
+        return self.norm(h) * self.scale(c)[:, :, None, None] + self.shift(c)[:, :, None, None]
+
+
+class _Block(nn.Sequential):
+    """conv -> norm -> ReLU, where a conditional norm also gets the condition."""
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        for m in self:
+            h = m(h, c) if isinstance(m, CondInstanceNorm) else m(h)
+        return h
+
+
+def _norm(channels: int, conditional: bool) -> nn.Module:
+    return CondInstanceNorm(channels) if conditional else nn.InstanceNorm2d(channels, affine=True)
+
+
+def _up(cin: int, cout: int, conditional: bool = False) -> _Block:
     """Stride-2 4x4 transposed conv, as pix2pix's U-Net (fewer FLOPs than upsample + conv:
     docs/notes.md)."""
-    return nn.Sequential(
-        nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
-        nn.InstanceNorm2d(cout, affine=True),
-        nn.ReLU(inplace=True),
-    )
+    return _Block(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), _norm(cout, conditional),
+                  nn.ReLU(inplace=True))
 
 
 def _planes(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -56,14 +91,16 @@ class Generator(nn.Module):
 
     label_mode "bottleneck" (the paper's code): the condition joins the 1x1 bottleneck through a
     dense transform layer. "planes": the condition is also tiled as constant planes into every
-    decoder stage, so skip connections cannot route around it.
+    decoder stage, so skip connections cannot route around it. "norm": every decoder norm is
+    conditional (CondInstanceNorm), so the label sets each stage's scale and shift.
     """
 
     def __init__(self, channels: int = 32, num_classes: int = NUM_CLASSES,
                  label_mode: str = "bottleneck", in_channels: int = 1, output: str = "direct"):
         super().__init__()
-        if label_mode not in ("bottleneck", "planes"):
-            raise ValueError(f"label_mode must be 'bottleneck' or 'planes', got {label_mode!r}")
+        if label_mode not in LABEL_MODES:
+            raise ValueError(f"label_mode must be one of {', '.join(LABEL_MODES)}, "
+                             f"got {label_mode!r}")
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         c = channels
@@ -78,16 +115,14 @@ class Generator(nn.Module):
         ])
         self.bottleneck = nn.Sequential(nn.Conv2d(8 * c, 8 * c, 3), nn.LeakyReLU(0.2, inplace=True))
         self.transform = nn.Sequential(nn.Linear(8 * c + num_classes, 8 * c), nn.ReLU(inplace=True))
-        self.expand = nn.Sequential(
-            nn.ConvTranspose2d(8 * c, 8 * c, 3, bias=False),
-            nn.InstanceNorm2d(8 * c, affine=True),
-            nn.ReLU(inplace=True),
-        )
+        cond = label_mode == "norm"
+        self.expand = _Block(nn.ConvTranspose2d(8 * c, 8 * c, 3, bias=False),
+                             _norm(8 * c, cond), nn.ReLU(inplace=True))
         k = num_classes if label_mode == "planes" else 0
         self.dec = nn.ModuleList([
-            _up(16 * c + k, 4 * c),  # 3 -> 6
-            _up(8 * c + k, 2 * c),  # 6 -> 12
-            _up(4 * c + k, c),  # 12 -> 24
+            _up(16 * c + k, 4 * c, cond),  # 3 -> 6
+            _up(8 * c + k, 2 * c, cond),  # 6 -> 12
+            _up(4 * c + k, c, cond),  # 12 -> 24
         ])
         out_ch = 2 * in_channels if output == "attention" else in_channels  # colour + mask
         self.out = nn.ConvTranspose2d(2 * c + k, out_ch, 4, 2, 1)  # 24 -> 48
@@ -113,12 +148,12 @@ class Generator(nn.Module):
         x, *skips, z = feats
         planes = self.label_mode == "planes"
         h = self.transform(torch.cat([z, c.to(z.dtype)], 1))
-        h = self.expand(h[:, :, None, None])
+        h = self.expand(h[:, :, None, None], c)
         for layer, skip in zip(self.dec, reversed(skips[1:]), strict=True):
             h = torch.cat([h, skip], 1)
             if planes:
                 h = torch.cat([h, _planes(c, h)], 1)
-            h = layer(h)
+            h = layer(h, c)
         h = torch.cat([h, skips[0]], 1)
         if planes:
             h = torch.cat([h, _planes(c, h)], 1)
@@ -186,6 +221,9 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
         elif isinstance(m, nn.InstanceNorm2d) and m.affine:
             nn.init.normal_(m.weight, 1.0, std)
             nn.init.zeros_(m.bias)
+    for m in module.modules():  # after the loop above, which also visits their Linear layers
+        if isinstance(m, CondInstanceNorm):
+            m.reset_parameters()
 
 
 def build_generator(cfg) -> Generator:
