@@ -382,3 +382,22 @@ def test_same_person_check_required_but_missing_is_an_error(tiny_models, tmp_pat
         evaluate(gen, data, clf, out=tmp_path / "a", identity=True, log=lambda _: None)
     m = evaluate(gen, data, clf, out=tmp_path / "b", identity=None, limit=5, log=lambda _: None)
     assert m["person"] is None
+
+
+def test_evaluate_intensity_blends_like_translate(tiny_models, tmp_path, monkeypatch):
+    """--intensity scores x + a (G(x|t) - x): at 0 the model is the identity mapping, and a
+    half-strength edit changes the face box about half as much."""
+    _no_inception(monkeypatch, tmp_path)
+    gen, clf, data = tiny_models
+    kw = dict(identity=False, log=lambda _: None, use_inception=False)
+    full = evaluate(gen, data, clf, out=tmp_path / "a1", **kw)
+    half = evaluate(gen, data, clf, out=tmp_path / "a05", intensity=0.5, **kw)
+    none = evaluate(gen, data, clf, out=tmp_path / "a0", intensity=0.0, **kw)
+    assert none["model"]["expression_accuracy"] == none["identity"]["expression_accuracy"]
+    assert none["model"]["unchanged"]["share"] == 1.0
+    ratio = half["model"]["translation_change"]["inside"] / full["model"]["translation_change"][
+        "inside"]
+    assert 0.45 < ratio < 0.55 and half["intensity"] == 0.5
+    assert "intensity 0.5" in (tmp_path / "a05" / "report.md").read_text()
+    with pytest.raises(Exception, match="intensity"):
+        evaluate(gen, data, clf, out=tmp_path / "bad", intensity=1.5, **kw)

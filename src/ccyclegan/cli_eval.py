@@ -79,7 +79,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
              batch_size=args.batch_size, device=args.device, threads=args.threads,
              kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets,
              second_classifier=args.second_classifier, identity=args.identity,
-             identity_faces=args.identity_faces)
+             identity_faces=args.identity_faces, intensity=args.intensity)
     return 0
 
 
@@ -124,6 +124,8 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
                         "default: when installed")
     e.add_argument("--identity-faces", type=int, default=200,
                    help="faces whose translations get the same-person check (default 200)")
+    e.add_argument("--intensity", type=float, default=1.0,
+                   help="edit strength as in translate: x + a (G(x|target) - x) (default 1)")
     e.add_argument("--out", help="output directory (default: <run dir>/eval)")
     e.add_argument("--limit", type=int, default=0,
                    help="evaluate a seeded random subset of N test faces (0 = all)")

@@ -45,6 +45,7 @@ from ccyclegan.data import (
 from ccyclegan.gan_checkpoint import load_generator
 from ccyclegan.identity import DLIB_THRESHOLD, FER_THRESHOLD
 from ccyclegan.inception import InceptionFeatures, InceptionWeightsError
+from ccyclegan.inputs import check_intensity
 from ccyclegan.models import one_hot
 from ccyclegan.plots import confusion_image
 from ccyclegan.runtime import resolve_device
@@ -215,17 +216,18 @@ def confusion(true: np.ndarray, pred: np.ndarray, k: int = NUM_CLASSES) -> np.nd
 # =========================================================================== evaluation
 
 
-def _translate(G, faces: torch.Tensor, batch_size: int) -> torch.Tensor:
+def _translate(G, faces: torch.Tensor, batch_size: int, intensity: float = 1.0) -> torch.Tensor:
     """uint8 [N,1,48,48] -> uint8 [N, 7, 1, 48, 48]: each face decoded under every emotion
-    from one encoding (the source emotion's column is the reconstruction)."""
+    from one encoding (the source emotion's column is the reconstruction), blended as the
+    translate API does: x + intensity (G(x|k) - x)."""
     device = next(G.parameters()).device
     out = []
     with torch.no_grad():
         for chunk in faces.split(batch_size):
             x = normalize(chunk.to(device))
             feats = G.encode(x)
-            per = [denormalize(G.decode(feats, one_hot(torch.full(
-                (len(x),), k, dtype=torch.long, device=device))).float()).cpu()
+            per = [denormalize(x + intensity * (G.decode(feats, one_hot(torch.full(
+                (len(x),), k, dtype=torch.long, device=device))).float() - x)).cpu()
                    for k in range(NUM_CLASSES)]
             out.append(torch.stack(per, 1))
     if not out:
@@ -372,7 +374,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
              inception: typing.Callable[[torch.Tensor], np.ndarray] | None = None,
              use_inception: bool = True, log: typing.Callable[[str], None] = print,
              second_classifier: str | Path | None = None, identity: bool | None = None,
-             identity_faces: int = 200) -> dict[str, Any]:
+             identity_faces: int = 200, intensity: float = 1.0) -> dict[str, Any]:
     """Evaluate a generator on the test split; writes metrics.json, report.md and figures
     to `out` (default: <run dir>/eval) and returns the metrics.
 
@@ -384,7 +386,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     second_classifier: a second judge (best of another architecture family, never in a
     training loss) scored the same way, so a generator that games one network shows.
     identity: the share of translations dlib's face descriptor still calls the same person, on
-    the first `identity_faces` faces (None: when the `eval` extra is installed)."""
+    the first `identity_faces` faces (None: when the `eval` extra is installed).
+    intensity: the edit strength of the translate API (1 = G's output itself)."""
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
@@ -403,7 +406,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     images = faces.images
 
     # ---- translate: each face to all 7 emotions (own emotion = reconstruction)
-    all7 = _translate(G, images, batch_size)
+    all7 = _translate(G, images, batch_size, check_intensity(intensity))
     pairs = [(i, t) for i in range(n) for t in range(NUM_CLASSES) if t != labels[i]]
     src = np.array([p[0] for p in pairs], np.int64)
     tgt = np.array([p[1] for p in pairs], np.int64)
@@ -504,6 +507,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
                     for t in range(NUM_CLASSES)}
     metrics: dict[str, Any] = {
         "checkpoint": str(checkpoint), "generator_step": gprog.get("step"),
+        "intensity": intensity,
         "generator_config": {k: gcfg.to_dict()[k] for k in
                              ("gen_channels", "label_mode", "lr", "lambda_cl", "lambda_cyc",
                               "cycle_mode", "adv_loss", "seed")},
@@ -575,7 +579,8 @@ def render_report(m: dict[str, Any]) -> str:
     names = list(EMOTIONS)
     lines = [
         "# CCycleGAN evaluation", "",
-        f"- generator: `{m['checkpoint']}` (step {m['generator_step']})",
+        f"- generator: `{m['checkpoint']}` (step {m['generator_step']}"
+        f"{'' if m.get('intensity', 1.0) == 1.0 else ', intensity ' + str(m['intensity'])})",
         f"- data: `{m['data']}`, split {m['split']}: {s['faces']} faces "
         f"({s['blank_dropped']} blank dropped; "
         + (f"seeded subset of {s['faces_available']} with --limit {s['limit']}, "
