@@ -8,7 +8,7 @@ the wall time also counts the waits for a core):
 * generator_torch / generator_torch_compiled / generator_onnxruntime: one G(x|c) call, batch 1
   (one face); compiled = `--compile` (torch.compile with frozen weights, compiled at load);
 * edit / edit_a0.5 / edit_compiled / edit_onnxruntime: the whole per-face edit (encode once,
-  7 reconstructions to estimate the source emotion, + the blend decode when 0 < a < 1);
+  decode under the target, blend x + a (G(x|t) - x));
 * detect, crop, paste: the photo steps;
 * pipeline / pipeline_a0.5 / pipeline_compiled / pipeline_onnxruntime: a 1280x720 RGB photo
   with one face, array in, array out (detect, frame, edit, paste back); *_min_face_0.12:
