@@ -3,6 +3,7 @@ card: expression accuracy under both judges, the same-person share, FED against 
 reconstruction and the share of unchanged requests, with each run's steps and training time.
 
     python benchmarks/options_table.py runs/baseline runs/guided ...   # each RUN/eval/metrics.json
+    python benchmarks/options_table.py runs/guided_norm:eval_a0.8      # RUN:EVAL_DIR
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import json
 from pathlib import Path
 
 
-def row(run: Path) -> str:
-    m = json.loads((run / "eval" / "metrics.json").read_text())
+def row(spec: str) -> str:
+    run, _, ev = spec.partition(":")
+    run = Path(run)
+    m = json.loads((run / (ev or "eval") / "metrics.json").read_text())
     ck = json.loads((run / "checkpoint.json").read_text())
     prog = ck["progress"]
     sec, per, mod = m.get("second_judge"), m.get("person"), m["model"]
@@ -21,7 +24,7 @@ def row(run: Path) -> str:
     fed = sum(v["frechet"] for v in mod["fed"]["per_target"].values()) / 7
     floor = sum(v["frechet"] for v in m["floor"]["fed"]["per_emotion"].values()) / 7
     cells = [
-        f"`{run.name}`",
+        f"`{run.name}`" + (f" (intensity {m['intensity']})" if m.get("intensity", 1) != 1 else ""),
         f"{prog['step']:,}",
         f"{prog.get('train_seconds', 0) / 60:.0f} min" if prog.get("train_seconds") else "n/a",
         f"{100 * mod['expression_accuracy']['overall']:.1f} %",
@@ -39,7 +42,7 @@ def row(run: Path) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("runs", nargs="+", help="RUN or RUN:EVAL_DIR (default eval)")
     runs = p.parse_args().runs
     print("| run | steps | training | judge | 2nd judge | judge per target (an / di / fe / "
           "ha / sa / su / ne) | same person | FED / floor | recon. L1 | unchanged | "
