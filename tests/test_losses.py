@@ -121,3 +121,18 @@ def test_d_and_g_classification_choose_the_head_once():
         losses.classification_sigmoid(logits, labels) + losses.classification_sigmoid(fake, None))
     assert losses.g_classification(fake, labels, "sigmoid") == \
         losses.classification_sigmoid(fake, labels)
+
+
+def test_expression_loss_stops_at_the_confidence():
+    """Plain cross-entropy at 0; with a confidence p, a face read as its target with
+    probability >= p adds nothing (and no gradient), one below it adds CE + log p."""
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 1.0, 0.0]], requires_grad=True)
+    y = torch.tensor([0, 0])
+    ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    assert losses.expression(logits, y).item() == pytest.approx(ce.mean().item())
+    p0 = torch.softmax(logits, 1)[0, 0].item()  # ~0.96
+    assert p0 > 0.9
+    cut = losses.expression(logits, y, confidence=0.9)
+    assert cut.item() == pytest.approx((ce[1].item() + math.log(0.9)) / 2)
+    cut.backward()
+    assert torch.all(logits.grad[0] == 0) and torch.any(logits.grad[1] != 0)

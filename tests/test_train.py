@@ -204,6 +204,8 @@ def test_expression_classifier_loss_trains_g_towards_its_targets(tmp_path, tiny_
         torch.testing.assert_close(v, after[k].to(v.dtype), msg=k)
     with pytest.raises(ConfigError, match="expr_classifier"):
         Config(lambda_expr=1.0)
+    with pytest.raises(ConfigError, match="expr_confidence"):
+        Config(expr_confidence=1.0)
 
 
 def test_max_minutes_stops_a_run_and_resume_spends_the_rest(tmp_path, tiny_csv):

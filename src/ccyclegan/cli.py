@@ -46,6 +46,8 @@ HELP = {
                        "reports the results",
     "lambda_expr": "weight of the frozen classifiers' cross-entropy on translations (0 = off)",
     "expr_augment": "DiffAugment ops applied to each translation before the frozen classifiers",
+    "expr_confidence": "no expression loss for a translation the frozen classifiers already "
+                       "read as its target with this probability (0 = plain cross-entropy)",
     "adv_loss": "adversarial loss: bce (paper), lsgan, hinge or wgan-gp",
     "cl_loss": "emotion loss: softmax (poster: D learns real faces only) or sigmoid (author's "
                "code: 7 sigmoids, translations get an all-zero class target)",

@@ -87,6 +87,8 @@ class Config:
     expr_classifier: str = ""
     lambda_expr: float = 0.0
     expr_augment: str = "translation"
+    # the loss stops for a translation read as its target with this probability (0 = never)
+    expr_confidence: float = 0.0
     targets: Targets = "random"
     # DiffAugment policy for everything D sees, e.g. "translation,cutout" ("" = off)
     d_augment: str = ""
@@ -149,7 +151,7 @@ class Config:
         if self.lambda_expr > 0 and not self.expr_classifier.strip():
             raise ConfigError("config field 'expr_classifier': lambda_expr > 0 needs a frozen "
                               "classifier (--expr-classifier RUN_DIR)")
-        for name in ("beta1", "beta2", "ema_decay"):
+        for name in ("beta1", "beta2", "ema_decay", "expr_confidence"):
             if not 0.0 <= (v := getattr(self, name)) < 1.0:
                 raise ConfigError(f"config field '{name}' must be in [0, 1), got {_show(v)}")
 

@@ -8,6 +8,8 @@ values do not depend on the autocast precision of the forward pass.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -46,6 +48,17 @@ def classification(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """l_cl: cross-entropy of D_cl. For D on real faces with their labels; for G on
     translated faces with their target labels."""
     return F.cross_entropy(logits.float(), labels)
+
+
+def expression(logits: torch.Tensor, labels: torch.Tensor, confidence: float = 0.0
+               ) -> torch.Tensor:
+    """G's loss from a frozen classifier: cross-entropy to the target, cut to zero for a
+    translation the classifier already gives the target with probability >= confidence, so G
+    stops changing a face once its expression reads (0 = plain cross-entropy, always push)."""
+    ce = F.cross_entropy(logits.float(), labels, reduction="none")
+    if confidence > 0:
+        ce = (ce + math.log(confidence)).clamp_min(0.0)
+    return ce.mean()
 
 
 def classification_sigmoid(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:

@@ -167,9 +167,9 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
                 g_cyc = _l_cyc(G, cfg, x, y, src, fake, recon)
                 loss_g = g_adv + cfg.lambda_cl * g_cl + cfg.lambda_cyc * g_cyc
                 if st.expr:  # frozen classifiers read the translation as its target
-                    logs["G_expr"] = g_expr = torch.stack([losses.classification(
-                        clf(diff_augment(fake, cfg.expr_augment)), y_t) for clf in st.expr]
-                    ).mean()
+                    logs["G_expr"] = g_expr = torch.stack([losses.expression(
+                        clf(diff_augment(fake, cfg.expr_augment)), y_t, cfg.expr_confidence)
+                        for clf in st.expr]).mean()
                     loss_g = loss_g + cfg.lambda_expr * g_expr
                 if mask is not None:
                     logs["G_mask"] = g_mask = losses.attention_regularizer(mask)
