@@ -163,3 +163,38 @@ def test_export_safetensors_release_file_is_fp16_and_translates_alike(run_dir, t
     _, d_full = ExpressionTranslator.load(run_dir).edit(faces, ["sad"])
     _, d_half = ExpressionTranslator.load(out).edit(faces, ["sad"])
     assert np.abs(d_full - d_half).max() < 2.0
+
+
+def test_export_strength_ships_a_weaker_edit_to_every_path(run_dir, tmp_path, capsys):
+    """--strength S: the exported G outputs x + S (G(x|t) - x), in the safetensors file and in
+    the ONNX graph alike, so translate, evaluate and onnxruntime all run the shipped edit."""
+    from ccyclegan.checkpoint import CheckpointError, load_tensors, save_tensors
+
+    sft, onx = tmp_path / "weak.safetensors", tmp_path / "weak.onnx"
+    for fmt, out in (("safetensors", sft), ("onnx", onx)):
+        assert cli.main(["export", "--checkpoint", str(run_dir), "--format", fmt, "--fp32",
+                         "--strength", "0.6", "-o", str(out)] if fmt == "safetensors" else
+                        ["export", "--checkpoint", str(run_dir), "--format", fmt,
+                         "--strength", "0.6", "-o", str(out)]) == 0
+    assert "strength 0.6" in capsys.readouterr().out
+    full, _, _ = load_generator(run_dir)
+    weak, _, _ = load_generator(sft)
+    assert full.strength == 1.0 and weak.strength == 0.6
+    x = synthetic_faces(1, seed=2).images[:3].float() / 127.5 - 1
+    c = torch.eye(7)[[1, 3, 5]]
+    with torch.no_grad():
+        want = x + 0.6 * (full(x, c) - x)
+        torch.testing.assert_close(weak(x, c), want, atol=1e-5, rtol=0)
+    session = ort.InferenceSession(str(onx), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"face": x.numpy(), "condition": c.numpy()})
+    assert np.abs(got - want.numpy()).max() < 1e-3
+    meta = {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
+    assert json.loads(meta["ccyclegan.strength"]) == 0.6
+    # a bad strength is refused on the command line and in a file's metadata
+    assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
+                     "--strength", "1.5", "-o", str(tmp_path / "bad.safetensors")]) != 0
+    assert "--strength" in capsys.readouterr().err
+    tensors, m = load_tensors(sft)
+    save_tensors(tmp_path / "odd.safetensors", tensors, {**m, "strength": 0})
+    with pytest.raises(CheckpointError, match="strength"):
+        load_generator(tmp_path / "odd.safetensors")

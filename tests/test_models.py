@@ -127,3 +127,15 @@ def test_conditional_norm_starts_label_free_and_learns_the_label():
     h = torch.randn(1, n.norm.num_features, 6, 6)
     a, b = one_hot(torch.tensor([1])), one_hot(torch.tensor([4]))
     torch.testing.assert_close(n(h, 0.5 * a + 0.5 * b), 0.5 * n(h, a) + 0.5 * n(h, b))
+
+
+@pytest.mark.parametrize("output", ["direct", "residual", "attention"])
+def test_strength_blends_the_output_towards_the_input(output):
+    torch.manual_seed(0)
+    G = Generator(8, output=output).eval()
+    x = torch.rand(2, 1, 48, 48) * 2 - 1
+    c = torch.eye(7)[[2, 4]]
+    with torch.no_grad():
+        full = G(x, c)
+        G.strength = 0.25
+        torch.testing.assert_close(G(x, c), x + 0.25 * (full - x))

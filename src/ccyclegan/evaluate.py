@@ -507,7 +507,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
                     for t in range(NUM_CLASSES)}
     metrics: dict[str, Any] = {
         "checkpoint": str(checkpoint), "generator_step": gprog.get("step"),
-        "intensity": intensity,
+        "intensity": intensity, "generator_strength": G.strength,
         "generator_config": {k: gcfg.to_dict()[k] for k in
                              ("gen_channels", "label_mode", "lr", "lambda_cl", "lambda_cyc",
                               "cycle_mode", "adv_loss", "seed")},

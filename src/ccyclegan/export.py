@@ -22,7 +22,7 @@ from torch import nn
 from ccyclegan.checkpoint import NO_BUNDLED_MODEL, atomic_write_bytes, bundled_model_path
 from ccyclegan.data import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
 from ccyclegan.faces import TranslateError
-from ccyclegan.gan_checkpoint import load_generator
+from ccyclegan.gan_checkpoint import check_strength, load_generator
 
 __all__ = ["OPSET", "export_onnx", "onnx_bytes"]
 
@@ -67,7 +67,8 @@ def onnx_bytes(G: nn.Module, config: dict | None = None, opset: int = OPSET) -> 
     model = onnx.load_from_string(buf.getvalue())
     meta = {"ccyclegan.emotions": json.dumps(list(EMOTIONS)),
             "ccyclegan.input_range": "[-1, 1]",
-            "ccyclegan.config": json.dumps(config or {})}
+            "ccyclegan.config": json.dumps(config or {}),
+            "ccyclegan.strength": json.dumps(float(getattr(G, "strength", 1.0)))}
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -77,7 +78,7 @@ def onnx_bytes(G: nn.Module, config: dict | None = None, opset: int = OPSET) -> 
 
 
 def export_onnx(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLike[str],
-                opset: int = OPSET) -> Path:
+                opset: int = OPSET, strength: float | None = None) -> Path:
     """Load a run dir / generator.safetensors / training checkpoint (None: the bundled model)
     and write its generator as ONNX to out (atomically)."""
     if checkpoint is None:
@@ -88,6 +89,8 @@ def export_onnx(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLik
     if out.suffix.lower() != ".onnx":
         raise TranslateError(f"{out}: the ONNX output should end in .onnx")
     G, cfg, _ = load_generator(src, "cpu")
+    if strength is not None:
+        G.strength = check_strength(strength, "strength")
     data = onnx_bytes(G, cfg.to_dict(), opset)
     try:
         atomic_write_bytes(out, data)

@@ -10,6 +10,7 @@ The file format itself (safetensors, checksums, atomic writes) is checkpoint.py'
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -104,13 +105,21 @@ def verify_checkpoint(path: Path) -> Config:
     return cfg
 
 
+def check_strength(value: Any, where: str = "strength") -> float:
+    """The export strength of a generator: a number in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value) and 0.0 < value <= 1.0):
+        raise CheckpointError(f"{where}: must be a number in (0, 1], got {str(value)[:40]!r}")
+    return float(value)
+
+
 def save_generator(path: Path, G: Generator, cfg: Config, progress: dict[str, Any],
                    half: bool = False) -> None:
     """The generator alone (fp16 weights if half), with its config and progress."""
     sd = {k: (v.half() if half and v.is_floating_point() else v)
           for k, v in G.state_dict().items()}
     save_tensors(path, sd, {"kind": "generator", "config": cfg.to_dict(), "progress": progress,
-                            "emotions": list(EMOTIONS)})
+                            "emotions": list(EMOTIONS), "strength": G.strength})
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu"
@@ -131,6 +140,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
         tensors = unprefixed(prefix, tensors)
     G = build_checked(lambda: build_generator(cfg), tensors, "generator", path)
     load_module(G, tensors, "generator", path)
+    G.strength = check_strength(meta.get("strength", 1.0), f"{path} (metadata 'strength')")
     progress = meta.get("progress")
     return G.to(device).eval(), cfg, progress if isinstance(progress, dict) else {}
 

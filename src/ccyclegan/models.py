@@ -93,6 +93,10 @@ class Generator(nn.Module):
     dense transform layer. "planes": the condition is also tiled as constant planes into every
     decoder stage, so skip connections cannot route around it. "norm": every decoder norm is
     conditional (CondInstanceNorm), so the label sets each stage's scale and shift.
+
+    strength s (1 in training): the output is x + s (G(x|c) - x), a weaker edit set when a
+    model is exported (`ccyclegan export --strength`), so every path that runs the shipped
+    file (translate, evaluate, ONNX) gets the strength chosen by measurement.
     """
 
     def __init__(self, channels: int = 32, num_classes: int = NUM_CLASSES,
@@ -107,6 +111,7 @@ class Generator(nn.Module):
         self.num_classes = num_classes
         self.label_mode = label_mode
         self.output = output
+        self.strength = 1.0
         self.enc = nn.ModuleList([
             _down(in_channels, c, norm=False),  # 24
             _down(c, 2 * c),  # 12
@@ -158,13 +163,18 @@ class Generator(nn.Module):
         if planes:
             h = torch.cat([h, _planes(c, h)], 1)
         h = self.out(h)
+        mask = None
         if self.output == "residual":
-            return (x + 2 * torch.tanh(h)).clamp(-1, 1), None
-        if self.output == "attention":
+            out = (x + 2 * torch.tanh(h)).clamp(-1, 1)
+        elif self.output == "attention":
             colour, a = h.chunk(2, dim=1)
             mask = torch.sigmoid(a)
-            return mask * x + (1 - mask) * torch.tanh(colour), mask
-        return torch.tanh(h), None
+            out = mask * x + (1 - mask) * torch.tanh(colour)
+        else:
+            out = torch.tanh(h)
+        if self.strength != 1.0:
+            out = x + self.strength * (out - x)
+        return out, mask
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, c_rec: torch.Tensor | None = None,
                 src: torch.Tensor | None = None, with_mask: bool = False):
