@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Training throughput and translate latency of two commits, each with its own benchmark
+# scripts, run alternately (ROUNDS times) with the current Python, so a change that should not
+# cost speed (a refactor) is checked on the same machine at the same time. Run it on a quiet
+# machine: nothing else on the cores.
+#
+#   benchmarks/compare_commits.sh BEFORE AFTER [OUT_DIR] [ROUNDS]
+#   e.g. benchmarks/compare_commits.sh d1dfe70 5d546c1 runs/bench_refactor 2
+set -euo pipefail
+before=$1 after=$2 out=${3:-runs/compare_commits} rounds=${4:-2}
+root=$(git rev-parse --show-toplevel)
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+trees=$(mktemp -d)
+trap 'for c in "$before" "$after"; do git -C "$root" worktree remove --force "$trees/$c" 2>/dev/null || true; done; rm -rf "$trees"' EXIT
+for c in "$before" "$after"; do git -C "$root" worktree add --detach "$trees/$c" "$c" >/dev/null; done
+for r in $(seq 1 "$rounds"); do
+  for c in "$before" "$after"; do
+    (cd "$trees/$c" && PYTHONPATH="$trees/$c/src" python benchmarks/train_throughput.py --steps 30 \
+      > "$out/train_${c}_$r.json")
+    (cd "$trees/$c" && PYTHONPATH="$trees/$c/src" python benchmarks/translate_latency.py --threads 1 \
+      --reps 30 > "$out/latency_${c}_$r.json")
+    echo "round $r: $c done"
+  done
+done
+echo "results in $out"
