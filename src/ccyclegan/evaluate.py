@@ -574,13 +574,20 @@ def _pct(v: Any) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
+def _edit_note(m: dict[str, Any]) -> str:
+    """The shipped strength and the scored intensity, when not 1."""
+    parts = [f"{name} {m[key]:g}" for key, name in (("generator_strength", "shipped strength"),
+                                                   ("intensity", "intensity"))
+             if m.get(key, 1.0) != 1.0]
+    return "".join(", " + p for p in parts)
+
+
 def render_report(m: dict[str, Any]) -> str:
     s, mod, ide, clf = m["sample"], m["model"], m["identity"], m["classifier"]
     names = list(EMOTIONS)
     lines = [
         "# CCycleGAN evaluation", "",
-        f"- generator: `{m['checkpoint']}` (step {m['generator_step']}"
-        f"{'' if m.get('intensity', 1.0) == 1.0 else ', intensity ' + str(m['intensity'])})",
+        f"- generator: `{m['checkpoint']}` (step {m['generator_step']}{_edit_note(m)})",
         f"- data: `{m['data']}`, split {m['split']}: {s['faces']} faces "
         f"({s['blank_dropped']} blank dropped; "
         + (f"seeded subset of {s['faces_available']} with --limit {s['limit']}, "
