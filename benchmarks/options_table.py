@@ -13,12 +13,21 @@ import json
 from pathlib import Path
 
 
+def progress_of(run: Path, step: int) -> dict:
+    """The training progress (steps, train_seconds) of the evaluated step: the run's
+    checkpoint.json, or a kept copy (checkpoint_*.json) when the run went on after it."""
+    for path in [run / "checkpoint.json", *sorted(run.glob("checkpoint_*.json"))]:
+        prog = json.loads(path.read_text())["progress"]
+        if prog["step"] == step:
+            return prog
+    return {"step": step}
+
+
 def row(spec: str) -> str:
     run, _, ev = spec.partition(":")
     run = Path(run)
     m = json.loads((run / (ev or "eval") / "metrics.json").read_text())
-    ck = json.loads((run / "checkpoint.json").read_text())
-    prog = ck["progress"]
+    prog = progress_of(run, m["generator_step"])
     sec, per, mod = m.get("second_judge"), m.get("person"), m["model"]
     # FED as the model card states it: the mean over the 7 targets against the mean floor
     fed = sum(v["frechet"] for v in mod["fed"]["per_target"].values()) / 7
