@@ -13,7 +13,12 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 trees=$(mktemp -d)
 trap 'for c in "$before" "$after"; do git -C "$root" worktree remove --force "$trees/$c" 2>/dev/null || true; done; rm -rf "$trees"' EXIT
-for c in "$before" "$after"; do git -C "$root" worktree add --detach "$trees/$c" "$c" >/dev/null; done
+for c in "$before" "$after"; do
+  git -C "$root" worktree add --detach "$trees/$c" "$c" >/dev/null
+  # translate_latency.py of commits between 7e0861c and its fix unpacks the old 4-value edit()
+  sed -i 's/_, delta, _, _ = tr.edit(crop, \["happy"\], 1.0)/_, delta = tr.edit(crop, ["happy"], 1.0)[:2]/' \
+    "$trees/$c/benchmarks/translate_latency.py"
+done
 for r in $(seq 1 "$rounds"); do
   for c in "$before" "$after"; do
     (cd "$trees/$c" && PYTHONPATH="$trees/$c/src" python benchmarks/train_throughput.py --steps 30 \

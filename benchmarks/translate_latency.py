@@ -126,7 +126,7 @@ def main() -> None:
         res["edit_a0.5"] = timed(lambda: tr.edit(crop, ["happy"], 0.5), 2 * n)
         res["edit_compiled"] = timed(lambda: tr_comp.edit(crop, ["happy"], 1.0), 2 * n)
         res["edit_onnxruntime"] = timed(lambda: tr_onnx.edit(crop, ["happy"], 1.0), 2 * n)
-        _, delta, _, _ = tr.edit(crop, ["happy"], 1.0)
+        _, delta = tr.edit(crop, ["happy"], 1.0)
         res["detect"] = timed(lambda: detect_faces(photo), n)
         res["crop"] = timed(lambda: crop_face(photo, frame), n)
         res["paste"] = timed(lambda: paste_delta(photo.copy(), frame, delta[0, 0], face_mask()),
