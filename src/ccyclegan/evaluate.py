@@ -216,6 +216,11 @@ def confusion(true: np.ndarray, pred: np.ndarray, k: int = NUM_CLASSES) -> np.nd
 # =========================================================================== evaluation
 
 
+def _blend(x: torch.Tensor, g: torch.Tensor, intensity: float) -> torch.Tensor:
+    """x + a (g - x); at a = 1 exactly g, so a full-strength evaluation is G's output itself."""
+    return g if intensity == 1.0 else x + intensity * (g - x)
+
+
 def _translate(G, faces: torch.Tensor, batch_size: int, intensity: float = 1.0) -> torch.Tensor:
     """uint8 [N,1,48,48] -> uint8 [N, 7, 1, 48, 48]: each face decoded under every emotion
     from one encoding (the source emotion's column is the reconstruction), blended as the
@@ -226,8 +231,8 @@ def _translate(G, faces: torch.Tensor, batch_size: int, intensity: float = 1.0) 
         for chunk in faces.split(batch_size):
             x = normalize(chunk.to(device))
             feats = G.encode(x)
-            per = [denormalize(x + intensity * (G.decode(feats, one_hot(torch.full(
-                (len(x),), k, dtype=torch.long, device=device))).float() - x)).cpu()
+            per = [denormalize(_blend(x, G.decode(feats, one_hot(torch.full(
+                (len(x),), k, dtype=torch.long, device=device))).float(), intensity)).cpu()
                    for k in range(NUM_CLASSES)]
             out.append(torch.stack(per, 1))
     if not out:
