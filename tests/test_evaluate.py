@@ -15,7 +15,7 @@ from ccyclegan.classifier import EmotionNet, _save_model, load_classifier, predi
 from ccyclegan.classifier_config import ClassifierConfig
 from ccyclegan.cli import main
 from ccyclegan.config import Config
-from ccyclegan.data import denormalize, load_split, normalize
+from ccyclegan.data import EMOTIONS, denormalize, load_split, normalize
 from ccyclegan.evaluate import (
     FACE_BOX,
     box_mask,
@@ -365,7 +365,11 @@ def test_same_person_check(tiny_models, tmp_path, monkeypatch):
         assert set(block["kept"]) == {"0.54", "0.6"}
         assert 0 <= block["kept"]["0.54"] <= block["kept"]["0.6"] <= 1
         assert block["median_distance"] > 0
-    assert "## Same person" in (tmp_path / "ev" / "report.md").read_text()
+    by_target = per["per_target"]  # the overall share is a mix of the per-target ones
+    assert set(by_target) <= set(EMOTIONS) and len(by_target) >= 2
+    assert min(by_target.values()) <= per["kept"]["0.54"] <= max(by_target.values())
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "## Same person" in report and "Kept (1% FAR) by target" in report
 
 
 def test_same_person_check_required_but_missing_is_an_error(tiny_models, tmp_path,

@@ -350,6 +350,8 @@ def same_person(images: torch.Tensor, fakes: torch.Tensor, src: np.ndarray, tgt:
             "kept": {str(th): float((d_fake < th).mean()) for th in (FER_THRESHOLD,
                                                                     DLIB_THRESHOLD)},
             "median_distance": float(np.median(d_fake)),
+            "per_target": {EMOTIONS[t]: float((d_fake[tgt[keep] == t] < FER_THRESHOLD).mean())
+                           for t in range(NUM_CLASSES) if (tgt[keep] == t).any()},
             "another_person_of_the_target_emotion": {
                 "kept": {str(th): float((d_other < th).mean())
                          for th in (FER_THRESHOLD, DLIB_THRESHOLD)},
@@ -648,6 +650,9 @@ def render_report(m: dict[str, Any]) -> str:
             f"{_pct(per['kept'][str(th['dlib'])])} | {_f(per['median_distance'])} |",
             f"| another person | {_pct(other['kept'][str(th['fer_1pct_far'])])} | "
             f"{_pct(other['kept'][str(th['dlib'])])} | {_f(other['median_distance'])} |", ""]
+        if per.get("per_target"):  # which requests cost the person (1% FAR threshold)
+            lines += ["Kept (1% FAR) by target: " + ", ".join(
+                f"{e} {_pct(v)}" for e, v in per["per_target"].items()), ""]
     lines += [
         "![confusion](confusion.png) ![identity](confusion_identity.png)", "",
         "## Realism", "",
