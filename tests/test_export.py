@@ -198,3 +198,41 @@ def test_export_strength_ships_a_weaker_edit_to_every_path(run_dir, tmp_path, ca
     save_tensors(tmp_path / "odd.safetensors", tensors, {**m, "strength": 0})
     with pytest.raises(CheckpointError, match="strength"):
         load_generator(tmp_path / "odd.safetensors")
+
+
+def test_export_strength_per_target_emotion(run_dir, tmp_path, capsys):
+    """--strength 'disgust=0.5,sad=0.8': each target gets its own blend, in the safetensors
+    file and in the ONNX graph alike; the others keep 1."""
+    from ccyclegan.checkpoint import CheckpointError, load_tensors, save_tensors
+
+    spec = "disgust=0.5, Sad=0.8"
+    sft, onx = tmp_path / "per.safetensors", tmp_path / "per.onnx"
+    assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
+                     "--fp32", "--strength", spec, "-o", str(sft)]) == 0
+    assert "disgust 0.5" in capsys.readouterr().out
+    assert cli.main(["export", "--checkpoint", str(run_dir), "--strength", spec,
+                     "-o", str(onx)]) == 0
+    full, _, _ = load_generator(run_dir)
+    per, _, _ = load_generator(sft)
+    assert per.strength == (1.0, 0.5, 1.0, 1.0, 0.8, 1.0, 1.0)
+    x = synthetic_faces(1, seed=2).images[:3].float() / 127.5 - 1
+    c = torch.eye(7)[[1, 3, 4]]  # disgust, happy, sad
+    with torch.no_grad():
+        want = x + torch.tensor([0.5, 1.0, 0.8]).view(3, 1, 1, 1) * (full(x, c) - x)
+        torch.testing.assert_close(per(x, c), want, atol=1e-5, rtol=0)
+    session = ort.InferenceSession(str(onx), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"face": x.numpy(), "condition": c.numpy()})
+    assert np.abs(got - want.numpy()).max() < 1e-3
+    meta = {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
+    assert json.loads(meta["ccyclegan.strength"]) == [1.0, 0.5, 1.0, 1.0, 0.8, 1.0, 1.0]
+    # bad specs name the problem
+    for bad, words in (("joy=0.5", "unknown emotion 'joy'"), ("sad=x", "not a number"),
+                       ("sad=0", "sad: must be a number in (0, 1]"), ("high", "expected")):
+        assert cli.main(["export", "--checkpoint", str(run_dir), "--strength", bad,
+                         "-o", str(tmp_path / "bad.onnx")]) != 0
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / "bad.onnx").exists()
+    tensors, m = load_tensors(sft)
+    save_tensors(tmp_path / "odd.safetensors", tensors, {**m, "strength": [1.0] * 6})
+    with pytest.raises(CheckpointError, match="needs 7 numbers"):
+        load_generator(tmp_path / "odd.safetensors")

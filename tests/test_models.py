@@ -139,3 +139,6 @@ def test_strength_blends_the_output_towards_the_input(output):
         full = G(x, c)
         G.strength = 0.25
         torch.testing.assert_close(G(x, c), x + 0.25 * (full - x))
+        G.strength = (1.0, 0.5, 0.2, 1.0, 0.7, 1.0, 1.0)  # one per target: rows 2 and 4
+        want = x + torch.tensor([0.2, 0.7]).view(2, 1, 1, 1) * (full - x)
+        torch.testing.assert_close(G(x, c), want)

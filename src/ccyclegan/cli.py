@@ -13,7 +13,12 @@ from ccyclegan.cli_eval import add_eval_parsers
 from ccyclegan.config import RECIPES, Config, ConfigError
 from ccyclegan.data import EMOTIONS, DataError
 from ccyclegan.export import export_onnx
-from ccyclegan.gan_checkpoint import check_strength, load_generator, save_generator
+from ccyclegan.gan_checkpoint import (
+    load_generator,
+    parse_strength,
+    save_generator,
+    strength_text,
+)
 from ccyclegan.runlog import NonFiniteLossError
 from ccyclegan.train import train
 from ccyclegan.translate import (
@@ -137,15 +142,16 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise TranslateError("give --checkpoint RUN (no bundled model yet)")
         G, cfg, progress = load_generator(source)
         if args.strength is not None:
-            G.strength = check_strength(args.strength, "--strength")
+            G.strength = parse_strength(args.strength)
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         save_generator(out, G, cfg, progress, half=not args.fp32)
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, "
               f"{'fp32' if args.fp32 else 'fp16'}, step {progress.get('step')}, "
-              f"strength {G.strength:g})")
+              f"strength {strength_text(G.strength)})")
         return 0
-    path = export_onnx(args.checkpoint, args.output, opset=args.opset, strength=args.strength)
+    path = export_onnx(args.checkpoint, args.output, opset=args.opset,
+                       strength=None if args.strength is None else parse_strength(args.strength))
     print(f"wrote {path}: G(face [B,1,48,48] in [-1,1], condition [B,7]) -> [B,1,48,48]")
     return 0
 
@@ -198,8 +204,9 @@ def add_translate_parsers(sub) -> None:
     e.add_argument("--fp32", action="store_true",
                    help="safetensors: keep fp32 weights (default: fp16, half the size)")
     e.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    e.add_argument("--strength", type=float, metavar="S",
-                   help="ship a weaker edit: the file's G outputs x + S (G(x|t) - x), 0 < S <= 1 "
+    e.add_argument("--strength", metavar="S",
+                   help="ship a weaker edit: the file's G outputs x + S (G(x|t) - x), 0 < S <= 1; "
+                        "or one per target, e.g. 'disgust=0.7,surprise=0.9' (others 1) "
                         "(default: the source's own, 1 for a training run)")
     e.set_defaults(func=cmd_export)
 

@@ -42,7 +42,7 @@ from ccyclegan.data import (
     load_split,
     normalize,
 )
-from ccyclegan.gan_checkpoint import load_generator
+from ccyclegan.gan_checkpoint import load_generator, strength_text
 from ccyclegan.identity import DLIB_THRESHOLD, FER_THRESHOLD
 from ccyclegan.inception import InceptionFeatures, InceptionWeightsError
 from ccyclegan.inputs import check_intensity
@@ -514,7 +514,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
                     for t in range(NUM_CLASSES)}
     metrics: dict[str, Any] = {
         "checkpoint": str(checkpoint), "generator_step": gprog.get("step"),
-        "intensity": intensity, "generator_strength": G.strength,
+        "intensity": intensity,
+        "generator_strength": G.strength if isinstance(G.strength, float) else list(G.strength),
         "generator_config": {k: gcfg.to_dict()[k] for k in
                              ("gen_channels", "label_mode", "lr", "lambda_cl", "lambda_cyc",
                               "cycle_mode", "adv_loss", "seed")},
@@ -583,8 +584,9 @@ def _pct(v: Any) -> str:
 
 def _edit_note(m: dict[str, Any]) -> str:
     """The shipped strength and the scored intensity, when not 1."""
-    parts = [f"{name} {m[key]:g}" for key, name in (("generator_strength", "shipped strength"),
-                                                   ("intensity", "intensity"))
+    parts = [f"{name} {strength_text(m[key])}"
+             for key, name in (("generator_strength", "shipped strength"),
+                               ("intensity", "intensity"))
              if m.get(key, 1.0) != 1.0]
     return "".join(", " + p for p in parts)
 

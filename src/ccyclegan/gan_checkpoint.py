@@ -30,7 +30,7 @@ from ccyclegan.checkpoint import (
     unprefixed,
 )
 from ccyclegan.config import Config, ConfigError
-from ccyclegan.data import EMOTIONS
+from ccyclegan.data import EMOTIONS, NUM_CLASSES
 from ccyclegan.models import Generator, build_discriminator, build_generator
 
 CKPT_NAME = "checkpoint.safetensors"
@@ -105,12 +105,56 @@ def verify_checkpoint(path: Path) -> Config:
     return cfg
 
 
-def check_strength(value: Any, where: str = "strength") -> float:
-    """The export strength of a generator: a number in (0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            math.isfinite(value) and 0.0 < value <= 1.0):
-        raise CheckpointError(f"{where}: must be a number in (0, 1], got {str(value)[:40]!r}")
-    return float(value)
+Strength = float | tuple[float, ...]
+
+
+def check_strength(value: Any, where: str = "strength") -> Strength:
+    """The export strength of a generator: a number in (0, 1], or a list of one such number
+    per emotion (in EMOTIONS order); a list of equal numbers is that number."""
+    def number(v: Any, name: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not (
+                math.isfinite(v) and 0.0 < v <= 1.0):
+            raise CheckpointError(f"{where}: {name}must be a number in (0, 1], "
+                                  f"got {str(v)[:40]!r}")
+        return float(v)
+
+    if isinstance(value, list | tuple):
+        if len(value) != NUM_CLASSES:
+            raise CheckpointError(f"{where}: a strength per emotion needs {NUM_CLASSES} numbers "
+                                  f"({', '.join(EMOTIONS)}), got {len(value)}")
+        per = tuple(number(v, f"{e}: ") for e, v in zip(EMOTIONS, value, strict=True))
+        return per[0] if len(set(per)) == 1 else per
+    return number(value, "")
+
+
+def parse_strength(text: str, where: str = "--strength") -> Strength:
+    """'0.9', or 'EMOTION=S,...' (emotions not named keep 1): the command line's strength."""
+    text = text.strip()
+    if "=" not in text:
+        try:
+            return check_strength(float(text), where)
+        except ValueError:
+            raise CheckpointError(f"{where}: expected a number or EMOTION=S pairs, "
+                                  f"got {text[:40]!r}") from None
+    per = dict.fromkeys(EMOTIONS, 1.0)
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, val = item.partition("=")
+        name = name.strip().lower()
+        if name not in per:
+            raise CheckpointError(f"{where}: unknown emotion {name[:20]!r} in {item[:40]!r} "
+                                  f"(one of {', '.join(EMOTIONS)})")
+        try:
+            per[name] = float(val)
+        except ValueError:
+            raise CheckpointError(f"{where}: {item[:40]!r}: the strength is not a number") from None
+    return check_strength(list(per.values()), where)
+
+
+def strength_text(s: Strength) -> str:
+    """'0.9' or 'angry 1, disgust 0.7, ...' for logs and reports."""
+    if isinstance(s, float | int):
+        return f"{s:g}"
+    return ", ".join(f"{e} {v:g}" for e, v in zip(EMOTIONS, s, strict=True))
 
 
 def save_generator(path: Path, G: Generator, cfg: Config, progress: dict[str, Any],
@@ -119,7 +163,9 @@ def save_generator(path: Path, G: Generator, cfg: Config, progress: dict[str, An
     sd = {k: (v.half() if half and v.is_floating_point() else v)
           for k, v in G.state_dict().items()}
     save_tensors(path, sd, {"kind": "generator", "config": cfg.to_dict(), "progress": progress,
-                            "emotions": list(EMOTIONS), "strength": G.strength})
+                            "emotions": list(EMOTIONS),
+                            "strength": G.strength if isinstance(G.strength, float)
+                            else list(G.strength)})
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu"

@@ -96,7 +96,9 @@ class Generator(nn.Module):
 
     strength s (1 in training): the output is x + s (G(x|c) - x), a weaker edit set when a
     model is exported (`ccyclegan export --strength`), so every path that runs the shipped
-    file (translate, evaluate, ONNX) gets the strength chosen by measurement.
+    file (translate, evaluate, ONNX) gets the strength chosen by measurement. One number, or
+    one per target emotion (weighted by the condition c), since some targets cost the person
+    more than others.
     """
 
     def __init__(self, channels: int = 32, num_classes: int = NUM_CLASSES,
@@ -111,7 +113,7 @@ class Generator(nn.Module):
         self.num_classes = num_classes
         self.label_mode = label_mode
         self.output = output
-        self.strength = 1.0
+        self.strength: float | tuple[float, ...] = 1.0
         self.enc = nn.ModuleList([
             _down(in_channels, c, norm=False),  # 24
             _down(c, 2 * c),  # 12
@@ -173,7 +175,10 @@ class Generator(nn.Module):
         else:
             out = torch.tanh(h)
         if self.strength != 1.0:
-            out = x + self.strength * (out - x)
+            s = self.strength
+            if not isinstance(s, float):  # per target emotion: the condition picks its own
+                s = (c.to(out.dtype) @ out.new_tensor(s)).view(-1, 1, 1, 1)
+            out = x + s * (out - x)
         return out, mask
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, c_rec: torch.Tensor | None = None,
