@@ -4,10 +4,10 @@
 # cost speed (a refactor) is checked on the same machine at the same time. Run it on a quiet
 # machine: nothing else on the cores.
 #
-#   benchmarks/compare_commits.sh BEFORE AFTER [OUT_DIR] [ROUNDS]
+#   benchmarks/compare_commits.sh BEFORE AFTER [OUT_DIR] [ROUNDS] [all|latency]
 #   e.g. benchmarks/compare_commits.sh d1dfe70 5d546c1 runs/bench_refactor 2
 set -euo pipefail
-before=$1 after=$2 out=${3:-runs/compare_commits} rounds=${4:-2}
+before=$1 after=$2 out=${3:-runs/compare_commits} rounds=${4:-2} what=${5:-all}
 root=$(git rev-parse --show-toplevel)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -21,8 +21,10 @@ for c in "$before" "$after"; do
 done
 for r in $(seq 1 "$rounds"); do
   for c in "$before" "$after"; do
-    (cd "$trees/$c" && PYTHONPATH="$trees/$c/src" python benchmarks/train_throughput.py --steps 30 \
-      > "$out/train_${c}_$r.json")
+    if [ "$what" = all ]; then
+      (cd "$trees/$c" && PYTHONPATH="$trees/$c/src" python benchmarks/train_throughput.py \
+        --steps 30 > "$out/train_${c}_$r.json")
+    fi
     (cd "$trees/$c" && PYTHONPATH="$trees/$c/src" python benchmarks/translate_latency.py --threads 1 \
       --reps 30 > "$out/latency_${c}_$r.json")
     echo "round $r: $c done"
