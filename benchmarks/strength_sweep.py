@@ -26,90 +26,135 @@ from ccyclegan.identity import FER_THRESHOLD
 from ccyclegan.models import one_hot
 
 
-def translations(G, images: torch.Tensor, labels: np.ndarray, batch: int = 128):
-    """(src, tgt, x, g): every face to its 6 other emotions, as floats in [-1, 1]."""
-    src = np.repeat(np.arange(len(labels)), NUM_CLASSES)
-    tgt = np.tile(np.arange(NUM_CLASSES), len(labels))
-    keep = tgt != labels[src]
-    src, tgt = src[keep], tgt[keep]
+def translations(G, images: torch.Tensor, src: np.ndarray, tgt: np.ndarray, batch: int = 128):
+    """(x, g): face src[i] and its translation to tgt[i], as floats in [-1, 1]."""
     x = normalize(images[torch.from_numpy(src)])
     with torch.no_grad():
         g = torch.cat([G(xb, one_hot(torch.from_numpy(tb))).float()
                        for xb, tb in zip(x.split(batch), np.array_split(
                            tgt, range(batch, len(tgt), batch)), strict=True)])
-    return src, tgt, x, g
+    return x, g
+
+
+def measure(args, faces, labels, src, tgt, idn) -> dict[str, dict[str, dict[str, float]]]:
+    """table[emotion][strength] = {J1, J2, kept}: shares of that target's translations."""
+    t0 = time.perf_counter()
+    G, _, _ = load_generator(args.checkpoint)
+    G.strength = 1.0  # the sweep blends G's full edit itself
+    x, g = translations(G, faces.images, src, tgt)
+    judges = {"J1": load_classifier(args.classifier)[0]}
+    if args.second_classifier:
+        judges["J2"] = load_classifier(args.second_classifier)[0]
+    embedder = face_id.FaceEmbedder()
+    emb_real = embedder.embed(faces.images[:args.identity_faces, 0].numpy())
+    table: dict[str, dict[str, dict[str, float]]] = {e: {} for e in EMOTIONS}
+    for s in args.strengths:
+        out = denormalize(x + s * (g - x))
+        hits = {n: classify(clf, out)[0].argmax(1).numpy() == tgt for n, clf in judges.items()}
+        emb = embedder.embed(out[torch.from_numpy(np.flatnonzero(idn)), 0].numpy())
+        kept = np.linalg.norm(emb_real[src[idn]] - emb, axis=1) < FER_THRESHOLD
+        for t, e in enumerate(EMOTIONS):
+            table[e][f"{s:g}"] = {**{n: float(h[tgt == t].mean()) for n, h in hits.items()},
+                                  "kept": float(kept[tgt[idn] == t].mean())}
+        print(f"strength {s:g}: " + ", ".join(f"{n} {100 * h.mean():.1f} %"
+                                              for n, h in hits.items())
+              + f", same person {100 * kept.mean():.1f} % ({time.perf_counter() - t0:.0f} s)")
+    return table
+
+
+def mix(table, choice: dict[str, float], n_expr: np.ndarray, n_kept: np.ndarray
+        ) -> dict[str, float]:
+    """Overall shares when each target gets its own strength: count-weighted per-target ones."""
+    keys = next(iter(next(iter(table.values())).values())).keys()
+    out = {}
+    for k in keys:
+        w = n_kept if k == "kept" else n_expr
+        out[k] = float(sum(w[t] * table[e][f"{choice[e]:g}"][k]
+                           for t, e in enumerate(EMOTIONS)) / w.sum())
+    return out
+
+
+def best_mix(table, strengths: list[float], n_expr: np.ndarray, n_kept: np.ndarray,
+             bar: float) -> dict[str, float]:
+    """Every per-target choice on the grid: the best judge reading with overall kept >= bar."""
+    j1 = np.array([[table[e][f"{s:g}"]["J1"] for s in strengths] for e in EMOTIONS])
+    kp = np.array([[table[e][f"{s:g}"]["kept"] for s in strengths] for e in EMOTIONS])
+    idx = np.stack(np.meshgrid(*[np.arange(len(strengths))] * NUM_CLASSES, indexing="ij"),
+                   -1).reshape(-1, NUM_CLASSES)
+    rows = np.arange(NUM_CLASSES)
+    expr = (j1[rows, idx] * n_expr).sum(1) / n_expr.sum()
+    kept = (kp[rows, idx] * n_kept).sum(1) / n_kept.sum()
+    best = idx[np.argmax(np.where(kept >= bar, expr, -1.0))]
+    return {e: strengths[i] for e, i in zip(EMOTIONS, best, strict=True)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint")
     ap.add_argument("--data", default="../shared/data/fer2013/fer2013.csv.gz")
-    ap.add_argument("--classifier", required=True)
+    ap.add_argument("--classifier")
     ap.add_argument("--second-classifier")
     ap.add_argument("--strengths", default="1,0.9,0.8,0.7,0.6")
     ap.add_argument("--limit", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--identity-faces", type=int, default=150)
-    ap.add_argument("--bar", type=float, default=0.9, help="same-person share each target keeps")
+    ap.add_argument("--bar", type=float, default=0.9, help="same-person share to keep")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--table", help="a JSON this script wrote: apply the rules to its table "
+                                    "instead of measuring again")
     ap.add_argument("--out", help="write the table as JSON here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    G, _, _ = load_generator(args.checkpoint)
-    G.strength = 1.0  # the sweep blends G's full edit itself
+    args.strengths = [float(s) for s in args.strengths.split(",")]
     faces, _ = drop_blank(load_split(args.data, "test"))
     faces = seeded_subset(faces, args.limit, args.seed)
     labels = faces.labels.numpy()
-    src, tgt, x, g = translations(G, faces.images, labels)
-    judges = {"J1": load_classifier(args.classifier)[0]}
-    if args.second_classifier:
-        judges["J2"] = load_classifier(args.second_classifier)[0]
-    embedder = face_id.FaceEmbedder()
+    src = np.repeat(np.arange(len(labels)), NUM_CLASSES)
+    tgt = np.tile(np.arange(NUM_CLASSES), len(labels))
+    keep = tgt != labels[src]
+    src, tgt = src[keep], tgt[keep]
     idn = src < args.identity_faces
-    emb_real = embedder.embed(faces.images[:args.identity_faces, 0].numpy())
-    table: dict[str, dict[str, dict[str, float]]] = {}
-    hits: dict[tuple[str, float], np.ndarray] = {}
-    kept_all: dict[float, np.ndarray] = {}
-    strengths = [float(s) for s in args.strengths.split(",")]
-    for s in strengths:
-        out = denormalize(x + s * (g - x))
-        for name, clf in judges.items():
-            hits[name, s] = classify(clf, out)[0].argmax(1).numpy() == tgt
-        emb = embedder.embed(out[torch.from_numpy(np.flatnonzero(idn)), 0].numpy())
-        kept_all[s] = np.linalg.norm(emb_real[src[idn]] - emb, axis=1) < FER_THRESHOLD
-        for t in range(NUM_CLASSES):
-            row = table.setdefault(EMOTIONS[t], {}).setdefault(f"{s:g}", {})
-            for name in judges:
-                row[name] = float(hits[name, s][tgt == t].mean())
-            row["kept"] = float(kept_all[s][tgt[idn] == t].mean())
-        print(f"strength {s:g}: " + ", ".join(
-            f"{n} {100 * hits[n, s].mean():.1f} %" for n in judges) +
-            f", same person {100 * kept_all[s].mean():.1f} % ({time.perf_counter() - t0:.0f} s)")
-    # the rule: per target, the largest strength whose same-person share reaches the bar
-    chosen = {}
+    if args.table:
+        table = json.loads(Path(args.table).read_text())["table"]
+        args.strengths = sorted({float(s) for row in table.values() for s in row}, reverse=True)
+    elif not args.classifier:
+        ap.error("--classifier is needed to measure (or give --table)")
+    else:
+        table = measure(args, faces, labels, src, tgt, idn)
+    n_expr = np.bincount(tgt, minlength=NUM_CLASSES)
+    n_kept = np.bincount(tgt[idn], minlength=NUM_CLASSES)
+    judges = [k for k in next(iter(table["angry"].values())) if k != "kept"]
+    # rule 1: per target, the largest strength whose same-person share reaches the bar
+    per_target = {}
     for e in EMOTIONS:
-        ok = [s for s in strengths if table[e][f"{s:g}"]["kept"] >= args.bar]
-        chosen[e] = max(ok) if ok else min(strengths)
-    pick = np.array([chosen[EMOTIONS[t]] for t in tgt])
-    mix = {n: float(np.mean([hits[n, pick[i]][i] for i in range(len(tgt))])) for n in judges}
-    mix["kept"] = float(np.mean([kept_all[pick[i]][k] for k, i in
-                                 enumerate(np.flatnonzero(idn))]))
+        ok = [s for s in args.strengths if table[e][f"{s:g}"]["kept"] >= args.bar]
+        per_target[e] = max(ok) if ok else min(args.strengths)
+    # rule 2: the best judge reading whose overall same-person share reaches the bar
+    best = best_mix(table, args.strengths, n_expr, n_kept, args.bar)
     print("\n| target | " + " | ".join(f"s={s:g} " + "/".join([*judges, "kept"])
-                                       for s in strengths) + " | chosen |")
-    print("|---" * (len(strengths) + 2) + "|")
+                                       for s in args.strengths) + " |")
+    print("|---" * (len(args.strengths) + 1) + "|")
     for e in EMOTIONS:
-        cells = [" / ".join(f"{100 * table[e][f'{s:g}'][k]:.0f}" for k in [*judges, "kept"])
-                 for s in strengths]
-        print(f"| {e} | " + " | ".join(cells) + f" | {chosen[e]:g} |")
-    spec = ",".join(f"{e}={chosen[e]:g}" for e in EMOTIONS)
-    print("\nper-target mix: " + ", ".join(f"{n} {100 * v:.1f} %" for n, v in mix.items()))
-    print(f"export --strength '{spec}'")
+        print(f"| {e} | " + " | ".join(" / ".join(
+            f"{100 * table[e][f'{s:g}'][k]:.0f}" for k in [*judges, "kept"])
+            for s in args.strengths) + " |")
+    rules = {}
+    for name, choice in (("one strength", None), ("per target >= bar", per_target),
+                         ("best overall >= bar", best)):
+        if choice is None:  # the largest single strength that keeps the bar overall
+            ok = [s for s in args.strengths
+                  if mix(table, dict.fromkeys(EMOTIONS, s), n_expr, n_kept)["kept"] >= args.bar]
+            choice = dict.fromkeys(EMOTIONS, max(ok) if ok else min(args.strengths))
+        m = mix(table, choice, n_expr, n_kept)
+        spec = ",".join(f"{e}={choice[e]:g}" for e in EMOTIONS)
+        rules[name] = {"spec": spec, **m}
+        print(f"\n{name}: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in m.items())
+              + f"\n  export --strength '{spec}'")
     if args.out:
         Path(args.out).write_text(json.dumps(
             {"checkpoint": args.checkpoint, "faces": len(labels), "identity_faces":
-             args.identity_faces, "bar": args.bar, "table": table, "chosen": chosen,
-             "mix": mix, "spec": spec}, indent=1))
+             args.identity_faces, "bar": args.bar, "table": table, "rules": rules,
+             "spec": rules["per target >= bar"]["spec"]}, indent=1))
 
 
 if __name__ == "__main__":
