@@ -75,8 +75,9 @@ def mix(table, choice: dict[str, float], n_expr: np.ndarray, n_kept: np.ndarray
 
 
 def best_mix(table, strengths: list[float], n_expr: np.ndarray, n_kept: np.ndarray,
-             bar: float) -> dict[str, float]:
-    """Every per-target choice on the grid: the best judge reading with overall kept >= bar."""
+             bar: float) -> dict[str, float] | None:
+    """Every per-target choice on the grid: the best judge reading with overall kept >= bar
+    (None when no choice reaches the bar)."""
     j1 = np.array([[table[e][f"{s:g}"]["J1"] for s in strengths] for e in EMOTIONS])
     kp = np.array([[table[e][f"{s:g}"]["kept"] for s in strengths] for e in EMOTIONS])
     idx = np.stack(np.meshgrid(*[np.arange(len(strengths))] * NUM_CLASSES, indexing="ij"),
@@ -84,6 +85,8 @@ def best_mix(table, strengths: list[float], n_expr: np.ndarray, n_kept: np.ndarr
     rows = np.arange(NUM_CLASSES)
     expr = (j1[rows, idx] * n_expr).sum(1) / n_expr.sum()
     kept = (kp[rows, idx] * n_kept).sum(1) / n_kept.sum()
+    if not (kept >= bar).any():
+        return None
     best = idx[np.argmax(np.where(kept >= bar, expr, -1.0))]
     return {e: strengths[i] for e, i in zip(EMOTIONS, best, strict=True)}
 
@@ -138,13 +141,14 @@ def main() -> None:
         print(f"| {e} | " + " | ".join(" / ".join(
             f"{100 * table[e][f'{s:g}'][k]:.0f}" for k in [*judges, "kept"])
             for s in args.strengths) + " |")
+    ok = [s for s in args.strengths  # the largest single strength that keeps the bar overall
+          if mix(table, dict.fromkeys(EMOTIONS, s), n_expr, n_kept)["kept"] >= args.bar]
     rules = {}
-    for name, choice in (("one strength", None), ("per target >= bar", per_target),
-                         ("best overall >= bar", best)):
-        if choice is None:  # the largest single strength that keeps the bar overall
-            ok = [s for s in args.strengths
-                  if mix(table, dict.fromkeys(EMOTIONS, s), n_expr, n_kept)["kept"] >= args.bar]
-            choice = dict.fromkeys(EMOTIONS, max(ok) if ok else min(args.strengths))
+    for name, choice in (("one strength", dict.fromkeys(EMOTIONS, max(ok)) if ok else None),
+                         ("per target >= bar", per_target), ("best overall >= bar", best)):
+        if choice is None:
+            print(f"\n{name}: no choice on the grid keeps the person on >= {args.bar:g}")
+            continue
         m = mix(table, choice, n_expr, n_kept)
         spec = ",".join(f"{e}={choice[e]:g}" for e in EMOTIONS)
         rules[name] = {"spec": spec, **m}
@@ -154,7 +158,7 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(
             {"checkpoint": args.checkpoint, "faces": len(labels), "identity_faces":
              args.identity_faces, "bar": args.bar, "table": table, "rules": rules,
-             "spec": rules["per target >= bar"]["spec"]}, indent=1))
+             "spec": rules["per target >= bar"]["spec"]}, indent=1))  # per-target rule
 
 
 if __name__ == "__main__":
