@@ -136,13 +136,14 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    strength = None if args.strength is None else parse_strength(args.strength)
     if args.format == "safetensors":  # a release file: the generator alone, fp16 by default
         source = args.checkpoint or bundled_model_path()
         if source is None:
             raise TranslateError("give --checkpoint RUN (no bundled model yet)")
         G, cfg, progress = load_generator(source)
-        if args.strength is not None:
-            G.strength = parse_strength(args.strength)
+        if strength is not None:
+            G.strength = strength
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         save_generator(out, G, cfg, progress, half=not args.fp32)
@@ -150,8 +151,7 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"{'fp32' if args.fp32 else 'fp16'}, step {progress.get('step')}, "
               f"strength {strength_text(G.strength)})")
         return 0
-    path = export_onnx(args.checkpoint, args.output, opset=args.opset,
-                       strength=None if args.strength is None else parse_strength(args.strength))
+    path = export_onnx(args.checkpoint, args.output, opset=args.opset, strength=strength)
     print(f"wrote {path}: G(face [B,1,48,48] in [-1,1], condition [B,7]) -> [B,1,48,48]")
     return 0
 

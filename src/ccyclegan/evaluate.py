@@ -42,7 +42,7 @@ from ccyclegan.data import (
     load_split,
     normalize,
 )
-from ccyclegan.gan_checkpoint import load_generator, strength_text
+from ccyclegan.gan_checkpoint import load_generator, strength_json, strength_text
 from ccyclegan.identity import DLIB_THRESHOLD, FER_THRESHOLD
 from ccyclegan.inception import InceptionFeatures, InceptionWeightsError
 from ccyclegan.inputs import check_intensity
@@ -515,7 +515,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     metrics: dict[str, Any] = {
         "checkpoint": str(checkpoint), "generator_step": gprog.get("step"),
         "intensity": intensity,
-        "generator_strength": G.strength if isinstance(G.strength, float) else list(G.strength),
+        "generator_strength": strength_json(G.strength),
         "generator_config": {k: gcfg.to_dict()[k] for k in
                              ("gen_channels", "label_mode", "lr", "lambda_cl", "lambda_cyc",
                               "cycle_mode", "adv_loss", "seed")},

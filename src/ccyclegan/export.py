@@ -22,7 +22,7 @@ from torch import nn
 from ccyclegan.checkpoint import NO_BUNDLED_MODEL, atomic_write_bytes, bundled_model_path
 from ccyclegan.data import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
 from ccyclegan.faces import TranslateError
-from ccyclegan.gan_checkpoint import Strength, check_strength, load_generator
+from ccyclegan.gan_checkpoint import Strength, check_strength, load_generator, strength_json
 
 __all__ = ["OPSET", "export_onnx", "onnx_bytes"]
 
@@ -68,17 +68,13 @@ def onnx_bytes(G: nn.Module, config: dict | None = None, opset: int = OPSET) -> 
     meta = {"ccyclegan.emotions": json.dumps(list(EMOTIONS)),
             "ccyclegan.input_range": "[-1, 1]",
             "ccyclegan.config": json.dumps(config or {}),
-            "ccyclegan.strength": json.dumps(_strength_json(getattr(G, "strength", 1.0)))}
+            "ccyclegan.strength": json.dumps(strength_json(getattr(G, "strength", 1.0)))}
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     model.doc_string = "CCycleGAN generator G(face | condition)"
     onnx.checker.check_model(model)
     return model.SerializeToString()
-
-
-def _strength_json(s: Strength) -> float | list[float]:
-    return float(s) if isinstance(s, float | int) else [float(v) for v in s]
 
 
 def export_onnx(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLike[str],

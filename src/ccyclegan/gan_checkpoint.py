@@ -150,6 +150,11 @@ def parse_strength(text: str, where: str = "--strength") -> Strength:
     return check_strength(list(per.values()), where)
 
 
+def strength_json(s: Strength) -> float | list[float]:
+    """The strength as file metadata and metrics store it: a number or a list of 7."""
+    return float(s) if isinstance(s, float | int) else [float(v) for v in s]
+
+
 def strength_text(s: Strength) -> str:
     """'0.9' or 'angry 1, disgust 0.7, ...' for logs and reports."""
     if isinstance(s, float | int):
@@ -163,9 +168,7 @@ def save_generator(path: Path, G: Generator, cfg: Config, progress: dict[str, An
     sd = {k: (v.half() if half and v.is_floating_point() else v)
           for k, v in G.state_dict().items()}
     save_tensors(path, sd, {"kind": "generator", "config": cfg.to_dict(), "progress": progress,
-                            "emotions": list(EMOTIONS),
-                            "strength": G.strength if isinstance(G.strength, float)
-                            else list(G.strength)})
+                            "emotions": list(EMOTIONS), "strength": strength_json(G.strength)})
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu"
