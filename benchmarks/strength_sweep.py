@@ -1,7 +1,8 @@
 """Edit strength per target emotion, chosen by measurement: translate a fixed PublicTest subset
-once, blend x + s (G(x|t) - x) at each strength s, and read every (target, s) with the judges
-and dlib's same-person check. The rule, fixed before looking: for each target, the largest s
-whose same-person share is at least --bar. Prints the table and the `export --strength` spec.
+at each strength s as `evaluate --intensity s` does, x + s (G(x|t) - x), and read every
+(target, s) with the judges and dlib's same-person check. Prints the table and the
+`export --strength` specs of three rules that keep the person on at least --bar: one strength
+for all targets, per target, and the best judge reading over every per-target choice.
 
     python benchmarks/strength_sweep.py runs/attention_conf --classifier runs/judge \\
         --second-classifier runs/judge2 --strengths 1,0.9,0.8,0.7,0.6 --out runs/sweep.json
@@ -19,21 +20,10 @@ import torch
 
 from ccyclegan import identity as face_id
 from ccyclegan.classifier import classify, load_classifier
-from ccyclegan.data import EMOTIONS, NUM_CLASSES, denormalize, drop_blank, load_split, normalize
-from ccyclegan.evaluate import seeded_subset
+from ccyclegan.data import EMOTIONS, NUM_CLASSES, drop_blank, load_split
+from ccyclegan.evaluate import _translate, seeded_subset
 from ccyclegan.gan_checkpoint import load_generator
 from ccyclegan.identity import FER_THRESHOLD
-from ccyclegan.models import one_hot
-
-
-def translations(G, images: torch.Tensor, src: np.ndarray, tgt: np.ndarray, batch: int = 128):
-    """(x, g): face src[i] and its translation to tgt[i], as floats in [-1, 1]."""
-    x = normalize(images[torch.from_numpy(src)])
-    with torch.no_grad():
-        g = torch.cat([G(xb, one_hot(torch.from_numpy(tb))).float()
-                       for xb, tb in zip(x.split(batch), np.array_split(
-                           tgt, range(batch, len(tgt), batch)), strict=True)])
-    return x, g
 
 
 def measure(args, faces, labels, src, tgt, idn) -> dict[str, dict[str, dict[str, float]]]:
@@ -41,7 +31,7 @@ def measure(args, faces, labels, src, tgt, idn) -> dict[str, dict[str, dict[str,
     t0 = time.perf_counter()
     G, _, _ = load_generator(args.checkpoint)
     G.strength = 1.0  # the sweep blends G's full edit itself
-    x, g = translations(G, faces.images, src, tgt)
+    pairs = torch.from_numpy(src), torch.from_numpy(tgt)
     judges = {"J1": load_classifier(args.classifier)[0]}
     if args.second_classifier:
         judges["J2"] = load_classifier(args.second_classifier)[0]
@@ -49,7 +39,7 @@ def measure(args, faces, labels, src, tgt, idn) -> dict[str, dict[str, dict[str,
     emb_real = embedder.embed(faces.images[:args.identity_faces, 0].numpy())
     table: dict[str, dict[str, dict[str, float]]] = {e: {} for e in EMOTIONS}
     for s in args.strengths:
-        out = denormalize(x + s * (g - x))
+        out = _translate(G, faces.images, 128, s)[pairs]  # evaluate's translations
         hits = {n: classify(clf, out)[0].argmax(1).numpy() == tgt for n, clf in judges.items()}
         emb = embedder.embed(out[torch.from_numpy(np.flatnonzero(idn)), 0].numpy())
         kept = np.linalg.norm(emb_real[src[idn]] - emb, axis=1) < FER_THRESHOLD
@@ -65,9 +55,8 @@ def measure(args, faces, labels, src, tgt, idn) -> dict[str, dict[str, dict[str,
 def mix(table, choice: dict[str, float], n_expr: np.ndarray, n_kept: np.ndarray
         ) -> dict[str, float]:
     """Overall shares when each target gets its own strength: count-weighted per-target ones."""
-    keys = next(iter(next(iter(table.values())).values())).keys()
     out = {}
-    for k in keys:
+    for k in table[EMOTIONS[0]][f"{choice[EMOTIONS[0]]:g}"]:
         w = n_kept if k == "kept" else n_expr
         out[k] = float(sum(w[t] * table[e][f"{choice[e]:g}"][k]
                            for t, e in enumerate(EMOTIONS)) / w.sum())
