@@ -2,7 +2,9 @@
 at each strength s as `evaluate --intensity s` does, x + s (G(x|t) - x), and read every
 (target, s) with the judges and dlib's same-person check. Prints the table and the
 `export --strength` specs of three rules that keep the person on at least --bar: one strength
-for all targets, per target, and the best judge reading over every per-target choice.
+for all targets, per target, and the best judge reading over every per-target choice. Strengths
+over 1 amplify G's edit (clipped to the pixel range), for targets whose full edit keeps the
+person with room to spare. The best-mix search visits every choice: keep the grid to 8 or fewer.
 
     python benchmarks/strength_sweep.py runs/attention_conf --classifier runs/judge \\
         --second-classifier runs/judge2 --strengths 1,0.9,0.8,0.7,0.6 --out runs/sweep.json
@@ -22,7 +24,7 @@ from ccyclegan import identity as face_id
 from ccyclegan.classifier import classify, load_classifier
 from ccyclegan.data import EMOTIONS, NUM_CLASSES, drop_blank, load_split
 from ccyclegan.evaluate import _translate, seeded_subset
-from ccyclegan.gan_checkpoint import load_generator
+from ccyclegan.gan_checkpoint import MAX_STRENGTH, load_generator
 from ccyclegan.identity import FER_THRESHOLD
 
 
@@ -98,6 +100,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.strengths = [float(s) for s in args.strengths.split(",")]
+    if len(args.strengths) > 8 or not all(0 < s <= MAX_STRENGTH for s in args.strengths):
+        ap.error(f"--strengths: at most 8, each in (0, {MAX_STRENGTH:g}]")
     faces, _ = drop_blank(load_split(args.data, "test"))
     faces = seeded_subset(faces, args.limit, args.seed)
     labels = faces.labels.numpy()

@@ -192,7 +192,7 @@ def test_export_strength_ships_a_weaker_edit_to_every_path(run_dir, tmp_path, ca
     assert json.loads(meta["ccyclegan.strength"]) == 0.6
     # a bad strength is refused on the command line and in a file's metadata
     assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
-                     "--strength", "1.5", "-o", str(tmp_path / "bad.safetensors")]) != 0
+                     "--strength", "2.5", "-o", str(tmp_path / "bad.safetensors")]) != 0
     assert "--strength" in capsys.readouterr().err
     tensors, m = load_tensors(sft)
     save_tensors(tmp_path / "odd.safetensors", tensors, {**m, "strength": 0})
@@ -227,7 +227,7 @@ def test_export_strength_per_target_emotion(run_dir, tmp_path, capsys):
     assert json.loads(meta["ccyclegan.strength"]) == [1.0, 0.5, 1.0, 1.0, 0.8, 1.0, 1.0]
     # bad specs name the problem
     for bad, words in (("joy=0.5", "unknown emotion 'joy'"), ("sad=x", "not a number"),
-                       ("sad=0", "sad: must be a number in (0, 1]"), ("high", "expected")):
+                       ("sad=0", "sad: must be a number in (0, 2]"), ("high", "expected")):
         assert cli.main(["export", "--checkpoint", str(run_dir), "--strength", bad,
                          "-o", str(tmp_path / "bad.onnx")]) != 0
         assert words in capsys.readouterr().err

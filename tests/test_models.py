@@ -142,3 +142,8 @@ def test_strength_blends_the_output_towards_the_input(output):
         G.strength = (1.0, 0.5, 0.2, 1.0, 0.7, 1.0, 1.0)  # one per target: rows 2 and 4
         want = x + torch.tensor([0.2, 0.7]).view(2, 1, 1, 1) * (full - x)
         torch.testing.assert_close(G(x, c), want)
+        G.strength = (1.0, 1.0, 1.5, 1.0, 0.5, 1.0, 1.0)  # over 1: amplified, then clipped
+        amp = x + torch.tensor([1.5, 0.5]).view(2, 1, 1, 1) * (full - x)
+        got = G(x, c)
+        torch.testing.assert_close(got, amp.clamp(-1, 1))
+        assert got.abs().max() <= 1 and (amp.abs() > 1).any() == (got != amp).any()

@@ -205,7 +205,8 @@ def add_translate_parsers(sub) -> None:
                    help="safetensors: keep fp32 weights (default: fp16, half the size)")
     e.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     e.add_argument("--strength", metavar="S",
-                   help="ship a weaker edit: the file's G outputs x + S (G(x|t) - x), 0 < S <= 1; "
+                   help="ship a weaker (S < 1) or amplified (S > 1) edit: the file's G outputs "
+                        "x + S (G(x|t) - x), clipped, 0 < S <= 2; "
                         "or one per target, e.g. 'disgust=0.7,surprise=0.9' (others 1) "
                         "(default: the source's own, 1 for a training run)")
     e.set_defaults(func=cmd_export)

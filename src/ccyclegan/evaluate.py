@@ -217,8 +217,9 @@ def confusion(true: np.ndarray, pred: np.ndarray, k: int = NUM_CLASSES) -> np.nd
 
 
 def _blend(x: torch.Tensor, g: torch.Tensor, intensity: float) -> torch.Tensor:
-    """x + a (g - x); at a = 1 exactly g, so a full-strength evaluation is G's output itself."""
-    return g if intensity == 1.0 else x + intensity * (g - x)
+    """x + a (g - x), clipped; at a = 1 exactly g, so a full-strength evaluation is G's output
+    itself (a > 1, an amplified edit, only from the strength sweep)."""
+    return g if intensity == 1.0 else (x + intensity * (g - x)).clamp(-1, 1)
 
 
 def _translate(G, faces: torch.Tensor, batch_size: int, intensity: float = 1.0) -> torch.Tensor:

@@ -106,15 +106,17 @@ def verify_checkpoint(path: Path) -> Config:
 
 
 Strength = float | tuple[float, ...]
+MAX_STRENGTH = 2.0  # above 1 the edit is amplified (and clipped to the pixel range)
 
 
 def check_strength(value: Any, where: str = "strength") -> Strength:
-    """The export strength of a generator: a number in (0, 1], or a list of one such number
-    per emotion (in EMOTIONS order); a list of equal numbers is that number."""
+    """The export strength of a generator: a number in (0, MAX_STRENGTH], or a list of one such
+    number per emotion (in EMOTIONS order); a list of equal numbers is that number. Under 1 a
+    weaker edit, over 1 G's edit amplified: x + s (G(x|t) - x), clipped."""
     def number(v: Any, name: str) -> float:
         if isinstance(v, bool) or not isinstance(v, int | float) or not (
-                math.isfinite(v) and 0.0 < v <= 1.0):
-            raise CheckpointError(f"{where}: {name}must be a number in (0, 1], "
+                math.isfinite(v) and 0.0 < v <= MAX_STRENGTH):
+            raise CheckpointError(f"{where}: {name}must be a number in (0, {MAX_STRENGTH:g}], "
                                   f"got {str(v)[:40]!r}")
         return float(v)
 

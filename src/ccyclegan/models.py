@@ -94,8 +94,8 @@ class Generator(nn.Module):
     decoder stage, so skip connections cannot route around it. "norm": every decoder norm is
     conditional (CondInstanceNorm), so the label sets each stage's scale and shift.
 
-    strength s (1 in training): the output is x + s (G(x|c) - x), a weaker edit set when a
-    model is exported (`ccyclegan export --strength`), so every path that runs the shipped
+    strength s (1 in training): the output is x + s (G(x|c) - x), clipped: a weaker (s < 1) or
+    amplified (s > 1) edit set when a model is exported (`ccyclegan export --strength`), so every path that runs the shipped
     file (translate, evaluate, ONNX) gets the strength chosen by measurement. One number, or
     one per target emotion (weighted by the condition c), since some targets cost the person
     more than others.
@@ -178,7 +178,7 @@ class Generator(nn.Module):
             s = self.strength
             if not isinstance(s, float):  # per target emotion: the condition picks its own
                 s = (c.to(out.dtype) @ out.new_tensor(s)).view(-1, 1, 1, 1)
-            out = x + s * (out - x)
+            out = (x + s * (out - x)).clamp(-1, 1)  # s > 1 amplifies the edit past G's output
         return out, mask
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, c_rec: torch.Tensor | None = None,
