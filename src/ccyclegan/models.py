@@ -95,8 +95,9 @@ class Generator(nn.Module):
     conditional (CondInstanceNorm), so the label sets each stage's scale and shift.
 
     strength s (1 in training): the output is x + s (G(x|c) - x), clipped: a weaker (s < 1) or
-    amplified (s > 1) edit set when a model is exported (`ccyclegan export --strength`), so every path that runs the shipped
-    file (translate, evaluate, ONNX) gets the strength chosen by measurement. One number, or
+    amplified (s > 1) edit set when a model is exported (`ccyclegan export --strength`), so
+    every path that runs the shipped file (translate, evaluate, ONNX) gets the strength chosen
+    by measurement. One number, or
     one per target emotion (weighted by the condition c), since some targets cost the person
     more than others.
     """
