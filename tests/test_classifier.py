@@ -12,6 +12,7 @@ from ccyclegan.checkpoint import CheckpointError, load_tensors
 from ccyclegan.classifier import (
     EmotionNet,
     augment,
+    class_weights,
     classify,
     confusion_matrix,
     features,
@@ -158,6 +159,18 @@ def test_confusion_matrix():
     assert cm[6, 0] == 1 and cm.sum() == 4
 
 
+def test_balanced_class_weights_give_every_class_the_same_total_weight():
+    labels = torch.tensor([3] * 50 + [1] * 2 + [0] * 10 + [6] * 8)  # classes 2, 4, 5 absent
+    assert class_weights(labels, "none") is None
+    w = class_weights(labels, "balanced")
+    per_class = torch.bincount(labels, weights=w[labels], minlength=7)
+    present = torch.tensor([1, 1, 0, 1, 0, 0, 1], dtype=torch.bool)
+    torch.testing.assert_close(per_class[present], torch.full((4,), 70 / 7))
+    assert (w[~present] == 0).all() and w[1] > w[0] > w[3]  # the rarest weighs most
+    with pytest.raises(ConfigError, match="class_weight"):
+        ClassifierConfig(class_weight="inverse")
+
+
 def test_config_validation():
     with pytest.raises(ConfigError, match="width"):
         ClassifierConfig(width=0)
@@ -172,11 +185,11 @@ def test_config_validation():
 def test_cli_train_classifier(tmp_path, faces_csv, capsys):
     rc = main(["train-classifier", "--data", str(faces_csv), "--out", str(tmp_path / "c"),
                "--epochs", "1", "--width", "4", "--feature-dim", "8", "--batch-size", "32",
-               "--threads", "1", "--no-flip"])
+               "--threads", "1", "--no-flip", "--class-weight", "balanced"])
     assert rc == 0
     assert "test accuracy" in capsys.readouterr().out
     cfg = json.loads((tmp_path / "c" / "config.json").read_text())
-    assert cfg["flip"] is False and cfg["width"] == 4
+    assert cfg["flip"] is False and cfg["width"] == 4 and cfg["class_weight"] == "balanced"
     assert main(["train-classifier", "--data", str(faces_csv), "--out", str(tmp_path / "d"),
                  "--width", "-1"]) == 2
     assert main(["train-classifier", "--data", str(tmp_path / "missing.csv"),

@@ -270,6 +270,15 @@ def split_validation(data: FaceData, fraction: float, seed: int) -> tuple[FaceDa
     return data.subset(mask), data.subset(val_idx)
 
 
+def class_weights(labels: torch.Tensor, mode: str) -> torch.Tensor | None:
+    """None, or sklearn's "balanced" weights n / (K n_k) (a class absent from the data gets 0:
+    it has no rows to weigh)."""
+    if mode == "none":
+        return None
+    counts = torch.bincount(labels.long().flatten(), minlength=NUM_CLASSES).float()
+    return torch.where(counts > 0, counts.sum() / (NUM_CLASSES * counts.clamp_min(1)), 0.0)
+
+
 def augment(x: torch.Tensor, cfg: ClassifierConfig, g: torch.Generator) -> torch.Tensor:
     """Random shift, zoom, rotation, mirror (one affine resampling, border padding) and
     contrast/brightness jitter of a batch in [-1, 1]."""
@@ -454,6 +463,8 @@ def train_classifier(cfg: ClassifierConfig, resume: bool = False,
     if test_set is not None and (warning := blur_warning(train_set, test_set)):
         log(f"train-classifier: {warning}")
     images, labels = train_set.images.to(device), train_set.labels.to(device)
+    weight = class_weights(train_set.labels, cfg.class_weight)
+    weight = None if weight is None else weight.to(device)
     for epoch in range(progress["epoch"], cfg.epochs):
         model.train()
         t0 = time.perf_counter()
@@ -471,7 +482,8 @@ def train_classifier(cfg: ClassifierConfig, resume: bool = False,
             y = labels[idx]
             with autocast(device, amp_dtype):
                 logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                loss = F.cross_entropy(logits.float(), y, weight=weight,
+                                       label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -26,6 +26,10 @@ class ClassifierConfig:
     weight_decay: float = -1.0  # -1 = per optimiser: 5e-4 (SGD), 0.05 (AdamW)
     warmup: float = 0.15
     label_smoothing: float = 0.1
+    # "balanced": each class weighs n / (7 n_class) in the loss, so that a rare emotion
+    # (disgust: 1.5 % of the Training rows) is learnt as well as a common one; for a loss
+    # classifier whose gradient must know every target, not for the judges
+    class_weight: Literal["none", "balanced"] = "none"
     # augmentation
     shift: float = 4.0  # max shift in pixels
     scale: float = 0.1  # max relative zoom in/out
