@@ -16,6 +16,7 @@ from ccyclegan.classifier import (
     classify,
     confusion_matrix,
     features,
+    l2_attack,
     load_classifier,
     lr_at,
     predict,
@@ -171,6 +172,25 @@ def test_balanced_class_weights_give_every_class_the_same_total_weight():
         ClassifierConfig(class_weight="inverse")
 
 
+def test_l2_attack_raises_the_loss_inside_the_ball_and_the_pixel_range():
+    torch.manual_seed(0)
+    model = EmotionNet(width=4, feature_dim=8, dropout=0.0).eval()  # deterministic
+    x = torch.rand(6, 1, 48, 48) * 2 - 1
+    x[0] = 1.0  # a saturated face: the attack may not leave [-1, 1]
+    y = torch.arange(6)
+    adv = l2_attack(model, x, y, eps=0.5, steps=3)
+    assert (adv - x).flatten(1).norm(dim=1).max() <= 0.5 + 1e-5
+    assert adv.min() >= -1 and adv.max() <= 1 and not adv.requires_grad
+    with torch.no_grad():
+        clean = torch.nn.functional.cross_entropy(model(x), y)
+        worse = torch.nn.functional.cross_entropy(model(adv), y)
+    assert worse > clean
+    with pytest.raises(ConfigError, match="adv_eps"):
+        ClassifierConfig(adv_eps=-1.0)
+    with pytest.raises(ConfigError, match="adv_steps"):
+        ClassifierConfig(adv_steps=0)
+
+
 def test_config_validation():
     with pytest.raises(ConfigError, match="width"):
         ClassifierConfig(width=0)
@@ -185,11 +205,13 @@ def test_config_validation():
 def test_cli_train_classifier(tmp_path, faces_csv, capsys):
     rc = main(["train-classifier", "--data", str(faces_csv), "--out", str(tmp_path / "c"),
                "--epochs", "1", "--width", "4", "--feature-dim", "8", "--batch-size", "32",
-               "--threads", "1", "--no-flip", "--class-weight", "balanced"])
+               "--threads", "1", "--no-flip", "--class-weight", "balanced",
+               "--adv-eps", "0.5", "--adv-steps", "1"])
     assert rc == 0
     assert "test accuracy" in capsys.readouterr().out
     cfg = json.loads((tmp_path / "c" / "config.json").read_text())
     assert cfg["flip"] is False and cfg["width"] == 4 and cfg["class_weight"] == "balanced"
+    assert cfg["adv_eps"] == 0.5 and cfg["adv_steps"] == 1
     assert main(["train-classifier", "--data", str(faces_csv), "--out", str(tmp_path / "d"),
                  "--width", "-1"]) == 2
     assert main(["train-classifier", "--data", str(tmp_path / "missing.csv"),

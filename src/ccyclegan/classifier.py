@@ -279,6 +279,27 @@ def class_weights(labels: torch.Tensor, mode: str) -> torch.Tensor | None:
     return torch.where(counts > 0, counts.sum() / (NUM_CLASSES * counts.clamp_min(1)), 0.0)
 
 
+def l2_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
+              device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None
+              ) -> torch.Tensor:
+    """The faces within L2 distance eps of x (and inside [-1, 1]) that raise the loss most,
+    by projected gradient ascent with step 2.5 eps / steps (Madry et al., 2018)."""
+    delta = torch.zeros_like(x)
+    step = 2.5 * eps / steps
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        with autocast(device, amp_dtype):
+            loss = F.cross_entropy(model(x + delta).float(), y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        with torch.no_grad():
+            norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            delta = delta + step * grad / norm
+            norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            delta = delta * (eps / norm).clamp(max=1.0)
+            delta = (x + delta).clamp(-1.0, 1.0) - x
+    return (x + delta).detach()
+
+
 def augment(x: torch.Tensor, cfg: ClassifierConfig, g: torch.Generator) -> torch.Tensor:
     """Random shift, zoom, rotation, mirror (one affine resampling, border padding) and
     contrast/brightness jitter of a batch in [-1, 1]."""
@@ -480,6 +501,8 @@ def train_classifier(cfg: ClassifierConfig, resume: bool = False,
             x = augment(images[idx].float() / 127.5 - 1.0, cfg, rng_for(cfg.seed, 2, step))
             x = x.contiguous(memory_format=torch.channels_last)
             y = labels[idx]
+            if cfg.adv_eps > 0:
+                x = l2_attack(model, x, y, cfg.adv_eps, cfg.adv_steps, device, amp_dtype)
             with autocast(device, amp_dtype):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, weight=weight,

@@ -30,6 +30,12 @@ class ClassifierConfig:
     # (disgust: 1.5 % of the Training rows) is learnt as well as a common one; for a loss
     # classifier whose gradient must know every target, not for the judges
     class_weight: Literal["none", "balanced"] = "none"
+    # adversarial training (Madry et al.): train on the worst face within an L2 ball of this
+    # radius (pixels in [-1, 1]; 0 = off), found by adv_steps of projected gradient ascent.
+    # A robust classifier's input gradient points at visible features, not at noise: a loss
+    # classifier for the generator, not a judge
+    adv_eps: float = 0.0
+    adv_steps: int = 2
     # augmentation
     shift: float = 4.0  # max shift in pixels
     scale: float = 0.1  # max relative zoom in/out
@@ -53,10 +59,10 @@ class ClassifierConfig:
             if hints[f.name] is float and isinstance(v, int) and not isinstance(v, bool):
                 setattr(self, f.name, to_float(f.name, v))
             check_type(f.name, getattr(self, f.name), hints[f.name])
-        for name in ("width", "feature_dim", "epochs", "batch_size"):
+        for name in ("width", "feature_dim", "epochs", "batch_size", "adv_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"config field '{name}' must be > 0, got {getattr(self, name)}")
-        for name in ("lr", "shift", "scale", "rotate", "jitter", "limit", "threads"):
+        for name in ("lr", "shift", "scale", "rotate", "jitter", "limit", "threads", "adv_eps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"config field '{name}' must be >= 0, got {getattr(self, name)}")
         for name in ("dropout", "warmup", "label_smoothing", "val_fraction"):

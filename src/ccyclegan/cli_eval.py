@@ -30,6 +30,10 @@ CLASSIFIER_HELP = {
     "weight_decay": "weight decay of conv/dense weights (-1 = 5e-4 for sgd, 0.05 for adamw)",
     "warmup": "share of the steps for the linear warm-up (then cosine decay)",
     "label_smoothing": "label smoothing of the cross-entropy",
+    "class_weight": "none, or balanced: each class weighs n / (7 n_class) in the loss",
+    "adv_eps": "adversarial training: L2 radius of the worst-case perturbation, pixels in "
+               "[-1, 1] (0 = off; ~1 for a robust loss classifier whose gradient is visible)",
+    "adv_steps": "adversarial training: projected gradient steps per batch",
     "shift": "augmentation: max shift in pixels",
     "scale": "augmentation: max relative zoom",
     "rotate": "augmentation: max rotation in degrees",
