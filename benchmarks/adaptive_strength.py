@@ -22,8 +22,8 @@ import torch
 
 from ccyclegan import identity as face_id
 from ccyclegan.classifier import classify, load_classifier
-from ccyclegan.data import NUM_CLASSES, drop_blank, load_split
-from ccyclegan.evaluate import _translate, seeded_subset
+from ccyclegan.data import drop_blank, load_split
+from ccyclegan.evaluate import _translate, seeded_subset, translation_pairs
 from ccyclegan.gan_checkpoint import MAX_STRENGTH, load_generator
 from ccyclegan.identity import FER_THRESHOLD
 
@@ -96,10 +96,7 @@ def main() -> None:
     faces, _ = drop_blank(load_split(args.data, "test"))
     faces = seeded_subset(faces, args.limit, args.seed)
     labels = faces.labels.numpy()
-    src = np.repeat(np.arange(len(labels)), NUM_CLASSES)
-    tgt = np.tile(np.arange(NUM_CLASSES), len(labels))
-    keep = tgt != labels[src]
-    src, tgt = src[keep], tgt[keep]
+    src, tgt = translation_pairs(labels)
     idn = src < args.identity_faces
     if args.table:
         z = np.load(args.table)

@@ -365,6 +365,15 @@ def default_out(checkpoint: str | Path) -> Path:
     return (p if p.is_dir() else p.parent) / "eval"
 
 
+def translation_pairs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(source face, target emotion) of every translation evaluated: each face to each of the
+    6 emotions it does not show, face by face, targets in EMOTIONS order."""
+    src = np.repeat(np.arange(len(labels)), NUM_CLASSES)
+    tgt = np.tile(np.arange(NUM_CLASSES), len(labels))
+    keep = tgt != labels[src]
+    return src[keep], tgt[keep]
+
+
 def seeded_subset(faces, limit: int, seed: int):
     """`--limit`: the same `limit` faces for a given seed, in their original order (all of them
     when limit is 0 or not smaller)."""
@@ -415,9 +424,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
 
     # ---- translate: each face to all 7 emotions (own emotion = reconstruction)
     all7 = _translate(G, images, batch_size, check_intensity(intensity))
-    pairs = [(i, t) for i in range(n) for t in range(NUM_CLASSES) if t != labels[i]]
-    src = np.array([p[0] for p in pairs], np.int64)
-    tgt = np.array([p[1] for p in pairs], np.int64)
+    src, tgt = translation_pairs(labels)
     fakes = all7[torch.from_numpy(src), torch.from_numpy(tgt)]  # [6N, 1, 48, 48]
     recon = all7[torch.arange(n), torch.from_numpy(labels)]
     log(f"evaluate: {n} test faces ({n_blank} blank dropped"
