@@ -14,29 +14,11 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from ccyclegan.classifier import load_classifier
+from ccyclegan.classifier import l2_attack, load_classifier
 from ccyclegan.data import EMOTIONS, drop_blank, load_split
 from ccyclegan.evaluate import seeded_subset
-
-
-def push(model, x0: torch.Tensor, target: int, eps: float, steps: int) -> torch.Tensor:
-    """x0 moved to raise the classifier's probability of target, inside the eps ball."""
-    x = x0.clone()
-    y = torch.full((len(x0),), target)
-    for _ in range(steps):
-        x.requires_grad_(True)
-        (g,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
-        with torch.no_grad():
-            x = x - (2.5 * eps / steps) * g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(
-                -1, 1, 1, 1)
-            d = x - x0
-            d = d * (eps / d.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1).view(
-                -1, 1, 1, 1)
-            x = (x0 + d).clamp(-1, 1)
-    return x.detach()
 
 
 def main() -> None:
@@ -59,8 +41,10 @@ def main() -> None:
     for path in args.classifiers:
         model = load_classifier(path)[0].eval()
         for t in targets:
-            x = push(model, x0, t, args.eps, args.steps)
-            p = model(x).softmax(1)[:, t].mean()
+            x = l2_attack(model, x0, torch.full((len(x0),), t), args.eps, args.steps,
+                          targeted=True)
+            with torch.no_grad():
+                p = model(x).softmax(1)[:, t].mean()
             rows.append(x)
             names.append(f"{path}: {EMOTIONS[t]} (p {p:.2f})")
             print(names[-1])

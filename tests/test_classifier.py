@@ -185,6 +185,12 @@ def test_l2_attack_raises_the_loss_inside_the_ball_and_the_pixel_range():
         clean = torch.nn.functional.cross_entropy(model(x), y)
         worse = torch.nn.functional.cross_entropy(model(adv), y)
     assert worse > clean
+    happy = torch.full((6,), 3)
+    closer = l2_attack(model, x, happy, eps=0.5, steps=3, targeted=True)
+    assert (closer - x).flatten(1).norm(dim=1).max() <= 0.5 + 1e-5
+    with torch.no_grad():
+        assert (torch.nn.functional.cross_entropy(model(closer), happy)
+                < torch.nn.functional.cross_entropy(model(x), happy))
     with pytest.raises(ConfigError, match="adv_eps"):
         ClassifierConfig(adv_eps=-1.0)
     with pytest.raises(ConfigError, match="adv_steps"):

@@ -280,12 +280,13 @@ def class_weights(labels: torch.Tensor, mode: str) -> torch.Tensor | None:
 
 
 def l2_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
-              device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None
-              ) -> torch.Tensor:
+              device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None,
+              targeted: bool = False) -> torch.Tensor:
     """The faces within L2 distance eps of x (and inside [-1, 1]) that raise the loss most,
-    by projected gradient ascent with step 2.5 eps / steps (Madry et al., 2018)."""
+    by projected gradient ascent with step 2.5 eps / steps (Madry et al., 2018); targeted,
+    those that lower it (the faces the model reads most as y)."""
     delta = torch.zeros_like(x)
-    step = 2.5 * eps / steps
+    step = (-2.5 if targeted else 2.5) * eps / steps
     for _ in range(steps):
         delta.requires_grad_(True)
         with autocast(device, amp_dtype):

@@ -32,7 +32,7 @@ CLASSIFIER_HELP = {
     "label_smoothing": "label smoothing of the cross-entropy",
     "class_weight": "none, or balanced: each class weighs n / (7 n_class) in the loss",
     "adv_eps": "adversarial training: L2 radius of the worst-case perturbation, pixels in "
-               "[-1, 1] (0 = off; ~1 for a robust loss classifier whose gradient is visible)",
+               "[-1, 1] (0 = off; 0.5 for a robust loss classifier whose gradient is visible)",
     "adv_steps": "adversarial training: projected gradient steps per batch",
     "shift": "augmentation: max shift in pixels",
     "scale": "augmentation: max relative zoom",
