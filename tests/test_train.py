@@ -208,6 +208,29 @@ def test_expression_classifier_loss_trains_g_towards_its_targets(tmp_path, tiny_
         Config(expr_confidence=1.0)
 
 
+def test_change_penalty_makes_g_edit_less(tmp_path, tiny_csv):
+    """lambda_change: the mean |G(x|t) - x| over translations joins G's loss (logged as
+    G_change); with a large weight the trained G changes faces less than without it."""
+    from ccyclegan.data import read_fer2013_csv
+
+    x = read_fer2013_csv(tiny_csv)["Training"].images[:32].float() / 127.5 - 1
+    t = torch.eye(7)[torch.arange(len(x)) % 7]
+
+    def change(name, **kw):
+        run(tmp_path, tiny_csv, name, max_steps=8, lr=1e-3, output="residual", **kw)
+        G, _, _ = load_generator(tmp_path / name)
+        with torch.no_grad():
+            return (G(x, t) - x).abs().mean().item()
+
+    free, sparse = change("free"), change("sparse", lambda_change=30.0)
+    assert sparse < 0.5 * free
+    rows = list(csv.DictReader((tmp_path / "sparse" / "metrics.csv").open()))
+    assert all(float(r["G_change"]) >= 0 for r in rows)
+    assert "G_change" not in next(csv.DictReader((tmp_path / "free" / "metrics.csv").open()))
+    with pytest.raises(ConfigError, match="lambda_change"):
+        Config(lambda_change=-1.0)
+
+
 def test_max_minutes_stops_a_run_and_resume_spends_the_rest(tmp_path, tiny_csv):
     """--max-minutes: a finished run (final grid) once the training time is spent, summed over
     resumes, so settings whose steps cost differently compare at equal wall-clock."""

@@ -46,6 +46,7 @@ HELP = {
     "r1_gamma": "R1 gradient penalty on real faces, gamma/2 E|grad D_rf(x)|^2 (0 = off)",
     "lambda_gp": "WGAN-GP's gradient penalty weight (with --adv-loss wgan-gp)",
     "lambda_mask": "attention output: weight of the mask regulariser (mean A + TV(A))",
+    "lambda_change": "weight of the mean |G(x|t) - x| over translations: a sparse edit (0 = off)",
     "expr_classifier": "frozen emotion classifier(s) for an extra G loss: comma-separated "
                        "`ccyclegan train-classifier` run dirs or files; never the judge that "
                        "reports the results",

@@ -34,7 +34,8 @@ _PAPER: dict[str, Any] = dict(
     output="direct", label_mode="bottleneck", adv_loss="bce", cl_loss="softmax",
     cycle_mode="reconstruction", lambda_cl=1.0, lambda_cyc=1.0, targets="random", d_augment="",
     lr=2e-4, lr_decay="none", beta1=0.5, beta2=0.999, batch_size=64, d_steps_per_g=1,
-    ema_decay=0.0, spectral_norm=False, r1_gamma=0.0, lambda_expr=0.0, expr_classifier="")
+    ema_decay=0.0, spectral_norm=False, r1_gamma=0.0, lambda_change=0.0, lambda_expr=0.0,
+    expr_classifier="")
 RECIPES: dict[str, dict[str, Any]] = {
     # the poster: Adam 2e-4, betas (0.5, 0.999), batch 64, lambda_cl = lambda_cyc = 1
     "paper": _PAPER,
@@ -80,6 +81,9 @@ class Config:
     # attention output: GANimation's mask regulariser, lambda_mask * (mean A + TV(A)), which
     # keeps the mask from saturating at "copy the input"
     lambda_mask: float = 0.1
+    # a sparse edit: lambda_change * mean |G(x|t) - x| on the translations, so that G spends
+    # its change where the expression needs it rather than across the face (0 = off)
+    lambda_change: float = 0.0
     # frozen emotion classifiers (comma-separated classifier run dirs or files, trained with
     # `ccyclegan train-classifier`) whose cross-entropy on G's translations, with their target,
     # joins G's loss with weight lambda_expr; each sees the translation through expr_augment
@@ -140,7 +144,7 @@ class Config:
                     f"config field '{name}' must be > 0, got {_show(getattr(self, name))}")
         for name in ("max_steps", "max_minutes", "threads", "n_sample_faces", "lambda_cl",
                      "lambda_cyc",
-                     "r1_gamma", "lambda_gp", "lambda_mask", "lambda_expr"):
+                     "r1_gamma", "lambda_gp", "lambda_mask", "lambda_change", "lambda_expr"):
             if (v := getattr(self, name)) < 0:
                 raise ConfigError(f"config field '{name}' must be >= 0, got {_show(v)}")
         for name in ("d_augment", "expr_augment"):

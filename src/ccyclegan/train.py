@@ -171,6 +171,9 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
                         clf(diff_augment(fake, cfg.expr_augment)), y_t, cfg.expr_confidence)
                         for clf in st.expr]).mean()
                     loss_g = loss_g + cfg.lambda_expr * g_expr
+                if cfg.lambda_change > 0:  # the edit itself, before any export strength
+                    logs["G_change"] = g_change = losses.l1(fake, x[src])
+                    loss_g = loss_g + cfg.lambda_change * g_change
                 if mask is not None:
                     logs["G_mask"] = g_mask = losses.attention_regularizer(mask)
                     loss_g = loss_g + cfg.lambda_mask * g_mask
