@@ -33,6 +33,8 @@ def measure(args, faces, labels, src, tgt, idn) -> dict[str, dict[str, dict[str,
     t0 = time.perf_counter()
     G, _, _ = load_generator(args.checkpoint)
     G.strength = 1.0  # the sweep blends G's full edit itself
+    if args.flip_average is not None:
+        G.flip_average = args.flip_average
     pairs = torch.from_numpy(src), torch.from_numpy(tgt)
     judges = {"J1": load_classifier(args.classifier)[0]}
     if args.second_classifier:
@@ -94,6 +96,9 @@ def main() -> None:
     ap.add_argument("--identity-faces", type=int, default=150)
     ap.add_argument("--bar", type=float, default=0.9, help="same-person share to keep")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=None,
+                    help="average each edit with its mirror image's, mirrored back (default: "
+                         "the file's own)")
     ap.add_argument("--table", help="a JSON this script wrote: apply the rules to its table "
                                     "instead of measuring again")
     ap.add_argument("--out", help="write the table as JSON here")

@@ -236,3 +236,50 @@ def test_export_strength_per_target_emotion(run_dir, tmp_path, capsys):
     save_tensors(tmp_path / "odd.safetensors", tensors, {**m, "strength": [1.0] * 6})
     with pytest.raises(CheckpointError, match="needs 7 numbers"):
         load_generator(tmp_path / "odd.safetensors")
+
+
+def test_export_flip_average_ships_the_mirror_mean_to_every_path(run_dir, tmp_path, capsys):
+    """--flip-average: the file's G returns the mean of its edit of the face and, mirrored
+    back, of the mirror image (then the strength), in the safetensors file, the ONNX graph and
+    the translator's encode-once / decode-per-target path alike; --no-flip-average turns it off."""
+    from ccyclegan.checkpoint import CheckpointError, load_tensors, save_tensors
+
+    sft, onx = tmp_path / "flip.safetensors", tmp_path / "flip.onnx"
+    assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
+                     "--fp32", "--flip-average", "--strength", "0.8", "-o", str(sft)]) == 0
+    assert "flip average True" in capsys.readouterr().out
+    assert cli.main(["export", "--checkpoint", str(sft), "-o", str(onx)]) == 0
+    full, _, _ = load_generator(run_dir)
+    flip, _, _ = load_generator(sft)
+    assert not full.flip_average and flip.flip_average and flip.strength == 0.8
+    x = synthetic_faces(1, seed=3).images[:3].float() / 127.5 - 1
+    c = torch.eye(7)[[0, 3, 5]]
+    with torch.no_grad():
+        mean = (full(x, c) + full(x.flip(-1), c).flip(-1)) / 2
+        want = x + 0.8 * (mean - x)
+        torch.testing.assert_close(flip(x, c), want, atol=1e-5, rtol=0)
+        assert (full(x, c) - mean).abs().max() > 1e-3  # the mirror pass changes the output
+        feats = flip.encode(x)  # rows picked from the encoding decode as their own faces
+        torch.testing.assert_close(flip.decode([f[[2, 0]] for f in feats], c[[2, 0]]),
+                                   want[[2, 0]], atol=1e-5, rtol=0)
+    session = ort.InferenceSession(str(onx), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"face": x.numpy(), "condition": c.numpy()})
+    assert np.abs(got - want.numpy()).max() < 1e-3
+    meta = {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
+    assert json.loads(meta["ccyclegan.flip_average"]) is True
+    faces = ((x[:, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    _, d_torch = ExpressionTranslator.load(sft).edit(faces, ["happy", "sad"])
+    _, d_onnx = ExpressionTranslator.load(onx).edit(faces, ["happy", "sad"])
+    with torch.no_grad():
+        xf = torch.from_numpy(faces).float()[:, None] / 127.5 - 1
+        want_happy = (flip(xf, torch.eye(7)[[3] * 3]) - xf)[:, 0] * 127.5
+    np.testing.assert_allclose(d_torch[:, 0], want_happy.numpy(), atol=0.05)
+    assert np.abs(d_torch - d_onnx).max() < 0.2
+    off = tmp_path / "off.safetensors"
+    assert cli.main(["export", "--checkpoint", str(sft), "--format", "safetensors",
+                     "--no-flip-average", "-o", str(off)]) == 0
+    assert not load_generator(off)[0].flip_average
+    tensors, m = load_tensors(sft)
+    save_tensors(tmp_path / "odd.safetensors", tensors, {**m, "flip_average": "yes"})
+    with pytest.raises(CheckpointError, match="flip_average"):
+        load_generator(tmp_path / "odd.safetensors")

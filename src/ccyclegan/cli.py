@@ -145,14 +145,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         G, cfg, progress = load_generator(source)
         if strength is not None:
             G.strength = strength
+        if args.flip_average is not None:
+            G.flip_average = args.flip_average
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         save_generator(out, G, cfg, progress, half=not args.fp32)
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, "
               f"{'fp32' if args.fp32 else 'fp16'}, step {progress.get('step')}, "
-              f"strength {strength_text(G.strength)})")
+              f"strength {strength_text(G.strength)}, flip average {G.flip_average})")
         return 0
-    path = export_onnx(args.checkpoint, args.output, opset=args.opset, strength=strength)
+    path = export_onnx(args.checkpoint, args.output, opset=args.opset, strength=strength,
+                       flip_average=args.flip_average)
     print(f"wrote {path}: G(face [B,1,48,48] in [-1,1], condition [B,7]) -> [B,1,48,48]")
     return 0
 
@@ -210,6 +213,9 @@ def add_translate_parsers(sub) -> None:
                         "x + S (G(x|t) - x), clipped, 0 < S <= 2; "
                         "or one per target, e.g. 'disgust=0.7,surprise=0.9' (others 1) "
                         "(default: the source's own, 1 for a training run)")
+    e.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=None,
+                   help="ship the mean of the edits of the face and of its mirror image "
+                        "(twice the compute; default: the source's own, off for a training run)")
     e.set_defaults(func=cmd_export)
 
 

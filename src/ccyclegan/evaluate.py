@@ -524,6 +524,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
         "checkpoint": str(checkpoint), "generator_step": gprog.get("step"),
         "intensity": intensity,
         "generator_strength": strength_json(G.strength),
+        "generator_flip_average": G.flip_average,
         "generator_config": {k: gcfg.to_dict()[k] for k in
                              ("gen_channels", "label_mode", "lr", "lambda_cl", "lambda_cyc",
                               "cycle_mode", "adv_loss", "seed")},
@@ -596,6 +597,8 @@ def _edit_note(m: dict[str, Any]) -> str:
              for key, name in (("generator_strength", "shipped strength"),
                                ("intensity", "intensity"))
              if m.get(key, 1.0) != 1.0]
+    if m.get("generator_flip_average"):
+        parts.append("mirror-averaged")
     return "".join(", " + p for p in parts)
 
 

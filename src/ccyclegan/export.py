@@ -68,7 +68,8 @@ def onnx_bytes(G: nn.Module, config: dict | None = None, opset: int = OPSET) -> 
     meta = {"ccyclegan.emotions": json.dumps(list(EMOTIONS)),
             "ccyclegan.input_range": "[-1, 1]",
             "ccyclegan.config": json.dumps(config or {}),
-            "ccyclegan.strength": json.dumps(strength_json(getattr(G, "strength", 1.0)))}
+            "ccyclegan.strength": json.dumps(strength_json(getattr(G, "strength", 1.0))),
+            "ccyclegan.flip_average": json.dumps(getattr(G, "flip_average", False))}
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -78,7 +79,8 @@ def onnx_bytes(G: nn.Module, config: dict | None = None, opset: int = OPSET) -> 
 
 
 def export_onnx(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLike[str],
-                opset: int = OPSET, strength: Strength | None = None) -> Path:
+                opset: int = OPSET, strength: Strength | None = None,
+                flip_average: bool | None = None) -> Path:
     """Load a run dir / generator.safetensors / training checkpoint (None: the bundled model)
     and write its generator as ONNX to out (atomically)."""
     if checkpoint is None:
@@ -91,6 +93,8 @@ def export_onnx(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLik
     G, cfg, _ = load_generator(src, "cpu")
     if strength is not None:
         G.strength = check_strength(strength, "strength")
+    if flip_average is not None:
+        G.flip_average = flip_average
     data = onnx_bytes(G, cfg.to_dict(), opset)
     try:
         atomic_write_bytes(out, data)

@@ -170,7 +170,8 @@ def save_generator(path: Path, G: Generator, cfg: Config, progress: dict[str, An
     sd = {k: (v.half() if half and v.is_floating_point() else v)
           for k, v in G.state_dict().items()}
     save_tensors(path, sd, {"kind": "generator", "config": cfg.to_dict(), "progress": progress,
-                            "emotions": list(EMOTIONS), "strength": strength_json(G.strength)})
+                            "emotions": list(EMOTIONS), "strength": strength_json(G.strength),
+                            "flip_average": G.flip_average})
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu"
@@ -192,6 +193,10 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
     G = build_checked(lambda: build_generator(cfg), tensors, "generator", path)
     load_module(G, tensors, "generator", path)
     G.strength = check_strength(meta.get("strength", 1.0), f"{path} (metadata 'strength')")
+    G.flip_average = meta.get("flip_average", False)
+    if not isinstance(G.flip_average, bool):
+        raise CheckpointError(f"{path} (metadata 'flip_average'): expected true or false, "
+                              f"got {str(G.flip_average)[:40]!r}")
     progress = meta.get("progress")
     return G.to(device).eval(), cfg, progress if isinstance(progress, dict) else {}
 

@@ -100,6 +100,11 @@ class Generator(nn.Module):
     by measurement. One number, or
     one per target emotion (weighted by the condition c), since some targets cost the person
     more than others.
+
+    flip_average (off in training, set at export like the strength): the edit is the mean of
+    G's output for the face and, mirrored back, for its mirror image. Artefacts on one side of
+    the face average out while the expression, symmetric, stays; measured to keep the person
+    better at the same expression (docs/model_card.md). The encoding then holds both passes.
     """
 
     def __init__(self, channels: int = 32, num_classes: int = NUM_CLASSES,
@@ -115,6 +120,7 @@ class Generator(nn.Module):
         self.label_mode = label_mode
         self.output = output
         self.strength: float | tuple[float, ...] = 1.0
+        self.flip_average = False
         self.enc = nn.ModuleList([
             _down(in_channels, c, norm=False),  # 24
             _down(c, 2 * c),  # 12
@@ -137,7 +143,12 @@ class Generator(nn.Module):
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """G_enc: the input itself (for the residual and attention outputs), skip features
-        shallow to deep, then the 1x1 bottleneck code."""
+        shallow to deep, then the 1x1 bottleneck code; with flip_average, then the same for
+        the mirror image (one row per face in every tensor, so rows can be picked)."""
+        feats = self._encode(x)
+        return feats + self._encode(x.flip(-1)) if self.flip_average else feats
+
+    def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = [x]
         for layer in self.enc:
             x = layer(x)
@@ -153,6 +164,23 @@ class Generator(nn.Module):
                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(face, attention mask A or None): the mask is what the attention output's
         regulariser needs."""
+        if self.flip_average:
+            n = len(feats) // 2
+            out, mask = self._decode(feats[:n], c)
+            out_m, mask_m = self._decode(feats[n:], c)
+            out = (out + out_m.flip(-1)) / 2
+            mask = None if mask is None else (mask + mask_m.flip(-1)) / 2
+        else:
+            out, mask = self._decode(feats, c)
+        if self.strength != 1.0:
+            x, s = feats[0], self.strength
+            if not isinstance(s, float):  # per target emotion: the condition picks its own
+                s = (c.to(out.dtype) @ out.new_tensor(s)).view(-1, 1, 1, 1)
+            out = (x + s * (out - x)).clamp(-1, 1)  # s > 1 amplifies the edit past G's output
+        return out, mask
+
+    def _decode(self, feats: list[torch.Tensor], c: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         x, *skips, z = feats
         planes = self.label_mode == "planes"
         h = self.transform(torch.cat([z, c.to(z.dtype)], 1))
@@ -175,11 +203,6 @@ class Generator(nn.Module):
             out = mask * x + (1 - mask) * torch.tanh(colour)
         else:
             out = torch.tanh(h)
-        if self.strength != 1.0:
-            s = self.strength
-            if not isinstance(s, float):  # per target emotion: the condition picks its own
-                s = (c.to(out.dtype) @ out.new_tensor(s)).view(-1, 1, 1, 1)
-            out = (x + s * (out - x)).clamp(-1, 1)  # s > 1 amplifies the edit past G's output
         return out, mask
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, c_rec: torch.Tensor | None = None,
