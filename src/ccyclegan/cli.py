@@ -5,20 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
-from pathlib import Path
 
-from ccyclegan.checkpoint import CheckpointError, bundled_model_path
+from ccyclegan.checkpoint import CheckpointError
 from ccyclegan.cli_args import add_dataclass_args
 from ccyclegan.cli_eval import add_eval_parsers
 from ccyclegan.config import RECIPES, Config, ConfigError
 from ccyclegan.data import EMOTIONS, DataError
-from ccyclegan.export import export_onnx
-from ccyclegan.gan_checkpoint import (
-    load_generator,
-    parse_strength,
-    save_generator,
-    strength_text,
-)
+from ccyclegan.export import export_onnx, export_safetensors
+from ccyclegan.gan_checkpoint import load_generator, parse_strength, strength_text
 from ccyclegan.runlog import NonFiniteLossError
 from ccyclegan.train import train
 from ccyclegan.translate import (
@@ -139,17 +133,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     strength = None if args.strength is None else parse_strength(args.strength)
     if args.format == "safetensors":  # a release file: the generator alone, fp16 by default
-        source = args.checkpoint or bundled_model_path()
-        if source is None:
-            raise TranslateError("give --checkpoint RUN (no bundled model yet)")
-        G, cfg, progress = load_generator(source)
-        if strength is not None:
-            G.strength = strength
-        if args.flip_average is not None:
-            G.flip_average = args.flip_average
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_generator(out, G, cfg, progress, half=not args.fp32)
+        out = export_safetensors(args.checkpoint, args.output, strength=strength,
+                                 flip_average=args.flip_average, half=not args.fp32)
+        G, _, progress = load_generator(out)  # what was written, read back
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, "
               f"{'fp32' if args.fp32 else 'fp16'}, step {progress.get('step')}, "
               f"strength {strength_text(G.strength)}, flip average {G.flip_average})")

@@ -1,4 +1,5 @@
-"""Export the generator to ONNX: `ccyclegan export --checkpoint RUN --format onnx -o model.onnx`.
+"""Export the generator: `ccyclegan export --checkpoint RUN --format onnx -o model.onnx`, or a
+release file of the generator alone (`--format safetensors`, fp16 weights).
 
 The graph is G(x|c): inputs ``face`` float32 [B, 1, 48, 48] in [-1, 1] and ``condition``
 float32 [B, 7] (one-hot or a blend, in data.EMOTIONS order), output ``translated`` float32
@@ -22,9 +23,16 @@ from torch import nn
 from ccyclegan.checkpoint import NO_BUNDLED_MODEL, atomic_write_bytes, bundled_model_path
 from ccyclegan.data import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
 from ccyclegan.faces import TranslateError
-from ccyclegan.gan_checkpoint import Strength, check_strength, load_generator, strength_json
+from ccyclegan.gan_checkpoint import (
+    Strength,
+    check_strength,
+    load_generator,
+    save_generator,
+    strength_json,
+)
+from ccyclegan.models import Generator
 
-__all__ = ["OPSET", "export_onnx", "onnx_bytes"]
+__all__ = ["OPSET", "export_onnx", "export_safetensors", "onnx_bytes"]
 
 OPSET = 17
 
@@ -78,23 +86,47 @@ def onnx_bytes(G: nn.Module, config: dict | None = None, opset: int = OPSET) -> 
     return model.SerializeToString()
 
 
+def _load_source(checkpoint: str | os.PathLike[str] | None, strength: Strength | None,
+                 flip_average: bool | None) -> tuple[Generator, dict, dict]:
+    """The generator to export (None: the bundled model) with the export's overrides of its
+    strength and mirror averaging; None keeps the source's own. One place, so every format
+    ships the same edit."""
+    if checkpoint is None:
+        checkpoint = bundled_model_path()
+        if checkpoint is None:
+            raise TranslateError(NO_BUNDLED_MODEL)
+    G, cfg, progress = load_generator(Path(checkpoint), "cpu")
+    if strength is not None:
+        G.strength = check_strength(strength, "strength")
+    if flip_average is not None:
+        G.flip_average = flip_average
+    return G, cfg, progress
+
+
+def export_safetensors(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLike[str],
+                       strength: Strength | None = None, flip_average: bool | None = None,
+                       half: bool = True) -> Path:
+    """Load a run dir / generator.safetensors / training checkpoint (None: the bundled model)
+    and write its generator alone (fp16 weights if half), config and progress kept."""
+    G, cfg, progress = _load_source(checkpoint, strength, flip_average)
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TranslateError(f"{out}: cannot write ({e.strerror or e})") from None
+    save_generator(out, G, cfg, progress, half=half)
+    return out
+
+
 def export_onnx(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLike[str],
                 opset: int = OPSET, strength: Strength | None = None,
                 flip_average: bool | None = None) -> Path:
     """Load a run dir / generator.safetensors / training checkpoint (None: the bundled model)
     and write its generator as ONNX to out (atomically)."""
-    if checkpoint is None:
-        checkpoint = bundled_model_path()
-        if checkpoint is None:
-            raise TranslateError(NO_BUNDLED_MODEL)
-    src, out = Path(checkpoint), Path(out)
+    out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise TranslateError(f"{out}: the ONNX output should end in .onnx")
-    G, cfg, _ = load_generator(src, "cpu")
-    if strength is not None:
-        G.strength = check_strength(strength, "strength")
-    if flip_average is not None:
-        G.flip_average = flip_average
+    G, cfg, _ = _load_source(checkpoint, strength, flip_average)
     data = onnx_bytes(G, cfg.to_dict(), opset)
     try:
         atomic_write_bytes(out, data)
