@@ -28,13 +28,33 @@ from ccyclegan.gan_checkpoint import MAX_STRENGTH, load_generator
 from ccyclegan.identity import FER_THRESHOLD
 
 
+class MeanOfGenerators(torch.nn.Module):
+    """Several generators as one for evaluate's encode-once / decode-per-target path: the
+    output is the mean of theirs (strength 1 each), so the edit is the mean of their edits.
+    An experiment (does averaging the edits of independently trained networks keep the person
+    better at the same expression, as mirror averaging does?), not a shipped format."""
+
+    def __init__(self, generators):
+        super().__init__()
+        self.members = torch.nn.ModuleList(generators)
+
+    def encode(self, x):
+        return [G.encode(x) for G in self.members]
+
+    def decode(self, feats, c):
+        return torch.stack([G.decode(f, c).float()
+                            for G, f in zip(self.members, feats, strict=True)]).mean(0)
+
+
 def measure(args, faces, labels, src, tgt, idn) -> dict[str, dict[str, dict[str, float]]]:
     """table[emotion][strength] = {J1, J2, kept}: shares of that target's translations."""
     t0 = time.perf_counter()
-    G, _, _ = load_generator(args.checkpoint)
-    G.strength = 1.0  # the sweep blends G's full edit itself
-    if args.flip_average is not None:
-        G.flip_average = args.flip_average
+    members = [load_generator(p)[0] for p in [args.checkpoint, *args.average_with]]
+    for G in members:
+        G.strength = 1.0  # the sweep blends G's full edit itself
+        if args.flip_average is not None:
+            G.flip_average = args.flip_average
+    G = members[0] if len(members) == 1 else MeanOfGenerators(members)
     pairs = torch.from_numpy(src), torch.from_numpy(tgt)
     judges = {"J1": load_classifier(args.classifier)[0]}
     if args.second_classifier:
@@ -99,12 +119,15 @@ def main() -> None:
     ap.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=None,
                     help="average each edit with its mirror image's, mirrored back (default: "
                          "the file's own)")
+    ap.add_argument("--average-with", default="", metavar="CKPT[,CKPT...]",
+                    help="more generators: each edit is the mean of theirs and the checkpoint's")
     ap.add_argument("--table", help="a JSON this script wrote: apply the rules to its table "
                                     "instead of measuring again")
     ap.add_argument("--out", help="write the table as JSON here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.strengths = [float(s) for s in args.strengths.split(",")]
+    args.average_with = [p for p in args.average_with.split(",") if p]
     if len(args.strengths) > 8 or not all(0 < s <= MAX_STRENGTH for s in args.strengths):
         ap.error(f"--strengths: at most 8, each in (0, {MAX_STRENGTH:g}]")
     faces, _ = drop_blank(load_split(args.data, "test"))
@@ -151,8 +174,9 @@ def main() -> None:
               + f"\n  export --strength '{spec}'")
     if args.out:
         Path(args.out).write_text(json.dumps(
-            {"checkpoint": args.checkpoint, "faces": len(labels), "identity_faces":
-             args.identity_faces, "bar": args.bar, "table": table, "rules": rules,
+            {"checkpoint": args.checkpoint, "average_with": args.average_with,
+             "faces": len(labels), "identity_faces": args.identity_faces, "bar": args.bar,
+             "table": table, "rules": rules,
              "spec": rules["per target >= bar"]["spec"]}, indent=1))  # per-target rule
 
 
