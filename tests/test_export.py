@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ccyclegan import cli
+from ccyclegan import cli, export
 from ccyclegan.config import Config
 from ccyclegan.data import EMOTIONS
 from ccyclegan.gan_checkpoint import load_generator, save_generator
@@ -107,6 +107,8 @@ def test_cli_translate_with_onnx(model_onnx, run_dir, tmp_path, capsys):
     (["translate", "X", "--to", "sad", "--onnx", "missing.onnx"], "not found"),
     (["translate", "X", "--to", "sad", "--onnx", "BAD"], "not a valid ONNX model"),
     (["export", "--checkpoint", "missing_run", "-o", "m.onnx"], "not found"),
+    (["export", "--checkpoint", "missing_run", "--format", "safetensors", "-o", "m.safetensors"],
+     "not found"),
     (["export", "--checkpoint", "RUN", "-o", "m.txt"], "should end in .onnx"),
 ])
 def test_cli_errors(argv, what, tmp_path, run_dir, capsys, monkeypatch):
@@ -120,6 +122,17 @@ def test_cli_errors(argv, what, tmp_path, run_dir, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"ccyclegan {argv[0]}: error: ") and what in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("fmt, out", [("onnx", "m.onnx"), ("safetensors", "m.safetensors")])
+def test_export_without_a_bundled_model_names_the_fix(fmt, out, tmp_path, capsys, monkeypatch):
+    """No --checkpoint and no bundled file: both formats say how to get a model, write nothing."""
+    monkeypatch.setattr(export, "bundled_model_path", lambda: None)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["export", "--format", fmt, "-o", out]) == 2
+    err = capsys.readouterr().err
+    assert "no bundled model" in err and "--checkpoint" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("blur", [1.5, 0.0])
