@@ -263,3 +263,19 @@ def test_resnet_judge_learns_and_loads_as_its_own_family(tmp_path, faces_csv):
     torch.testing.assert_close(probs.sum(1), torch.ones(5))
     with pytest.raises(ConfigError, match="arch"):
         ClassifierConfig(arch="vit")
+
+
+def test_resnet_projection_is_a_strided_1x1_conv():
+    """The block's projection (slice, then 1x1 conv; a workaround for a oneDNN crash) computes
+    what a strided 1x1 conv with the same weights does, so judges trained before load alike."""
+    from torch.nn.functional import conv2d, relu
+
+    from ccyclegan.classifier import _Block
+
+    torch.manual_seed(0)
+    block = _Block(8, 16, 2).eval()
+    for n in (48, 3):  # even and odd sizes
+        x = torch.randn(2, 8, n, n)
+        h = relu(block.bn1(x))
+        ref = conv2d(h, block.proj.weight, stride=2) + block.conv2(relu(block.bn2(block.conv1(h))))
+        assert torch.allclose(block(x), ref, atol=1e-5)
