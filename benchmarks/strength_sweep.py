@@ -46,6 +46,22 @@ class MeanOfGenerators(torch.nn.Module):
                             for G, f in zip(self.members, feats, strict=True)]).mean(0)
 
 
+class ScaledCondition(torch.nn.Module):
+    """A generator decoding under a scaled condition (a * one-hot): an edit knob in G's own
+    feature space (conditional norms are linear in the condition), against the pixel-space
+    strength. An experiment, not a shipped option."""
+
+    def __init__(self, G, scale: float):
+        super().__init__()
+        self.G, self.scale = G, scale
+
+    def encode(self, x):
+        return self.G.encode(x)
+
+    def decode(self, feats, c):
+        return self.G.decode(feats, self.scale * c)
+
+
 def measure(args, faces, labels, src, tgt, idn) -> dict[str, dict[str, dict[str, float]]]:
     """table[emotion][strength] = {J1, J2, kept}: shares of that target's translations."""
     t0 = time.perf_counter()
@@ -55,6 +71,8 @@ def measure(args, faces, labels, src, tgt, idn) -> dict[str, dict[str, dict[str,
         if args.flip_average is not None:
             G.flip_average = args.flip_average
     G = members[0] if len(members) == 1 else MeanOfGenerators(members)
+    if args.condition_scale != 1:
+        G = ScaledCondition(G, args.condition_scale)
     pairs = torch.from_numpy(src), torch.from_numpy(tgt)
     judges = {"J1": load_classifier(args.classifier)[0]}
     if args.second_classifier:
@@ -121,6 +139,8 @@ def main() -> None:
                          "the file's own)")
     ap.add_argument("--average-with", default="", metavar="CKPT[,CKPT...]",
                     help="more generators: each edit is the mean of theirs and the checkpoint's")
+    ap.add_argument("--condition-scale", type=float, default=1.0, metavar="A",
+                    help="decode under A x the one-hot condition (an experiment)")
     ap.add_argument("--table", help="a JSON this script wrote: apply the rules to its table "
                                     "instead of measuring again")
     ap.add_argument("--out", help="write the table as JSON here")
@@ -175,6 +195,7 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(json.dumps(
             {"checkpoint": args.checkpoint, "average_with": args.average_with,
+             "condition_scale": args.condition_scale,
              "faces": len(labels), "identity_faces": args.identity_faces, "bar": args.bar,
              "table": table, "rules": rules,
              "spec": rules["per target >= bar"]["spec"]}, indent=1))  # per-target rule
