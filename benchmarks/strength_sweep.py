@@ -46,22 +46,6 @@ class MeanOfGenerators(torch.nn.Module):
                             for G, f in zip(self.members, feats, strict=True)]).mean(0)
 
 
-class ScaledCondition(torch.nn.Module):
-    """A generator decoding under a scaled condition (a * one-hot): an edit knob in G's own
-    feature space (conditional norms are linear in the condition), against the pixel-space
-    strength. An experiment, not a shipped option."""
-
-    def __init__(self, G, scale: float):
-        super().__init__()
-        self.G, self.scale = G, scale
-
-    def encode(self, x):
-        return self.G.encode(x)
-
-    def decode(self, feats, c):
-        return self.G.decode(feats, self.scale * c)
-
-
 def measure(args, faces, labels, src, tgt, idn) -> dict[str, dict[str, dict[str, float]]]:
     """table[emotion][strength] = {J1, J2, kept}: shares of that target's translations."""
     t0 = time.perf_counter()
@@ -70,9 +54,9 @@ def measure(args, faces, labels, src, tgt, idn) -> dict[str, dict[str, dict[str,
         G.strength = 1.0  # the sweep blends G's full edit itself
         if args.flip_average is not None:
             G.flip_average = args.flip_average
+        if args.condition_scale is not None:
+            G.condition_scale = args.condition_scale
     G = members[0] if len(members) == 1 else MeanOfGenerators(members)
-    if args.condition_scale != 1:
-        G = ScaledCondition(G, args.condition_scale)
     pairs = torch.from_numpy(src), torch.from_numpy(tgt)
     judges = {"J1": load_classifier(args.classifier)[0]}
     if args.second_classifier:
@@ -139,8 +123,9 @@ def main() -> None:
                          "the file's own)")
     ap.add_argument("--average-with", default="", metavar="CKPT[,CKPT...]",
                     help="more generators: each edit is the mean of theirs and the checkpoint's")
-    ap.add_argument("--condition-scale", type=float, default=1.0, metavar="A",
-                    help="decode under A x the one-hot condition (an experiment)")
+    ap.add_argument("--condition-scale", type=float, metavar="A",
+                    help="the decoder reads A x the one-hot condition, as `export "
+                         "--condition-scale` ships (default: the file's own)")
     ap.add_argument("--table", help="a JSON this script wrote: apply the rules to its table "
                                     "instead of measuring again")
     ap.add_argument("--out", help="write the table as JSON here")

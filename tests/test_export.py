@@ -296,3 +296,44 @@ def test_export_flip_average_ships_the_mirror_mean_to_every_path(run_dir, tmp_pa
     save_tensors(tmp_path / "odd.safetensors", tensors, {**m, "flip_average": "yes"})
     with pytest.raises(CheckpointError, match="flip_average"):
         load_generator(tmp_path / "odd.safetensors")
+
+
+def test_export_condition_scale_decodes_a_scaled_label_on_every_path(run_dir, tmp_path, capsys):
+    """--condition-scale A: the file's G decodes A x the condition (then the strength), in the
+    safetensors file, the ONNX graph and the translator alike; bad values are refused."""
+    from ccyclegan.checkpoint import CheckpointError, load_tensors, save_tensors
+
+    sft, onx = tmp_path / "cs.safetensors", tmp_path / "cs.onnx"
+    assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
+                     "--fp32", "--condition-scale", "2", "--strength", "0.8",
+                     "-o", str(sft)]) == 0
+    assert "condition scale 2" in capsys.readouterr().out
+    assert cli.main(["export", "--checkpoint", str(sft), "-o", str(onx)]) == 0
+    full, _, _ = load_generator(run_dir)
+    scaled, _, _ = load_generator(sft)
+    assert full.condition_scale == 1.0 and scaled.condition_scale == 2.0
+    x = synthetic_faces(1, seed=4).images[:3].float() / 127.5 - 1
+    c = torch.eye(7)[[1, 3, 6]]
+    with torch.no_grad():
+        want = x + 0.8 * (full(x, 2 * c) - x)
+        torch.testing.assert_close(scaled(x, c), want, atol=1e-5, rtol=0)
+        assert (full(x, c) - full(x, 2 * c)).abs().max() > 1e-3  # the scale changes the edit
+    session = ort.InferenceSession(str(onx), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"face": x.numpy(), "condition": c.numpy()})
+    assert np.abs(got - want.numpy()).max() < 1e-3
+    meta = {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
+    assert json.loads(meta["ccyclegan.condition_scale"]) == 2.0
+    faces = ((x[:, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    _, d_torch = ExpressionTranslator.load(sft).edit(faces, ["sad"])
+    with torch.no_grad():
+        xf = torch.from_numpy(faces).float()[:, None] / 127.5 - 1
+        want_sad = (scaled(xf, torch.eye(7)[[4] * 3]) - xf)[:, 0] * 127.5
+    np.testing.assert_allclose(d_torch[:, 0], want_sad.numpy(), atol=0.05)
+    assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
+                     "--condition-scale", "0", "-o", str(tmp_path / "bad.safetensors")]) != 0
+    assert "condition scale" in capsys.readouterr().err
+    assert not (tmp_path / "bad.safetensors").exists()
+    tensors, m = load_tensors(sft)
+    save_tensors(tmp_path / "odd.safetensors", tensors, {**m, "condition_scale": "big"})
+    with pytest.raises(CheckpointError, match="condition_scale"):
+        load_generator(tmp_path / "odd.safetensors")

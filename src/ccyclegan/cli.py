@@ -134,14 +134,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     strength = None if args.strength is None else parse_strength(args.strength)
     if args.format == "safetensors":  # a release file: the generator alone, fp16 by default
         out = export_safetensors(args.checkpoint, args.output, strength=strength,
-                                 flip_average=args.flip_average, half=not args.fp32)
+                                 flip_average=args.flip_average,
+                                 condition_scale=args.condition_scale, half=not args.fp32)
         G, _, progress = load_generator(out)  # what was written, read back
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, "
               f"{'fp32' if args.fp32 else 'fp16'}, step {progress.get('step')}, "
-              f"strength {strength_text(G.strength)}, flip average {G.flip_average})")
+              f"strength {strength_text(G.strength)}, flip average {G.flip_average}, "
+              f"condition scale {G.condition_scale:g})")
         return 0
     path = export_onnx(args.checkpoint, args.output, opset=args.opset, strength=strength,
-                       flip_average=args.flip_average)
+                       flip_average=args.flip_average, condition_scale=args.condition_scale)
     print(f"wrote {path}: G(face [B,1,48,48] in [-1,1], condition [B,7]) -> [B,1,48,48]")
     return 0
 
@@ -202,6 +204,10 @@ def add_translate_parsers(sub) -> None:
     e.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=None,
                    help="ship the mean of the edits of the face and of its mirror image "
                         "(twice the compute; default: the source's own, off for a training run)")
+    e.add_argument("--condition-scale", type=float, metavar="A",
+                   help="the decoder reads A x the emotion one-hot: A > 1 strengthens the edit "
+                        "in G's own features, 0 < A <= 4 (default: the source's own, 1 for a "
+                        "training run)")
     e.set_defaults(func=cmd_export)
 
 

@@ -25,6 +25,7 @@ from ccyclegan.data import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
 from ccyclegan.faces import TranslateError
 from ccyclegan.gan_checkpoint import (
     Strength,
+    check_condition_scale,
     check_strength,
     load_generator,
     save_generator,
@@ -77,7 +78,8 @@ def onnx_bytes(G: nn.Module, config: dict | None = None, opset: int = OPSET) -> 
             "ccyclegan.input_range": "[-1, 1]",
             "ccyclegan.config": json.dumps(config or {}),
             "ccyclegan.strength": json.dumps(strength_json(getattr(G, "strength", 1.0))),
-            "ccyclegan.flip_average": json.dumps(getattr(G, "flip_average", False))}
+            "ccyclegan.flip_average": json.dumps(getattr(G, "flip_average", False)),
+            "ccyclegan.condition_scale": json.dumps(getattr(G, "condition_scale", 1.0))}
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -87,10 +89,11 @@ def onnx_bytes(G: nn.Module, config: dict | None = None, opset: int = OPSET) -> 
 
 
 def _load_source(checkpoint: str | os.PathLike[str] | None, strength: Strength | None,
-                 flip_average: bool | None) -> tuple[Generator, dict, dict]:
+                 flip_average: bool | None, condition_scale: float | None
+                 ) -> tuple[Generator, dict, dict]:
     """The generator to export (None: the bundled model) with the export's overrides of its
-    strength and mirror averaging; None keeps the source's own. One place, so every format
-    ships the same edit."""
+    strength, mirror averaging and condition scale; None keeps the source's own. One place,
+    so every format ships the same edit."""
     if checkpoint is None:
         checkpoint = bundled_model_path()
         if checkpoint is None:
@@ -100,15 +103,17 @@ def _load_source(checkpoint: str | os.PathLike[str] | None, strength: Strength |
         G.strength = check_strength(strength, "strength")
     if flip_average is not None:
         G.flip_average = flip_average
+    if condition_scale is not None:
+        G.condition_scale = check_condition_scale(condition_scale, "condition scale")
     return G, cfg, progress
 
 
 def export_safetensors(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLike[str],
                        strength: Strength | None = None, flip_average: bool | None = None,
-                       half: bool = True) -> Path:
+                       condition_scale: float | None = None, half: bool = True) -> Path:
     """Load a run dir / generator.safetensors / training checkpoint (None: the bundled model)
     and write its generator alone (fp16 weights if half), config and progress kept."""
-    G, cfg, progress = _load_source(checkpoint, strength, flip_average)
+    G, cfg, progress = _load_source(checkpoint, strength, flip_average, condition_scale)
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -120,13 +125,13 @@ def export_safetensors(checkpoint: str | os.PathLike[str] | None, out: str | os.
 
 def export_onnx(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLike[str],
                 opset: int = OPSET, strength: Strength | None = None,
-                flip_average: bool | None = None) -> Path:
+                flip_average: bool | None = None, condition_scale: float | None = None) -> Path:
     """Load a run dir / generator.safetensors / training checkpoint (None: the bundled model)
     and write its generator as ONNX to out (atomically)."""
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise TranslateError(f"{out}: the ONNX output should end in .onnx")
-    G, cfg, _ = _load_source(checkpoint, strength, flip_average)
+    G, cfg, _ = _load_source(checkpoint, strength, flip_average, condition_scale)
     data = onnx_bytes(G, cfg.to_dict(), opset)
     try:
         atomic_write_bytes(out, data)

@@ -129,6 +129,18 @@ def check_strength(value: Any, where: str = "strength") -> Strength:
     return number(value, "")
 
 
+MAX_CONDITION_SCALE = 4.0
+
+
+def check_condition_scale(value: Any, where: str = "condition_scale") -> float:
+    """The export condition scale of a generator: a number in (0, MAX_CONDITION_SCALE]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value) and 0.0 < value <= MAX_CONDITION_SCALE):
+        raise CheckpointError(f"{where}: must be a number in (0, {MAX_CONDITION_SCALE:g}], "
+                              f"got {str(value)[:40]!r}")
+    return float(value)
+
+
 def parse_strength(text: str, where: str = "--strength") -> Strength:
     """'0.9', or 'EMOTION=S,...' (emotions not named keep 1): the command line's strength."""
     text = text.strip()
@@ -171,7 +183,8 @@ def save_generator(path: Path, G: Generator, cfg: Config, progress: dict[str, An
           for k, v in G.state_dict().items()}
     save_tensors(path, sd, {"kind": "generator", "config": cfg.to_dict(), "progress": progress,
                             "emotions": list(EMOTIONS), "strength": strength_json(G.strength),
-                            "flip_average": G.flip_average})
+                            "flip_average": G.flip_average,
+                            "condition_scale": G.condition_scale})
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu"
@@ -197,6 +210,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
     if not isinstance(G.flip_average, bool):
         raise CheckpointError(f"{path} (metadata 'flip_average'): expected true or false, "
                               f"got {str(G.flip_average)[:40]!r}")
+    G.condition_scale = check_condition_scale(meta.get("condition_scale", 1.0),
+                                              f"{path} (metadata 'condition_scale')")
     progress = meta.get("progress")
     return G.to(device).eval(), cfg, progress if isinstance(progress, dict) else {}
 

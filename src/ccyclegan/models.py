@@ -105,6 +105,11 @@ class Generator(nn.Module):
     G's output for the face and, mirrored back, for its mirror image. Artefacts on one side of
     the face average out while the expression, symmetric, stays; measured to keep the person
     better at the same expression (docs/model_card.md). The encoding then holds both passes.
+
+    condition_scale a (1 in training, set at export): the decoder reads a x the condition. The
+    conditional norms are affine in it, so a > 1 extrapolates each stage's label shift: a
+    stronger edit made in G's own features, measured to keep the person better than the same
+    expression reached by the pixel strength (docs/model_card.md).
     """
 
     def __init__(self, channels: int = 32, num_classes: int = NUM_CLASSES,
@@ -121,6 +126,7 @@ class Generator(nn.Module):
         self.output = output
         self.strength: float | tuple[float, ...] = 1.0
         self.flip_average = False
+        self.condition_scale = 1.0
         self.enc = nn.ModuleList([
             _down(in_channels, c, norm=False),  # 24
             _down(c, 2 * c),  # 12
@@ -164,14 +170,15 @@ class Generator(nn.Module):
                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(face, attention mask A or None): the mask is what the attention output's
         regulariser needs."""
+        cd = c if self.condition_scale == 1.0 else c * self.condition_scale
         if self.flip_average:
             n = len(feats) // 2
-            out, mask = self._decode(feats[:n], c)
-            out_m, mask_m = self._decode(feats[n:], c)
+            out, mask = self._decode(feats[:n], cd)
+            out_m, mask_m = self._decode(feats[n:], cd)
             out = (out + out_m.flip(-1)) / 2
             mask = None if mask is None else (mask + mask_m.flip(-1)) / 2
         else:
-            out, mask = self._decode(feats, c)
+            out, mask = self._decode(feats, cd)
         if self.strength != 1.0:
             x, s = feats[0], self.strength
             if not isinstance(s, float):  # per target emotion: the condition picks its own
