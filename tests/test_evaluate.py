@@ -405,3 +405,14 @@ def test_evaluate_intensity_blends_like_translate(tiny_models, tmp_path, monkeyp
     assert "intensity 0.5" in (tmp_path / "a05" / "report.md").read_text()
     with pytest.raises(Exception, match="intensity"):
         evaluate(gen, data, clf, out=tmp_path / "bad", intensity=1.5, **kw)
+
+
+def test_report_names_the_shipped_edit_settings_only_when_set():
+    from ccyclegan.evaluate import _edit_note
+
+    assert _edit_note({"generator_strength": 1.0, "intensity": 1.0,
+                       "generator_flip_average": False, "generator_condition_scale": 1.0}) == ""
+    note = _edit_note({"generator_strength": 0.95, "intensity": 1.0,
+                       "generator_flip_average": True, "generator_condition_scale": 1.25})
+    assert note == ", shipped strength 0.95, mirror-averaged, condition scale 1.25"
+    assert _edit_note({}) == ""  # metrics written before these fields existed

@@ -593,7 +593,8 @@ def _pct(v: Any) -> str:
 
 
 def _edit_note(m: dict[str, Any]) -> str:
-    """The shipped strength and the scored intensity, when not 1."""
+    """What the scored edit is beyond G itself: shipped strength, intensity, mirror averaging and
+    condition scale, each named only when it is not the default."""
     parts = [f"{name} {strength_text(m[key])}"
              for key, name in (("generator_strength", "shipped strength"),
                                ("intensity", "intensity"))
