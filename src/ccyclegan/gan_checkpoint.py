@@ -107,38 +107,36 @@ def verify_checkpoint(path: Path) -> Config:
 
 Strength = float | tuple[float, ...]
 MAX_STRENGTH = 2.0  # above 1 the edit is amplified (and clipped to the pixel range)
+MAX_CONDITION_SCALE = 4.0
+
+
+def _number_in(value: Any, upper: float, where: str) -> float:
+    """A finite number in (0, upper] (not a bool), as a float; else a CheckpointError naming
+    where."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value) and 0.0 < value <= upper):
+        raise CheckpointError(f"{where}: must be a number in (0, {upper:g}], "
+                              f"got {str(value)[:40]!r}")
+    return float(value)
 
 
 def check_strength(value: Any, where: str = "strength") -> Strength:
     """The export strength of a generator: a number in (0, MAX_STRENGTH], or a list of one such
     number per emotion (in EMOTIONS order); a list of equal numbers is that number. Under 1 a
     weaker edit, over 1 G's edit amplified: x + s (G(x|t) - x), clipped."""
-    def number(v: Any, name: str) -> float:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not (
-                math.isfinite(v) and 0.0 < v <= MAX_STRENGTH):
-            raise CheckpointError(f"{where}: {name}must be a number in (0, {MAX_STRENGTH:g}], "
-                                  f"got {str(v)[:40]!r}")
-        return float(v)
-
     if isinstance(value, list | tuple):
         if len(value) != NUM_CLASSES:
             raise CheckpointError(f"{where}: a strength per emotion needs {NUM_CLASSES} numbers "
                                   f"({', '.join(EMOTIONS)}), got {len(value)}")
-        per = tuple(number(v, f"{e}: ") for e, v in zip(EMOTIONS, value, strict=True))
+        per = tuple(_number_in(v, MAX_STRENGTH, f"{where}: {e}")
+                    for e, v in zip(EMOTIONS, value, strict=True))
         return per[0] if len(set(per)) == 1 else per
-    return number(value, "")
-
-
-MAX_CONDITION_SCALE = 4.0
+    return _number_in(value, MAX_STRENGTH, where)
 
 
 def check_condition_scale(value: Any, where: str = "condition_scale") -> float:
     """The export condition scale of a generator: a number in (0, MAX_CONDITION_SCALE]."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            math.isfinite(value) and 0.0 < value <= MAX_CONDITION_SCALE):
-        raise CheckpointError(f"{where}: must be a number in (0, {MAX_CONDITION_SCALE:g}], "
-                              f"got {str(value)[:40]!r}")
-    return float(value)
+    return _number_in(value, MAX_CONDITION_SCALE, where)
 
 
 def parse_strength(text: str, where: str = "--strength") -> Strength:
