@@ -24,7 +24,12 @@ from ccyclegan import identity as face_id
 from ccyclegan.classifier import classify, load_classifier
 from ccyclegan.data import EMOTIONS, NUM_CLASSES, drop_blank, load_split
 from ccyclegan.evaluate import _translate, seeded_subset, translation_pairs
-from ccyclegan.gan_checkpoint import MAX_STRENGTH, load_generator
+from ccyclegan.gan_checkpoint import (
+    MAX_STRENGTH,
+    load_generator,
+    parse_condition_scale,
+    strength_json,
+)
 from ccyclegan.identity import FER_THRESHOLD
 
 
@@ -123,9 +128,10 @@ def main() -> None:
                          "the file's own)")
     ap.add_argument("--average-with", default="", metavar="CKPT[,CKPT...]",
                     help="more generators: each edit is the mean of theirs and the checkpoint's")
-    ap.add_argument("--condition-scale", type=float, metavar="A",
+    ap.add_argument("--condition-scale", metavar="A",
                     help="the decoder reads A x the one-hot condition, as `export "
-                         "--condition-scale` ships (default: the file's own)")
+                         "--condition-scale` ships: one number or 'EMOTION=A,...' "
+                         "(default: the file's own)")
     ap.add_argument("--table", help="a JSON this script wrote: apply the rules to its table "
                                     "instead of measuring again")
     ap.add_argument("--out", help="write the table as JSON here")
@@ -133,6 +139,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.strengths = [float(s) for s in args.strengths.split(",")]
     args.average_with = [p for p in args.average_with.split(",") if p]
+    if args.condition_scale is not None:
+        args.condition_scale = parse_condition_scale(args.condition_scale)
     if len(args.strengths) > 8 or not all(0 < s <= MAX_STRENGTH for s in args.strengths):
         ap.error(f"--strengths: at most 8, each in (0, {MAX_STRENGTH:g}]")
     faces, _ = drop_blank(load_split(args.data, "test"))
@@ -180,7 +188,9 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(json.dumps(
             {"checkpoint": args.checkpoint, "average_with": args.average_with,
-             "condition_scale": args.condition_scale,
+             "condition_scale": strength_json(
+                 args.condition_scale if args.condition_scale is not None
+                 else load_generator(args.checkpoint)[0].condition_scale),
              "faces": len(labels), "identity_faces": args.identity_faces, "bar": args.bar,
              "table": table, "rules": rules,
              "spec": rules["per target >= bar"]["spec"]}, indent=1))  # per-target rule

@@ -331,9 +331,53 @@ def test_export_condition_scale_decodes_a_scaled_label_on_every_path(run_dir, tm
     np.testing.assert_allclose(d_torch[:, 0], want_sad.numpy(), atol=0.05)
     assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
                      "--condition-scale", "0", "-o", str(tmp_path / "bad.safetensors")]) != 0
-    assert "condition scale" in capsys.readouterr().err
+    assert "--condition-scale" in capsys.readouterr().err
     assert not (tmp_path / "bad.safetensors").exists()
     tensors, m = load_tensors(sft)
     save_tensors(tmp_path / "odd.safetensors", tensors, {**m, "condition_scale": "big"})
     with pytest.raises(CheckpointError, match="condition_scale"):
+        load_generator(tmp_path / "odd.safetensors")
+
+
+def test_export_condition_scale_per_emotion_scales_each_target_by_its_own(run_dir, tmp_path,
+                                                                          capsys):
+    """--condition-scale 'disgust=1.75,happy=1.5': each component of the condition is scaled by
+    its own emotion's number (others 1), in the file and the ONNX graph; a blend of two targets
+    decodes the blend of the scaled one-hots; unknown emotions and bad values are refused."""
+    from ccyclegan.checkpoint import CheckpointError, load_tensors, save_tensors
+
+    sft, onx = tmp_path / "per.safetensors", tmp_path / "per.onnx"
+    assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
+                     "--fp32", "--condition-scale", "disgust=1.75, happy=1.5",
+                     "-o", str(sft)]) == 0
+    assert "condition scale angry 1, disgust 1.75, fear 1, happy 1.5" in capsys.readouterr().out
+    assert cli.main(["export", "--checkpoint", str(sft), "-o", str(onx)]) == 0
+    full, _, _ = load_generator(run_dir)
+    per, _, _ = load_generator(sft)
+    scale = torch.tensor([1, 1.75, 1, 1.5, 1, 1, 1])
+    assert per.condition_scale == tuple(scale.tolist())
+    x = synthetic_faces(1, seed=5).images[:4].float() / 127.5 - 1
+    c = torch.eye(7)[[1, 3, 6, 0]]
+    c[3] = 0.5 * (torch.eye(7)[1] + torch.eye(7)[6])  # a blend of disgust and neutral
+    with torch.no_grad():
+        want = full(x, c * scale)
+        torch.testing.assert_close(per(x, c), want, atol=1e-5, rtol=0)
+        assert (per(x[:1], c[:1]) - full(x[:1], c[:1])).abs().max() > 1e-3  # disgust scaled
+        torch.testing.assert_close(per(x[2:3], c[2:3]), full(x[2:3], c[2:3]), atol=1e-6,
+                                   rtol=0)  # neutral is not
+    session = ort.InferenceSession(str(onx), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"face": x.numpy(), "condition": c.numpy()})
+    assert np.abs(got - want.numpy()).max() < 1e-3
+    meta = {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
+    assert json.loads(meta["ccyclegan.condition_scale"]) == scale.tolist()
+    for bad, words in (("joy=2", "unknown emotion 'joy'"), ("sad=5", "sad: must be"),
+                       ("sad=x", "not a number")):
+        assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
+                         "--condition-scale", bad, "-o", str(tmp_path / "bad.safetensors")]) != 0
+        err = capsys.readouterr().err
+        assert "--condition-scale" in err and words in err, err
+        assert not (tmp_path / "bad.safetensors").exists()
+    tensors, m = load_tensors(sft)
+    save_tensors(tmp_path / "odd.safetensors", tensors, {**m, "condition_scale": [1.0, 2.0]})
+    with pytest.raises(CheckpointError, match="condition_scale.*7 numbers"):
         load_generator(tmp_path / "odd.safetensors")

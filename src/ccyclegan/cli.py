@@ -12,7 +12,12 @@ from ccyclegan.cli_eval import add_eval_parsers
 from ccyclegan.config import RECIPES, Config, ConfigError
 from ccyclegan.data import EMOTIONS, DataError
 from ccyclegan.export import export_onnx, export_safetensors
-from ccyclegan.gan_checkpoint import load_generator, parse_strength, strength_text
+from ccyclegan.gan_checkpoint import (
+    load_generator,
+    parse_condition_scale,
+    parse_strength,
+    strength_text,
+)
 from ccyclegan.runlog import NonFiniteLossError
 from ccyclegan.train import train
 from ccyclegan.translate import (
@@ -132,18 +137,20 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     strength = None if args.strength is None else parse_strength(args.strength)
+    scale = (None if args.condition_scale is None
+             else parse_condition_scale(args.condition_scale))
     if args.format == "safetensors":  # a release file: the generator alone, fp16 by default
         out = export_safetensors(args.checkpoint, args.output, strength=strength,
                                  flip_average=args.flip_average,
-                                 condition_scale=args.condition_scale, half=not args.fp32)
+                                 condition_scale=scale, half=not args.fp32)
         G, _, progress = load_generator(out)  # what was written, read back
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, "
               f"{'fp32' if args.fp32 else 'fp16'}, step {progress.get('step')}, "
               f"strength {strength_text(G.strength)}, flip average {G.flip_average}, "
-              f"condition scale {G.condition_scale:g})")
+              f"condition scale {strength_text(G.condition_scale)})")
         return 0
     path = export_onnx(args.checkpoint, args.output, opset=args.opset, strength=strength,
-                       flip_average=args.flip_average, condition_scale=args.condition_scale)
+                       flip_average=args.flip_average, condition_scale=scale)
     print(f"wrote {path}: G(face [B,1,48,48] in [-1,1], condition [B,7]) -> [B,1,48,48]")
     return 0
 
@@ -204,9 +211,10 @@ def add_translate_parsers(sub) -> None:
     e.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=None,
                    help="ship the mean of the edits of the face and of its mirror image "
                         "(twice the compute; default: the source's own, off for a training run)")
-    e.add_argument("--condition-scale", type=float, metavar="A",
+    e.add_argument("--condition-scale", metavar="A",
                    help="the decoder reads A x the emotion one-hot: A > 1 strengthens the edit "
-                        "in G's own features, 0 < A <= 4 (default: the source's own, 1 for a "
+                        "in G's own features, 0 < A <= 4; or one per target, e.g. "
+                        "'disgust=1.75,happy=1' (others 1) (default: the source's own, 1 for a "
                         "training run)")
     e.set_defaults(func=cmd_export)
 

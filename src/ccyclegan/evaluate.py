@@ -525,7 +525,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
         "intensity": intensity,
         "generator_strength": strength_json(G.strength),
         "generator_flip_average": G.flip_average,
-        "generator_condition_scale": G.condition_scale,
+        "generator_condition_scale": strength_json(G.condition_scale),
         "generator_config": {k: gcfg.to_dict()[k] for k in
                              ("gen_channels", "label_mode", "lr", "lambda_cl", "lambda_cyc",
                               "cycle_mode", "adv_loss", "seed")},
@@ -602,7 +602,7 @@ def _edit_note(m: dict[str, Any]) -> str:
     if m.get("generator_flip_average"):
         parts.append("mirror-averaged")
     if m.get("generator_condition_scale", 1.0) != 1.0:
-        parts.append(f"condition scale {m['generator_condition_scale']:g}")
+        parts.append(f"condition scale {strength_text(m['generator_condition_scale'])}")
     return "".join(", " + p for p in parts)
 
 

@@ -79,7 +79,8 @@ def onnx_bytes(G: nn.Module, config: dict | None = None, opset: int = OPSET) -> 
             "ccyclegan.config": json.dumps(config or {}),
             "ccyclegan.strength": json.dumps(strength_json(getattr(G, "strength", 1.0))),
             "ccyclegan.flip_average": json.dumps(getattr(G, "flip_average", False)),
-            "ccyclegan.condition_scale": json.dumps(getattr(G, "condition_scale", 1.0))}
+            "ccyclegan.condition_scale": json.dumps(
+                strength_json(getattr(G, "condition_scale", 1.0)))}
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -89,7 +90,7 @@ def onnx_bytes(G: nn.Module, config: dict | None = None, opset: int = OPSET) -> 
 
 
 def _load_source(checkpoint: str | os.PathLike[str] | None, strength: Strength | None,
-                 flip_average: bool | None, condition_scale: float | None
+                 flip_average: bool | None, condition_scale: Strength | None
                  ) -> tuple[Generator, dict, dict]:
     """The generator to export (None: the bundled model) with the export's overrides of its
     strength, mirror averaging and condition scale; None keeps the source's own. One place,
@@ -110,7 +111,7 @@ def _load_source(checkpoint: str | os.PathLike[str] | None, strength: Strength |
 
 def export_safetensors(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLike[str],
                        strength: Strength | None = None, flip_average: bool | None = None,
-                       condition_scale: float | None = None, half: bool = True) -> Path:
+                       condition_scale: Strength | None = None, half: bool = True) -> Path:
     """Load a run dir / generator.safetensors / training checkpoint (None: the bundled model)
     and write its generator alone (fp16 weights if half), config and progress kept."""
     G, cfg, progress = _load_source(checkpoint, strength, flip_average, condition_scale)
@@ -125,7 +126,7 @@ def export_safetensors(checkpoint: str | os.PathLike[str] | None, out: str | os.
 
 def export_onnx(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLike[str],
                 opset: int = OPSET, strength: Strength | None = None,
-                flip_average: bool | None = None, condition_scale: float | None = None) -> Path:
+                flip_average: bool | None = None, condition_scale: Strength | None = None) -> Path:
     """Load a run dir / generator.safetensors / training checkpoint (None: the bundled model)
     and write its generator as ONNX to out (atomically)."""
     out = Path(out)

@@ -11,6 +11,7 @@ The file format itself (safetensors, checksums, atomic writes) is checkpoint.py'
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,33 +121,41 @@ def _number_in(value: Any, upper: float, where: str) -> float:
     return float(value)
 
 
-def check_strength(value: Any, where: str = "strength") -> Strength:
-    """The export strength of a generator: a number in (0, MAX_STRENGTH], or a list of one such
-    number per emotion (in EMOTIONS order); a list of equal numbers is that number. Under 1 a
-    weaker edit, over 1 G's edit amplified: x + s (G(x|t) - x), clipped."""
+def _per_emotion(value: Any, upper: float, where: str, what: str) -> Strength:
+    """A number in (0, upper], or a list of one such number per emotion (in EMOTIONS order); a
+    list of equal numbers is that number."""
     if isinstance(value, list | tuple):
         if len(value) != NUM_CLASSES:
-            raise CheckpointError(f"{where}: a strength per emotion needs {NUM_CLASSES} numbers "
+            raise CheckpointError(f"{where}: {what} per emotion needs {NUM_CLASSES} numbers "
                                   f"({', '.join(EMOTIONS)}), got {len(value)}")
-        per = tuple(_number_in(v, MAX_STRENGTH, f"{where}: {e}")
+        per = tuple(_number_in(v, upper, f"{where}: {e}")
                     for e, v in zip(EMOTIONS, value, strict=True))
         return per[0] if len(set(per)) == 1 else per
-    return _number_in(value, MAX_STRENGTH, where)
+    return _number_in(value, upper, where)
 
 
-def check_condition_scale(value: Any, where: str = "condition_scale") -> float:
-    """The export condition scale of a generator: a number in (0, MAX_CONDITION_SCALE]."""
-    return _number_in(value, MAX_CONDITION_SCALE, where)
+def check_strength(value: Any, where: str = "strength") -> Strength:
+    """The export strength of a generator, one or one per emotion, each in (0, MAX_STRENGTH].
+    Under 1 a weaker edit, over 1 G's edit amplified: x + s (G(x|t) - x), clipped."""
+    return _per_emotion(value, MAX_STRENGTH, where, "a strength")
 
 
-def parse_strength(text: str, where: str = "--strength") -> Strength:
-    """'0.9', or 'EMOTION=S,...' (emotions not named keep 1): the command line's strength."""
+def check_condition_scale(value: Any, where: str = "condition_scale") -> Strength:
+    """The export condition scale of a generator, one or one per emotion, each in
+    (0, MAX_CONDITION_SCALE]: the decoder reads the one-hot scaled per emotion."""
+    return _per_emotion(value, MAX_CONDITION_SCALE, where, "a condition scale")
+
+
+def parse_per_emotion(text: str, where: str, check: Callable[[Any, str], Strength]
+                      ) -> Strength:
+    """'0.9', or 'EMOTION=V,...' (emotions not named keep 1), checked by check: the command
+    line's form of a per-emotion export setting."""
     text = text.strip()
     if "=" not in text:
         try:
-            return check_strength(float(text), where)
+            return check(float(text), where)
         except ValueError:
-            raise CheckpointError(f"{where}: expected a number or EMOTION=S pairs, "
+            raise CheckpointError(f"{where}: expected a number or EMOTION=V pairs, "
                                   f"got {text[:40]!r}") from None
     per = dict.fromkeys(EMOTIONS, 1.0)
     for item in filter(None, (t.strip() for t in text.split(","))):
@@ -158,12 +167,23 @@ def parse_strength(text: str, where: str = "--strength") -> Strength:
         try:
             per[name] = float(val)
         except ValueError:
-            raise CheckpointError(f"{where}: {item[:40]!r}: the strength is not a number") from None
-    return check_strength(list(per.values()), where)
+            raise CheckpointError(f"{where}: {item[:40]!r}: the value is not a number") from None
+    return check(list(per.values()), where)
+
+
+def parse_strength(text: str, where: str = "--strength") -> Strength:
+    """'0.9', or 'EMOTION=S,...' (emotions not named keep 1): the command line's strength."""
+    return parse_per_emotion(text, where, check_strength)
+
+
+def parse_condition_scale(text: str, where: str = "--condition-scale") -> Strength:
+    """'1.5', or 'EMOTION=A,...' (emotions not named keep 1): the command line's scale."""
+    return parse_per_emotion(text, where, check_condition_scale)
 
 
 def strength_json(s: Strength) -> float | list[float]:
-    """The strength as file metadata and metrics store it: a number or a list of 7."""
+    """A strength or condition scale as file metadata and metrics store it: a number or a list
+    of 7."""
     return float(s) if isinstance(s, float | int) else [float(v) for v in s]
 
 
@@ -182,7 +202,7 @@ def save_generator(path: Path, G: Generator, cfg: Config, progress: dict[str, An
     save_tensors(path, sd, {"kind": "generator", "config": cfg.to_dict(), "progress": progress,
                             "emotions": list(EMOTIONS), "strength": strength_json(G.strength),
                             "flip_average": G.flip_average,
-                            "condition_scale": G.condition_scale})
+                            "condition_scale": strength_json(G.condition_scale)})
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu"

@@ -106,10 +106,11 @@ class Generator(nn.Module):
     the face average out while the expression, symmetric, stays; measured to keep the person
     better at the same expression (docs/model_card.md). The encoding then holds both passes.
 
-    condition_scale a (1 in training, set at export): the decoder reads a x the condition. The
-    conditional norms are affine in it, so a > 1 extrapolates each stage's label shift: a
-    stronger edit made in G's own features, measured to keep the person better than the same
-    expression reached by the pixel strength (docs/model_card.md).
+    condition_scale a (1 in training, set at export): the decoder reads a x the condition, one
+    number or one per emotion (each component of c scaled by its own). The conditional norms
+    are affine in it, so a > 1 extrapolates each stage's label shift: a stronger edit made in
+    G's own features, measured to keep the person better than the same expression reached by
+    the pixel strength (docs/model_card.md).
     """
 
     def __init__(self, channels: int = 32, num_classes: int = NUM_CLASSES,
@@ -126,7 +127,7 @@ class Generator(nn.Module):
         self.output = output
         self.strength: float | tuple[float, ...] = 1.0
         self.flip_average = False
-        self.condition_scale = 1.0
+        self.condition_scale: float | tuple[float, ...] = 1.0
         self.enc = nn.ModuleList([
             _down(in_channels, c, norm=False),  # 24
             _down(c, 2 * c),  # 12
@@ -170,7 +171,8 @@ class Generator(nn.Module):
                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(face, attention mask A or None): the mask is what the attention output's
         regulariser needs."""
-        cd = c if self.condition_scale == 1.0 else c * self.condition_scale
+        a = self.condition_scale
+        cd = c if a == 1.0 else c * (a if isinstance(a, float | int) else c.new_tensor(a))
         if self.flip_average:
             n = len(feats) // 2
             out, mask = self._decode(feats[:n], cd)

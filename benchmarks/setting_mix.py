@@ -1,0 +1,100 @@
+"""Condition scale and strength per target emotion, chosen by measurement: read several
+strength_sweep.py tables of one file (each at its own condition scale, same faces), and pick
+for every target the (scale, strength) whose mix gives the highest judge reading while the
+same-person share over all targets stays at or above --bar. Exact (dynamic programming over
+the count of kept translations), so a grid of any size is searched. Prints the choice, its
+overall shares and the `export` command that ships it.
+
+    python benchmarks/setting_mix.py runs/sweep_cs*.json --bar 0.915
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ccyclegan.data import EMOTIONS, NUM_CLASSES, drop_blank, load_split
+from ccyclegan.evaluate import seeded_subset, translation_pairs
+
+
+def options(paths: list[str]) -> tuple[dict[str, dict[tuple[float, float], dict]], dict]:
+    """opts[emotion][(scale, strength)] = {J1, [J2], kept} over every table, and the tables'
+    common subset settings (faces, identity faces)."""
+    opts: dict[str, dict[tuple[float, float], dict]] = {e: {} for e in EMOTIONS}
+    subset = None
+    for p in paths:
+        d = json.loads(Path(p).read_text())
+        scale = d.get("condition_scale")
+        if not isinstance(scale, int | float):
+            raise SystemExit(f"{p}: no single condition scale recorded (sweep it again with "
+                             "--condition-scale A)")
+        this = {"faces": d["faces"], "identity_faces": d["identity_faces"]}
+        if subset not in (None, this):
+            raise SystemExit(f"{p}: measured on {this}, the others on {subset}")
+        subset = this
+        for e in EMOTIONS:
+            for s, v in d["table"][e].items():
+                opts[e][(float(scale), float(s))] = v
+    return opts, subset
+
+
+def best_choice(opts, n_expr: np.ndarray, n_kept: np.ndarray, bar: float
+                ) -> dict[str, tuple[float, float]] | None:
+    """The per-target choice with the highest count-weighted judge reading whose kept count
+    reaches bar x all identity-checked translations (None when none does)."""
+    best: dict[int, tuple[float, list]] = {0: (0.0, [])}  # kept count -> (judge hits, choice)
+    for t, e in enumerate(EMOTIONS):
+        nxt: dict[int, tuple[float, list]] = {}
+        for k, (j, choice) in best.items():
+            for key, v in opts[e].items():
+                kk, jj = k + round(v["kept"] * n_kept[t]), j + v["J1"] * n_expr[t]
+                if kk not in nxt or nxt[kk][0] < jj:
+                    nxt[kk] = (jj, [*choice, key])
+        best = nxt
+    ok = [(j, c) for k, (j, c) in best.items() if k >= bar * n_kept.sum() - 1e-9]
+    if not ok:
+        return None
+    return dict(zip(EMOTIONS, max(ok, key=lambda jc: jc[0])[1], strict=True))
+
+
+def shares(opts, choice, n_expr: np.ndarray, n_kept: np.ndarray) -> dict[str, float]:
+    first = opts[EMOTIONS[0]][choice[EMOTIONS[0]]]
+    return {k: float(sum((n_kept if k == "kept" else n_expr)[t] * opts[e][choice[e]][k]
+                         for t, e in enumerate(EMOTIONS))
+                     / (n_kept if k == "kept" else n_expr).sum()) for k in first}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("tables", nargs="+", help="strength_sweep.py --out JSON files")
+    ap.add_argument("--data", default="../shared/data/fer2013/fer2013.csv.gz")
+    ap.add_argument("--seed", type=int, default=0, help="the sweeps' --seed")
+    ap.add_argument("--bar", type=float, default=0.9, help="same-person share to keep")
+    args = ap.parse_args()
+    opts, subset = options(args.tables)
+    faces, _ = drop_blank(load_split(args.data, "test"))
+    labels = seeded_subset(faces, subset["faces"], args.seed).labels.numpy()
+    src, tgt = translation_pairs(labels)
+    n_expr = np.bincount(tgt, minlength=NUM_CLASSES)
+    n_kept = np.bincount(tgt[src < subset["identity_faces"]], minlength=NUM_CLASSES)
+    choice = best_choice(opts, n_expr, n_kept, args.bar)
+    if choice is None:
+        raise SystemExit(f"no choice on these tables keeps the person on >= {args.bar:g}")
+    print("| target | condition scale | strength | " + " | ".join(
+        opts[EMOTIONS[0]][choice[EMOTIONS[0]]]) + " |\n|---|---|---|" + "---|" * len(
+        opts[EMOTIONS[0]][choice[EMOTIONS[0]]]))
+    for e in EMOTIONS:
+        a, s = choice[e]
+        print(f"| {e} | {a:g} | {s:g} | " + " | ".join(
+            f"{100 * v:.1f} %" for v in opts[e][choice[e]].values()) + " |")
+    print("overall: " + ", ".join(f"{k} {100 * v:.1f} %"
+                                  for k, v in shares(opts, choice, n_expr, n_kept).items()))
+    print("  export --condition-scale '" + ",".join(f"{e}={choice[e][0]:g}" for e in EMOTIONS)
+          + "' --strength '" + ",".join(f"{e}={choice[e][1]:g}" for e in EMOTIONS) + "'")
+
+
+if __name__ == "__main__":
+    main()
