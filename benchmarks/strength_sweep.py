@@ -56,7 +56,8 @@ def measure(args, faces, labels, src, tgt, idn) -> dict[str, dict[str, dict[str,
     t0 = time.perf_counter()
     members = [load_generator(p)[0] for p in [args.checkpoint, *args.average_with]]
     for G in members:
-        G.strength = 1.0  # the sweep blends G's full edit itself
+        if not args.keep_strength:
+            G.strength = 1.0  # the sweep blends G's full edit itself
         if args.flip_average is not None:
             G.flip_average = args.flip_average
         if args.condition_scale is not None:
@@ -132,6 +133,9 @@ def main() -> None:
                     help="the decoder reads A x the one-hot condition, as `export "
                          "--condition-scale` ships: one number or 'EMOTION=A,...' "
                          "(default: the file's own)")
+    ap.add_argument("--keep-strength", action="store_true",
+                    help="start from the file's own strength (per target, as shipped): "
+                         "--strengths 1 then reads the shipped edit itself")
     ap.add_argument("--table", help="a JSON this script wrote: apply the rules to its table "
                                     "instead of measuring again")
     ap.add_argument("--out", help="write the table as JSON here")
