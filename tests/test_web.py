@@ -6,7 +6,7 @@ answers, errors on the page, uploads kept in memory, the queue under 20 concurre
 As in test_translate.py, the model is a tiny random generator: it still changes the face.
 For the README's screenshot, run the browser test with a real model:
 
-    CCYCLEGAN_WEB_CHECKPOINT=runs/paper/generator.safetensors \\
+    CCYCLEGAN_WEB_CHECKPOINT=src/ccyclegan/weights/ccyclegan_fer2013.safetensors \\
     CCYCLEGAN_WEB_SCREENSHOT=docs/img/web.png python -m pytest tests/test_web.py -k browser
 """
 
