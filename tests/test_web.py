@@ -7,7 +7,8 @@ As in test_translate.py, the model is a tiny random generator: it still changes 
 For the README's screenshot, run the browser test with a real model:
 
     CCYCLEGAN_WEB_CHECKPOINT=src/ccyclegan/weights/ccyclegan_fer2013.safetensors \\
-    CCYCLEGAN_WEB_SCREENSHOT=docs/img/web.png python -m pytest tests/test_web.py -k browser
+    CCYCLEGAN_WEB_EMOTION=surprise CCYCLEGAN_WEB_SCREENSHOT=docs/img/web.png \\
+    python -m pytest tests/test_web.py -k browser
 """
 
 from __future__ import annotations
@@ -419,6 +420,7 @@ def test_browser_upload_happy_and_webcam(cli_server, astronaut, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    emotion = os.environ.get("CCYCLEGAN_WEB_EMOTION", "happy")  # the screenshot's choice
     photo = tmp_path / "astronaut.jpg"
     photo.write_bytes(encode(astronaut, "JPEG", quality=92))
     before = np.asarray(Image.open(photo)).astype(float)
@@ -433,7 +435,7 @@ def test_browser_upload_happy_and_webcam(cli_server, astronaut, tmp_path):
             page.on("request", lambda r: r.url.startswith(cli_server)
                     or r.url.startswith(("data:", "blob:")) or outside.append(r.url))
             page.goto(cli_server)
-            page.locator("#emotions label", has_text="happy").click()
+            page.locator("#emotions label", has_text=emotion).click()
             page.set_input_files("#file", str(photo))  # uploading starts the translation
             page.wait_for_selector("#result:not([hidden])", timeout=60_000)
             assert page.locator("#error").is_hidden()
@@ -444,7 +446,7 @@ def test_browser_upload_happy_and_webcam(cli_server, astronaut, tmp_path):
             assert "Face 1" in text
             with page.expect_download() as download:
                 page.click("#download")
-            assert download.value.suggested_filename == "astronaut_happy.jpg"
+            assert download.value.suggested_filename == f"astronaut_{emotion}.jpg"
             after = np.asarray(Image.open(download.value.path())).astype(float)
             assert after.shape == before.shape
             diff = np.abs(after - before).mean(axis=2)
