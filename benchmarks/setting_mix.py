@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from strength_sweep import counts, overall, subset_pairs  # this folder's sweep
 
-from ccyclegan.data import EMOTIONS, NUM_CLASSES, drop_blank, load_split
-from ccyclegan.evaluate import seeded_subset, translation_pairs
+from ccyclegan.data import EMOTIONS
 
 
 def options(paths: list[str]) -> tuple[dict[str, dict[tuple[float, float], dict]], dict]:
@@ -60,13 +60,6 @@ def best_choice(opts, n_expr: np.ndarray, n_kept: np.ndarray, bar: float
     return dict(zip(EMOTIONS, max(ok, key=lambda jc: jc[0])[1], strict=True))
 
 
-def shares(opts, choice, n_expr: np.ndarray, n_kept: np.ndarray) -> dict[str, float]:
-    first = opts[EMOTIONS[0]][choice[EMOTIONS[0]]]
-    return {k: float(sum((n_kept if k == "kept" else n_expr)[t] * opts[e][choice[e]][k]
-                         for t, e in enumerate(EMOTIONS))
-                     / (n_kept if k == "kept" else n_expr).sum()) for k in first}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("tables", nargs="+", help="strength_sweep.py --out JSON files")
@@ -75,23 +68,21 @@ def main() -> None:
     ap.add_argument("--bar", type=float, default=0.9, help="same-person share to keep")
     args = ap.parse_args()
     opts, subset = options(args.tables)
-    faces, _ = drop_blank(load_split(args.data, "test"))
-    labels = seeded_subset(faces, subset["faces"], args.seed).labels.numpy()
-    src, tgt = translation_pairs(labels)
-    n_expr = np.bincount(tgt, minlength=NUM_CLASSES)
-    n_kept = np.bincount(tgt[src < subset["identity_faces"]], minlength=NUM_CLASSES)
+    _, src, tgt, idn = subset_pairs(args.data, subset["faces"], args.seed,
+                                    subset["identity_faces"])
+    n_expr, n_kept = counts(tgt, idn)
     choice = best_choice(opts, n_expr, n_kept, args.bar)
     if choice is None:
         raise SystemExit(f"no choice on these tables keeps the person on >= {args.bar:g}")
-    print("| target | condition scale | strength | " + " | ".join(
-        opts[EMOTIONS[0]][choice[EMOTIONS[0]]]) + " |\n|---|---|---|" + "---|" * len(
-        opts[EMOTIONS[0]][choice[EMOTIONS[0]]]))
+    rows = {e: opts[e][choice[e]] for e in EMOTIONS}
+    print("| target | condition scale | strength | " + " | ".join(rows[EMOTIONS[0]])
+          + " |\n|---|---|---|" + "---|" * len(rows[EMOTIONS[0]]))
     for e in EMOTIONS:
         a, s = choice[e]
         print(f"| {e} | {a:g} | {s:g} | " + " | ".join(
-            f"{100 * v:.1f} %" for v in opts[e][choice[e]].values()) + " |")
+            f"{100 * v:.1f} %" for v in rows[e].values()) + " |")
     print("overall: " + ", ".join(f"{k} {100 * v:.1f} %"
-                                  for k, v in shares(opts, choice, n_expr, n_kept).items()))
+                                  for k, v in overall(rows, n_expr, n_kept).items()))
     print("  export --condition-scale '" + ",".join(f"{e}={choice[e][0]:g}" for e in EMOTIONS)
           + "' --strength '" + ",".join(f"{e}={choice[e][1]:g}" for e in EMOTIONS) + "'")
 

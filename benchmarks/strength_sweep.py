@@ -51,8 +51,10 @@ class MeanOfGenerators(torch.nn.Module):
                             for G, f in zip(self.members, feats, strict=True)]).mean(0)
 
 
-def measure(args, faces, labels, src, tgt, idn) -> dict[str, dict[str, dict[str, float]]]:
-    """table[emotion][strength] = {J1, J2, kept}: shares of that target's translations."""
+def measure(args, faces, labels, src, tgt, idn
+            ) -> tuple[dict[str, dict[str, dict[str, float]]], float | tuple[float, ...]]:
+    """table[emotion][strength] = {J1, J2, kept}: shares of that target's translations; and
+    the condition scale decoded under (the file's own unless --condition-scale)."""
     t0 = time.perf_counter()
     members = [load_generator(p)[0] for p in [args.checkpoint, *args.average_with]]
     for G in members:
@@ -81,18 +83,38 @@ def measure(args, faces, labels, src, tgt, idn) -> dict[str, dict[str, dict[str,
         print(f"strength {s:g}: " + ", ".join(f"{n} {100 * h.mean():.1f} %"
                                               for n, h in hits.items())
               + f", same person {100 * kept.mean():.1f} % ({time.perf_counter() - t0:.0f} s)")
-    return table
+    return table, members[0].condition_scale
+
+
+def subset_pairs(data: str, limit: int, seed: int, identity_faces: int):
+    """The sweep's faces (a seeded PublicTest subset, blanks dropped), its translation pairs
+    (src, tgt) and which of them get the same-person check (src < identity_faces)."""
+    faces, _ = drop_blank(load_split(data, "test"))
+    faces = seeded_subset(faces, limit, seed)
+    src, tgt = translation_pairs(faces.labels.numpy())
+    return faces, src, tgt, src < identity_faces
+
+
+def counts(tgt: np.ndarray, idn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Translations per target, and identity-checked ones per target: the weights that turn
+    per-target shares into overall ones."""
+    return np.bincount(tgt, minlength=NUM_CLASSES), np.bincount(tgt[idn], minlength=NUM_CLASSES)
+
+
+def overall(rows: dict[str, dict[str, float]], n_expr: np.ndarray, n_kept: np.ndarray
+            ) -> dict[str, float]:
+    """Overall shares from per-target ones (rows[emotion] = {J1, [J2], kept}), count-weighted."""
+    out = {}
+    for k in rows[EMOTIONS[0]]:
+        w = n_kept if k == "kept" else n_expr
+        out[k] = float(sum(w[t] * rows[e][k] for t, e in enumerate(EMOTIONS)) / w.sum())
+    return out
 
 
 def mix(table, choice: dict[str, float], n_expr: np.ndarray, n_kept: np.ndarray
         ) -> dict[str, float]:
-    """Overall shares when each target gets its own strength: count-weighted per-target ones."""
-    out = {}
-    for k in table[EMOTIONS[0]][f"{choice[EMOTIONS[0]]:g}"]:
-        w = n_kept if k == "kept" else n_expr
-        out[k] = float(sum(w[t] * table[e][f"{choice[e]:g}"][k]
-                           for t, e in enumerate(EMOTIONS)) / w.sum())
-    return out
+    """Overall shares when each target gets its own strength."""
+    return overall({e: table[e][f"{choice[e]:g}"] for e in EMOTIONS}, n_expr, n_kept)
 
 
 def best_mix(table, strengths: list[float], n_expr: np.ndarray, n_kept: np.ndarray,
@@ -147,20 +169,17 @@ def main() -> None:
         args.condition_scale = parse_condition_scale(args.condition_scale)
     if len(args.strengths) > 8 or not all(0 < s <= MAX_STRENGTH for s in args.strengths):
         ap.error(f"--strengths: at most 8, each in (0, {MAX_STRENGTH:g}]")
-    faces, _ = drop_blank(load_split(args.data, "test"))
-    faces = seeded_subset(faces, args.limit, args.seed)
+    faces, src, tgt, idn = subset_pairs(args.data, args.limit, args.seed, args.identity_faces)
     labels = faces.labels.numpy()
-    src, tgt = translation_pairs(labels)
-    idn = src < args.identity_faces
     if args.table:
-        table = json.loads(Path(args.table).read_text())["table"]
+        saved = json.loads(Path(args.table).read_text())
+        table, scale = saved["table"], saved.get("condition_scale")
         args.strengths = sorted({float(s) for row in table.values() for s in row}, reverse=True)
     elif not args.classifier:
         ap.error("--classifier is needed to measure (or give --table)")
     else:
-        table = measure(args, faces, labels, src, tgt, idn)
-    n_expr = np.bincount(tgt, minlength=NUM_CLASSES)
-    n_kept = np.bincount(tgt[idn], minlength=NUM_CLASSES)
+        table, scale = measure(args, faces, labels, src, tgt, idn)
+    n_expr, n_kept = counts(tgt, idn)
     judges = [k for k in next(iter(table["angry"].values())) if k != "kept"]
     # rule 1: per target, the largest strength whose same-person share reaches the bar
     per_target = {}
@@ -192,9 +211,7 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(json.dumps(
             {"checkpoint": args.checkpoint, "average_with": args.average_with,
-             "condition_scale": strength_json(
-                 args.condition_scale if args.condition_scale is not None
-                 else load_generator(args.checkpoint)[0].condition_scale),
+             "condition_scale": None if scale is None else strength_json(scale),
              "faces": len(labels), "identity_faces": args.identity_faces, "bar": args.bar,
              "table": table, "rules": rules,
              "spec": rules["per target >= bar"]["spec"]}, indent=1))  # per-target rule

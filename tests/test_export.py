@@ -40,6 +40,14 @@ def model_onnx(run_dir, tmp_path_factory) -> Path:
     return out
 
 
+def _onnx_runs_the_shipped_edit(onx, x, c, want) -> dict[str, str]:
+    """onnxruntime's output for (x, c) is want within 1e-3; the graph's metadata back."""
+    session = ort.InferenceSession(str(onx), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"face": x.numpy(), "condition": c.numpy()})
+    assert np.abs(got - want.numpy()).max() < 1e-3
+    return {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
+
+
 def test_graph_inputs_outputs_and_metadata(model_onnx):
     model = onnx.load(str(model_onnx))
     onnx.checker.check_model(model)
@@ -198,10 +206,7 @@ def test_export_strength_ships_a_weaker_edit_to_every_path(run_dir, tmp_path, ca
     with torch.no_grad():
         want = x + 0.6 * (full(x, c) - x)
         torch.testing.assert_close(weak(x, c), want, atol=1e-5, rtol=0)
-    session = ort.InferenceSession(str(onx), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"face": x.numpy(), "condition": c.numpy()})
-    assert np.abs(got - want.numpy()).max() < 1e-3
-    meta = {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
+    meta = _onnx_runs_the_shipped_edit(onx, x, c, want)
     assert json.loads(meta["ccyclegan.strength"]) == 0.6
     # a bad strength is refused on the command line and in a file's metadata
     assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
@@ -233,10 +238,7 @@ def test_export_strength_per_target_emotion(run_dir, tmp_path, capsys):
     with torch.no_grad():
         want = x + torch.tensor([0.5, 1.0, 0.8]).view(3, 1, 1, 1) * (full(x, c) - x)
         torch.testing.assert_close(per(x, c), want, atol=1e-5, rtol=0)
-    session = ort.InferenceSession(str(onx), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"face": x.numpy(), "condition": c.numpy()})
-    assert np.abs(got - want.numpy()).max() < 1e-3
-    meta = {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
+    meta = _onnx_runs_the_shipped_edit(onx, x, c, want)
     assert json.loads(meta["ccyclegan.strength"]) == [1.0, 0.5, 1.0, 1.0, 0.8, 1.0, 1.0]
     # bad specs name the problem
     for bad, words in (("joy=0.5", "unknown emotion 'joy'"), ("sad=x", "not a number"),
@@ -275,10 +277,7 @@ def test_export_flip_average_ships_the_mirror_mean_to_every_path(run_dir, tmp_pa
         feats = flip.encode(x)  # rows picked from the encoding decode as their own faces
         torch.testing.assert_close(flip.decode([f[[2, 0]] for f in feats], c[[2, 0]]),
                                    want[[2, 0]], atol=1e-5, rtol=0)
-    session = ort.InferenceSession(str(onx), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"face": x.numpy(), "condition": c.numpy()})
-    assert np.abs(got - want.numpy()).max() < 1e-3
-    meta = {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
+    meta = _onnx_runs_the_shipped_edit(onx, x, c, want)
     assert json.loads(meta["ccyclegan.flip_average"]) is True
     faces = ((x[:, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
     _, d_torch = ExpressionTranslator.load(sft).edit(faces, ["happy", "sad"])
@@ -318,10 +317,7 @@ def test_export_condition_scale_decodes_a_scaled_label_on_every_path(run_dir, tm
         want = x + 0.8 * (full(x, 2 * c) - x)
         torch.testing.assert_close(scaled(x, c), want, atol=1e-5, rtol=0)
         assert (full(x, c) - full(x, 2 * c)).abs().max() > 1e-3  # the scale changes the edit
-    session = ort.InferenceSession(str(onx), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"face": x.numpy(), "condition": c.numpy()})
-    assert np.abs(got - want.numpy()).max() < 1e-3
-    meta = {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
+    meta = _onnx_runs_the_shipped_edit(onx, x, c, want)
     assert json.loads(meta["ccyclegan.condition_scale"]) == 2.0
     faces = ((x[:, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
     _, d_torch = ExpressionTranslator.load(sft).edit(faces, ["sad"])
@@ -365,10 +361,7 @@ def test_export_condition_scale_per_emotion_scales_each_target_by_its_own(run_di
         assert (per(x[:1], c[:1]) - full(x[:1], c[:1])).abs().max() > 1e-3  # disgust scaled
         torch.testing.assert_close(per(x[2:3], c[2:3]), full(x[2:3], c[2:3]), atol=1e-6,
                                    rtol=0)  # neutral is not
-    session = ort.InferenceSession(str(onx), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"face": x.numpy(), "condition": c.numpy()})
-    assert np.abs(got - want.numpy()).max() < 1e-3
-    meta = {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
+    meta = _onnx_runs_the_shipped_edit(onx, x, c, want)
     assert json.loads(meta["ccyclegan.condition_scale"]) == scale.tolist()
     for bad, words in (("joy=2", "unknown emotion 'joy'"), ("sad=5", "sad: must be"),
                        ("sad=x", "not a number")):
