@@ -415,4 +415,5 @@ def test_report_names_the_shipped_edit_settings_only_when_set():
     note = _edit_note({"generator_strength": 0.95, "intensity": 1.0,
                        "generator_flip_average": True, "generator_condition_scale": 1.25})
     assert note == ", shipped strength 0.95, mirror-averaged, condition scale 1.25"
+    assert _edit_note({"generator_members": 2}) == ", mean of 2 generators"
     assert _edit_note({}) == ""  # metrics written before these fields existed

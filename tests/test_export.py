@@ -374,3 +374,61 @@ def test_export_condition_scale_per_emotion_scales_each_target_by_its_own(run_di
     save_tensors(tmp_path / "odd.safetensors", tensors, {**m, "condition_scale": [1.0, 2.0]})
     with pytest.raises(CheckpointError, match="condition_scale.*7 numbers"):
         load_generator(tmp_path / "odd.safetensors")
+
+
+def test_export_ensemble_with_averages_the_members_on_every_path(run_dir, tmp_path, capsys):
+    """--ensemble-with: one file whose G outputs the mean of its members' outputs (each
+    mirror-averaged, then the file's strength), in the safetensors file, the ONNX graph and the
+    translator; members of another architecture and bad member counts are refused."""
+    from ccyclegan.checkpoint import CheckpointError, load_tensors, save_tensors
+
+    torch.manual_seed(2)
+    other = tmp_path / "other.safetensors"
+    save_generator(other, Generator(8, label_mode="planes"),
+                   Config(gen_channels=8, label_mode="planes"), {"step": 5})
+    sft, onx = tmp_path / "pair.safetensors", tmp_path / "pair.onnx"
+    assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
+                     "--fp32", "--flip-average", "--strength", "0.8", "--ensemble-with",
+                     str(other), "-o", str(sft)]) == 0
+    assert "2 generator(s)" in capsys.readouterr().out
+    assert cli.main(["export", "--checkpoint", str(sft), "-o", str(onx)]) == 0
+    a, b = load_generator(run_dir)[0], load_generator(other)[0]
+    pair = load_generator(sft)[0]
+    assert len(pair.partners) == 1 and pair.flip_average and pair.strength == 0.8
+    x = synthetic_faces(1, seed=4).images[:3].float() / 127.5 - 1
+    c = torch.eye(7)[[1, 3, 6]]
+    with torch.no_grad():
+        mean = sum(G(v, c) if not f else G(v.flip(-1), c).flip(-1)
+                   for G in (a, b) for v, f in ((x, 0), (x, 1))) / 4
+        want = x + 0.8 * (mean - x)
+        torch.testing.assert_close(pair(x, c), want, atol=1e-5, rtol=0)
+        assert (a(x, c) - b(x, c)).abs().max() > 1e-3  # the members differ
+        feats = pair.encode(x)  # rows picked from the encoding decode as their own faces
+        torch.testing.assert_close(pair.decode([f[[2, 0]] for f in feats], c[[2, 0]]),
+                                   want[[2, 0]], atol=1e-5, rtol=0)
+    meta = _onnx_runs_the_shipped_edit(onx, x, c, want)
+    assert json.loads(meta["ccyclegan.members"]) == 2
+    faces = ((x[:, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    _, d_torch = ExpressionTranslator.load(sft).edit(faces, ["surprise"])
+    with torch.no_grad():
+        xf = torch.from_numpy(faces).float()[:, None] / 127.5 - 1
+        want_s = (pair(xf, torch.eye(7)[[5] * 3]) - xf)[:, 0] * 127.5
+    np.testing.assert_allclose(d_torch[:, 0], want_s.numpy(), atol=0.05)
+    # a third member joins (the pair's own partner comes along), and re-export keeps them all
+    trio = tmp_path / "trio.safetensors"
+    assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
+                     "--ensemble-with", f"{sft},{other}", "-o", str(trio)]) == 0
+    assert len(load_generator(trio)[0].partners) == 3
+    wide = tmp_path / "wide.safetensors"
+    save_generator(wide, Generator(16, label_mode="planes"),
+                   Config(gen_channels=16, label_mode="planes"), {})
+    assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
+                     "--ensemble-with", str(wide), "-o", str(tmp_path / "bad.safetensors")]) != 0
+    err = capsys.readouterr().err
+    assert "wide.safetensors" in err and "gen_channels 16" in err
+    assert not (tmp_path / "bad.safetensors").exists()
+    tensors, m = load_tensors(sft)
+    for bad in (1, 3, "2"):  # the count must match the tensors and be a whole number
+        save_tensors(tmp_path / "odd.safetensors", tensors, {**m, "members": bad})
+        with pytest.raises(CheckpointError, match="odd.safetensors"):
+            load_generator(tmp_path / "odd.safetensors")

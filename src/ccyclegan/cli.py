@@ -139,18 +139,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     strength = None if args.strength is None else parse_strength(args.strength)
     scale = (None if args.condition_scale is None
              else parse_condition_scale(args.condition_scale))
+    partners = [p for p in (args.ensemble_with or "").split(",") if p.strip()]
     if args.format == "safetensors":  # a release file: the generator alone, fp16 by default
         out = export_safetensors(args.checkpoint, args.output, strength=strength,
                                  flip_average=args.flip_average,
-                                 condition_scale=scale, half=not args.fp32)
+                                 condition_scale=scale, half=not args.fp32,
+                                 ensemble_with=partners)
         G, _, progress = load_generator(out)  # what was written, read back
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, "
               f"{'fp32' if args.fp32 else 'fp16'}, step {progress.get('step')}, "
               f"strength {strength_text(G.strength)}, flip average {G.flip_average}, "
-              f"condition scale {strength_text(G.condition_scale)})")
+              f"condition scale {strength_text(G.condition_scale)}, "
+              f"{1 + len(G.partners)} generator(s))")
         return 0
     path = export_onnx(args.checkpoint, args.output, opset=args.opset, strength=strength,
-                       flip_average=args.flip_average, condition_scale=scale)
+                       flip_average=args.flip_average, condition_scale=scale,
+                       ensemble_with=partners)
     print(f"wrote {path}: G(face [B,1,48,48] in [-1,1], condition [B,7]) -> [B,1,48,48]")
     return 0
 
@@ -216,6 +220,9 @@ def add_translate_parsers(sub) -> None:
                         "in G's own features, 0 < A <= 4; or one per target, e.g. "
                         "'disgust=1.75,happy=1' (others 1) (default: the source's own, 1 for a "
                         "training run)")
+    e.add_argument("--ensemble-with", metavar="RUN[,RUN...]",
+                   help="more generators of the same architecture, trained apart: the file's "
+                        "edit is the mean of all of theirs (the compute grows with each)")
     e.set_defaults(func=cmd_export)
 
 

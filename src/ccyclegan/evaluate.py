@@ -526,6 +526,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
         "generator_strength": strength_json(G.strength),
         "generator_flip_average": G.flip_average,
         "generator_condition_scale": strength_json(G.condition_scale),
+        "generator_members": 1 + len(getattr(G, "partners", ())),
         "generator_config": {k: gcfg.to_dict()[k] for k in
                              ("gen_channels", "label_mode", "lr", "lambda_cl", "lambda_cyc",
                               "cycle_mode", "adv_loss", "seed")},
@@ -603,6 +604,8 @@ def _edit_note(m: dict[str, Any]) -> str:
         parts.append("mirror-averaged")
     if m.get("generator_condition_scale", 1.0) != 1.0:
         parts.append(f"condition scale {strength_text(m['generator_condition_scale'])}")
+    if m.get("generator_members", 1) > 1:
+        parts.append(f"mean of {m['generator_members']} generators")
     return "".join(", " + p for p in parts)
 
 

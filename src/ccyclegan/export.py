@@ -15,6 +15,7 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from ccyclegan.gan_checkpoint import (
     Strength,
     check_condition_scale,
     check_strength,
+    join_generators,
     load_generator,
     save_generator,
     strength_json,
@@ -80,7 +82,8 @@ def onnx_bytes(G: nn.Module, config: dict | None = None, opset: int = OPSET) -> 
             "ccyclegan.strength": json.dumps(strength_json(getattr(G, "strength", 1.0))),
             "ccyclegan.flip_average": json.dumps(getattr(G, "flip_average", False)),
             "ccyclegan.condition_scale": json.dumps(
-                strength_json(getattr(G, "condition_scale", 1.0)))}
+                strength_json(getattr(G, "condition_scale", 1.0))),
+            "ccyclegan.members": json.dumps(1 + len(getattr(G, "partners", ())))}
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -90,16 +93,21 @@ def onnx_bytes(G: nn.Module, config: dict | None = None, opset: int = OPSET) -> 
 
 
 def _load_source(checkpoint: str | os.PathLike[str] | None, strength: Strength | None,
-                 flip_average: bool | None, condition_scale: Strength | None
+                 flip_average: bool | None, condition_scale: Strength | None,
+                 ensemble_with: Sequence[str | os.PathLike[str]] = ()
                  ) -> tuple[Generator, dict, dict]:
     """The generator to export (None: the bundled model) with the export's overrides of its
-    strength, mirror averaging and condition scale; None keeps the source's own. One place,
-    so every format ships the same edit."""
+    strength, mirror averaging and condition scale (None keeps the source's own), and the
+    generators of ensemble_with averaged with it. One place, so every format ships the same
+    edit."""
     if checkpoint is None:
         checkpoint = bundled_model_path()
         if checkpoint is None:
             raise TranslateError(NO_BUNDLED_MODEL)
     G, cfg, progress = load_generator(Path(checkpoint), "cpu")
+    if ensemble_with:
+        others = [(*load_generator(Path(p), "cpu")[:2], Path(p)) for p in ensemble_with]
+        G = join_generators(G, others, cfg)
     if strength is not None:
         G.strength = check_strength(strength, "strength")
     if flip_average is not None:
@@ -111,10 +119,12 @@ def _load_source(checkpoint: str | os.PathLike[str] | None, strength: Strength |
 
 def export_safetensors(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLike[str],
                        strength: Strength | None = None, flip_average: bool | None = None,
-                       condition_scale: Strength | None = None, half: bool = True) -> Path:
+                       condition_scale: Strength | None = None, half: bool = True,
+                       ensemble_with: Sequence[str | os.PathLike[str]] = ()) -> Path:
     """Load a run dir / generator.safetensors / training checkpoint (None: the bundled model)
     and write its generator alone (fp16 weights if half), config and progress kept."""
-    G, cfg, progress = _load_source(checkpoint, strength, flip_average, condition_scale)
+    G, cfg, progress = _load_source(checkpoint, strength, flip_average, condition_scale,
+                                    ensemble_with)
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -126,13 +136,15 @@ def export_safetensors(checkpoint: str | os.PathLike[str] | None, out: str | os.
 
 def export_onnx(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLike[str],
                 opset: int = OPSET, strength: Strength | None = None,
-                flip_average: bool | None = None, condition_scale: Strength | None = None) -> Path:
+                flip_average: bool | None = None, condition_scale: Strength | None = None,
+                ensemble_with: Sequence[str | os.PathLike[str]] = ()) -> Path:
     """Load a run dir / generator.safetensors / training checkpoint (None: the bundled model)
     and write its generator as ONNX to out (atomically)."""
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise TranslateError(f"{out}: the ONNX output should end in .onnx")
-    G, cfg, _ = _load_source(checkpoint, strength, flip_average, condition_scale)
+    G, cfg, _ = _load_source(checkpoint, strength, flip_average, condition_scale,
+                             ensemble_with)
     data = onnx_bytes(G, cfg.to_dict(), opset)
     try:
         atomic_write_bytes(out, data)

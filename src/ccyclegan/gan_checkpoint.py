@@ -109,6 +109,7 @@ def verify_checkpoint(path: Path) -> Config:
 Strength = float | tuple[float, ...]
 MAX_STRENGTH = 2.0  # above 1 the edit is amplified (and clipped to the pixel range)
 MAX_CONDITION_SCALE = 4.0
+MAX_MEMBERS = 8  # generators averaged in one file (`export --ensemble-with`)
 
 
 def _number_in(value: Any, upper: float, where: str) -> float:
@@ -202,7 +203,8 @@ def save_generator(path: Path, G: Generator, cfg: Config, progress: dict[str, An
     save_tensors(path, sd, {"kind": "generator", "config": cfg.to_dict(), "progress": progress,
                             "emotions": list(EMOTIONS), "strength": strength_json(G.strength),
                             "flip_average": G.flip_average,
-                            "condition_scale": strength_json(G.condition_scale)})
+                            "condition_scale": strength_json(G.condition_scale),
+                            "members": 1 + len(G.partners)})
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu"
@@ -221,7 +223,11 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
     if kind == "train":
         prefix = "G_ema" if any(k.startswith("G_ema.") for k in tensors) else "G"
         tensors = unprefixed(prefix, tensors)
-    G = build_checked(lambda: build_generator(cfg), tensors, "generator", path)
+    members = meta.get("members", 1) if kind == "generator" else 1
+    if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_MEMBERS:
+        raise CheckpointError(f"{path} (metadata 'members'): expected a whole number from 1 to "
+                              f"{MAX_MEMBERS}, got {str(members)[:40]!r}")
+    G = build_checked(lambda: _ensemble(cfg, members), tensors, "generator", path)
     load_module(G, tensors, "generator", path)
     G.strength = check_strength(meta.get("strength", 1.0), f"{path} (metadata 'strength')")
     G.flip_average = meta.get("flip_average", False)
@@ -232,6 +238,33 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
                                               f"{path} (metadata 'condition_scale')")
     progress = meta.get("progress")
     return G.to(device).eval(), cfg, progress if isinstance(progress, dict) else {}
+
+
+def _ensemble(cfg: Config, members: int) -> Generator:
+    G = build_generator(cfg)
+    G.partners.extend(build_generator(cfg) for _ in range(members - 1))
+    return G
+
+
+def join_generators(G: Generator, others: list[tuple[Generator, Config, Path]], cfg: Config
+                    ) -> Generator:
+    """G with the others' networks as its partners (their own partners too): one file whose
+    edit is the mean of all of theirs. Every member must be the same architecture, since they
+    share one config; G's strength, mirror averaging and condition scale apply to the mean."""
+    arch = ("gen_channels", "label_mode", "output")
+    for H, hcfg, path in others:
+        diff = [f"{k} {getattr(hcfg, k)!r} (not {getattr(cfg, k)!r})" for k in arch
+                if getattr(hcfg, k) != getattr(cfg, k)]
+        if diff:
+            raise CheckpointError(f"{path}: cannot be averaged with the checkpoint: "
+                                  + ", ".join(diff))
+        nets = [H, *H.partners]
+        H.partners = torch.nn.ModuleList()
+        G.partners.extend(nets)
+    if 1 + len(G.partners) > MAX_MEMBERS:
+        raise CheckpointError(f"at most {MAX_MEMBERS} generators in one file, "
+                              f"got {1 + len(G.partners)}")
+    return G
 
 
 def _config_from_meta(meta: dict[str, Any], path: Path) -> Config:

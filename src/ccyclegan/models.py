@@ -111,6 +111,11 @@ class Generator(nn.Module):
     are affine in it, so a > 1 extrapolates each stage's label shift: a stronger edit made in
     G's own features, measured to keep the person better than the same expression reached by
     the pixel strength (docs/model_card.md).
+
+    partners (empty in training, added at export): more generators of the same architecture,
+    trained apart; the output is the mean of every member's output (each mirror-averaged when
+    flip_average is on), before the strength. What one network invents on a face and another
+    does not averages out, as with mirror averaging (`ccyclegan export --ensemble-with`).
     """
 
     def __init__(self, channels: int = 32, num_classes: int = NUM_CLASSES,
@@ -128,6 +133,7 @@ class Generator(nn.Module):
         self.strength: float | tuple[float, ...] = 1.0
         self.flip_average = False
         self.condition_scale: float | tuple[float, ...] = 1.0
+        self.partners = nn.ModuleList()  # no tensors while empty: single files load as before
         self.enc = nn.ModuleList([
             _down(in_channels, c, norm=False),  # 24
             _down(c, 2 * c),  # 12
@@ -151,9 +157,14 @@ class Generator(nn.Module):
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """G_enc: the input itself (for the residual and attention outputs), skip features
         shallow to deep, then the 1x1 bottleneck code; with flip_average, then the same for
-        the mirror image (one row per face in every tensor, so rows can be picked)."""
-        feats = self._encode(x)
-        return feats + self._encode(x.flip(-1)) if self.flip_average else feats
+        the mirror image; then the same for each partner (one row per face in every tensor,
+        so rows can be picked)."""
+        feats = []
+        for net in (self, *self.partners):
+            feats += net._encode(x)
+            if self.flip_average:
+                feats += net._encode(x.flip(-1))
+        return feats
 
     def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = [x]
@@ -173,14 +184,19 @@ class Generator(nn.Module):
         regulariser needs."""
         a = self.condition_scale
         cd = c if a == 1.0 else c * (a if isinstance(a, float | int) else c.new_tensor(a))
-        if self.flip_average:
-            n = len(feats) // 2
-            out, mask = self._decode(feats[:n], cd)
-            out_m, mask_m = self._decode(feats[n:], cd)
-            out = (out + out_m.flip(-1)) / 2
-            mask = None if mask is None else (mask + mask_m.flip(-1)) / 2
-        else:
-            out, mask = self._decode(feats, cd)
+        views = 2 if self.flip_average else 1
+        nets = [net for net in (self, *self.partners) for _ in range(views)]
+        n = len(feats) // len(nets)
+        outs, masks = [], []
+        for i, net in enumerate(nets):
+            out, mask = net._decode(feats[i * n:(i + 1) * n], cd)
+            if i % views:  # the mirror image's pass, mirrored back
+                out, mask = out.flip(-1), None if mask is None else mask.flip(-1)
+            outs.append(out)
+            masks.append(mask)
+        if len(nets) > 1:
+            out = torch.stack(outs).mean(0)
+            mask = None if masks[0] is None else torch.stack(masks).mean(0)
         if self.strength != 1.0:
             x, s = feats[0], self.strength
             if not isinstance(s, float):  # per target emotion: the condition picks its own
