@@ -51,6 +51,30 @@ class MeanOfGenerators(torch.nn.Module):
                             for G, f in zip(self.members, feats, strict=True)]).mean(0)
 
 
+def window(size: int, ramp: float, floor: float) -> torch.Tensor:
+    """[size, size] weights: 1 in the middle, falling linearly over `ramp` pixels to `floor` at
+    the border (the product of a row and a column profile)."""
+    i = torch.arange(size, dtype=torch.float32) + 0.5
+    r = (torch.minimum(i, size - i) / ramp).clamp(max=1.0)
+    return floor + (1 - floor) * r[:, None] * r[None, :]
+
+
+class Windowed(torch.nn.Module):
+    """A generator whose edit is weighted by a fixed window, x + W (G(x|t) - x): less change at
+    the crop's border, where the face's outline, hair and background are (an experiment)."""
+
+    def __init__(self, G, w: torch.Tensor):
+        super().__init__()
+        self.G, self.w = G, w
+
+    def encode(self, x):
+        return [x, self.G.encode(x)]
+
+    def decode(self, feats, c):
+        x, inner = feats
+        return x + self.w * (self.G.decode(inner, c).float() - x)
+
+
 def measure(args, faces, labels, src, tgt, idn
             ) -> tuple[dict[str, dict[str, dict[str, float]]], float | tuple[float, ...]]:
     """table[emotion][strength] = {J1, J2, kept}: shares of that target's translations; and
@@ -65,6 +89,9 @@ def measure(args, faces, labels, src, tgt, idn
         if args.condition_scale is not None:
             G.condition_scale = args.condition_scale
     G = members[0] if len(members) == 1 else MeanOfGenerators(members)
+    if args.window:
+        ramp, floor = (float(v) for v in args.window.split(","))
+        G = Windowed(G, window(48, ramp, floor))
     pairs = torch.from_numpy(src), torch.from_numpy(tgt)
     judges = {"J1": load_classifier(args.classifier)[0]}
     if args.second_classifier:
@@ -151,6 +178,9 @@ def main() -> None:
                          "the file's own)")
     ap.add_argument("--average-with", default="", metavar="CKPT[,CKPT...]",
                     help="more generators: each edit is the mean of theirs and the checkpoint's")
+    ap.add_argument("--window", metavar="RAMP,FLOOR",
+                    help="weight each edit by a window: full in the middle, falling over RAMP "
+                         "pixels to FLOOR at the crop's border")
     ap.add_argument("--condition-scale", metavar="A",
                     help="the decoder reads A x the one-hot condition, as `export "
                          "--condition-scale` ships: one number or 'EMOTION=A,...' "
