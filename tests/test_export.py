@@ -48,6 +48,19 @@ def _onnx_runs_the_shipped_edit(onx, x, c, want) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
 
 
+def _translator_runs_the_edit(model, G, x, emotion) -> np.ndarray:
+    """The translator's edit (grey levels) of faces x towards emotion is G's own, within 0.05;
+    the edit back."""
+    faces = ((x[:, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    _, d = ExpressionTranslator.load(model).edit(faces, [emotion])
+    with torch.no_grad():
+        xf = torch.from_numpy(faces).float()[:, None] / 127.5 - 1
+        c = torch.eye(7)[[EMOTIONS.index(emotion)] * len(faces)]
+        want = (G(xf, c) - xf)[:, 0] * 127.5
+    np.testing.assert_allclose(d[:, 0], want.numpy(), atol=0.05)
+    return d
+
+
 def test_graph_inputs_outputs_and_metadata(model_onnx):
     model = onnx.load(str(model_onnx))
     onnx.checker.check_model(model)
@@ -319,12 +332,7 @@ def test_export_condition_scale_decodes_a_scaled_label_on_every_path(run_dir, tm
         assert (full(x, c) - full(x, 2 * c)).abs().max() > 1e-3  # the scale changes the edit
     meta = _onnx_runs_the_shipped_edit(onx, x, c, want)
     assert json.loads(meta["ccyclegan.condition_scale"]) == 2.0
-    faces = ((x[:, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-    _, d_torch = ExpressionTranslator.load(sft).edit(faces, ["sad"])
-    with torch.no_grad():
-        xf = torch.from_numpy(faces).float()[:, None] / 127.5 - 1
-        want_sad = (scaled(xf, torch.eye(7)[[4] * 3]) - xf)[:, 0] * 127.5
-    np.testing.assert_allclose(d_torch[:, 0], want_sad.numpy(), atol=0.05)
+    _translator_runs_the_edit(sft, scaled, x, "sad")
     assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
                      "--condition-scale", "0", "-o", str(tmp_path / "bad.safetensors")]) != 0
     assert "--condition-scale" in capsys.readouterr().err
@@ -408,12 +416,7 @@ def test_export_ensemble_with_averages_the_members_on_every_path(run_dir, tmp_pa
                                    want[[2, 0]], atol=1e-5, rtol=0)
     meta = _onnx_runs_the_shipped_edit(onx, x, c, want)
     assert json.loads(meta["ccyclegan.members"]) == 2
-    faces = ((x[:, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-    _, d_torch = ExpressionTranslator.load(sft).edit(faces, ["surprise"])
-    with torch.no_grad():
-        xf = torch.from_numpy(faces).float()[:, None] / 127.5 - 1
-        want_s = (pair(xf, torch.eye(7)[[5] * 3]) - xf)[:, 0] * 127.5
-    np.testing.assert_allclose(d_torch[:, 0], want_s.numpy(), atol=0.05)
+    _translator_runs_the_edit(sft, pair, x, "surprise")
     # a third member joins (the pair's own partner comes along), and re-export keeps them all
     trio = tmp_path / "trio.safetensors"
     assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
