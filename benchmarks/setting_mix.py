@@ -16,16 +16,18 @@ import json
 from pathlib import Path
 
 import numpy as np
-from strength_sweep import counts, overall, subset_pairs  # this folder's sweep
+from strength_sweep import counts, fed_ratio, overall, subset_pairs  # this folder's sweep
 
 from ccyclegan.data import EMOTIONS
 
 
 def options(paths: list[str]) -> tuple[dict[str, dict[tuple[float, float], dict]], dict]:
     """opts[emotion][(scale, strength)] = {J1, [J2], kept} over every table, and the tables'
-    common subset settings (faces, identity faces)."""
+    common subset settings (faces, identity faces). Tables that measured realism add the
+    judge's FED of each setting ("fed") and the floor per emotion (subset["fed_floor"])."""
     opts: dict[str, dict[tuple[float, float], dict]] = {e: {} for e in EMOTIONS}
     subset = None
+    floor = None
     for p in paths:
         d = json.loads(Path(p).read_text())
         scale = d.get("condition_scale")
@@ -36,10 +38,12 @@ def options(paths: list[str]) -> tuple[dict[str, dict[tuple[float, float], dict]
         if subset not in (None, this):
             raise SystemExit(f"{p}: measured on {this}, the others on {subset}")
         subset = this
+        floor = floor or d.get("fed_floor")
         for e in EMOTIONS:
             for s, v in d["table"][e].items():
-                opts[e][(float(scale), float(s))] = v
-    return opts, subset
+                fed = d["fed"][e][s] if "fed" in d else None
+                opts[e][(float(scale), float(s))] = {**v, **({"fed": fed} if fed else {})}
+    return opts, {**subset, "fed_floor": floor}
 
 
 def at_least(opts, share: float) -> dict[str, dict[tuple[float, float], dict]]:
@@ -88,15 +92,20 @@ def main() -> None:
     if choice is None:
         floor = f" with every target >= {args.min_target:g}" if args.min_target else ""
         raise SystemExit(f"no choice on these tables keeps the person on >= {args.bar:g}{floor}")
-    rows = {e: opts[e][choice[e]] for e in EMOTIONS}
+    rows = {e: {k: v for k, v in opts[e][choice[e]].items() if k != "fed"} for e in EMOTIONS}
+    feds = {e: opts[e][choice[e]].get("fed") for e in EMOTIONS}
+    realism = subset["fed_floor"] is not None and None not in feds.values()
     print("| target | condition scale | strength | " + " | ".join(rows[EMOTIONS[0]])
-          + " |\n|---|---|---|" + "---|" * len(rows[EMOTIONS[0]]))
+          + (" | FED" if realism else "") + " |\n|---|---|---|"
+          + "---|" * (len(rows[EMOTIONS[0]]) + realism))
     for e in EMOTIONS:
         a, s = choice[e]
         print(f"| {e} | {a:g} | {s:g} | " + " | ".join(
-            f"{100 * v:.1f} %" for v in rows[e].values()) + " |")
+            f"{100 * v:.1f} %" for v in rows[e].values())
+            + (f" | {feds[e]:.2f} (floor {subset['fed_floor'][e]:.2f})" if realism else "") + " |")
     print("overall: " + ", ".join(f"{k} {100 * v:.1f} %"
-                                  for k, v in overall(rows, n_expr, n_kept).items()))
+                                  for k, v in overall(rows, n_expr, n_kept).items())
+          + (f", FED {fed_ratio(feds, subset['fed_floor']):.2f}x floor" if realism else ""))
     print("  export --condition-scale '" + ",".join(f"{e}={choice[e][0]:g}" for e in EMOTIONS)
           + "' --strength '" + ",".join(f"{e}={choice[e][1]:g}" for e in EMOTIONS) + "'")
 

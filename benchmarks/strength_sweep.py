@@ -1,6 +1,7 @@
 """Edit strength per target emotion, chosen by measurement: translate a fixed PublicTest subset
 at each strength s as `evaluate --intensity s` does, x + s (G(x|t) - x), and read every
-(target, s) with the judges and dlib's same-person check. Prints the table and the
+(target, s) with the judges, dlib's same-person check and the judge's FED (the subset's
+translations to t against all real PublicTest faces of t). Prints the table and the
 `export --strength` specs of three rules that keep the person on at least --bar: one strength
 for all targets, per target, and the best judge reading over every per-target choice. Strengths
 over 1 amplify G's edit (clipped to the pixel range), for targets whose full edit keeps the
@@ -23,7 +24,13 @@ import torch
 from ccyclegan import identity as face_id
 from ccyclegan.classifier import classify, load_classifier
 from ccyclegan.data import EMOTIONS, NUM_CLASSES, drop_blank, load_split
-from ccyclegan.evaluate import _translate, seeded_subset, translation_pairs
+from ccyclegan.evaluate import (
+    _halves,
+    _translate,
+    frechet_from_features,
+    seeded_subset,
+    translation_pairs,
+)
 from ccyclegan.gan_checkpoint import (
     MAX_STRENGTH,
     load_generator,
@@ -75,10 +82,27 @@ class Windowed(torch.nn.Module):
         return x + self.w * (self.G.decode(inner, c).float() - x)
 
 
-def measure(args, faces, labels, src, tgt, idn
-            ) -> tuple[dict[str, dict[str, dict[str, float]]], float | tuple[float, ...]]:
-    """table[emotion][strength] = {J1, J2, kept}: shares of that target's translations; and
-    the condition scale decoded under (the file's own unless --condition-scale)."""
+def real_features(data: str, clf) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """The judge's features of every non-blank PublicTest face, their labels, and per emotion
+    the FED floor (two random halves of its real faces, as evaluate's)."""
+    real, _ = drop_blank(load_split(data, "test"))
+    feats = classify(clf, real.images)[1].numpy().astype(np.float64)
+    labels = real.labels.numpy()
+    h1, h2 = _halves(labels, 0)
+    floor = {e: frechet_from_features(feats[h1[labels[h1] == t]], feats[h2[labels[h2] == t]])
+             for t, e in enumerate(EMOTIONS)}
+    return feats, labels, floor
+
+
+def fed_ratio(fed: dict[str, float], floor: dict[str, float]) -> float:
+    """Mean FED over the targets against the mean floor, as evaluate reports realism."""
+    return float(np.mean([fed[e] for e in EMOTIONS]) / np.mean([floor[e] for e in EMOTIONS]))
+
+
+def measure(args, faces, labels, src, tgt, idn):
+    """table[emotion][strength] = {J1, J2, kept}: shares of that target's translations; the
+    judge's FED of each (fed[emotion][strength]) and its floor per emotion; and the condition
+    scale decoded under (the file's own unless --condition-scale)."""
     t0 = time.perf_counter()
     members = [load_generator(p)[0] for p in [args.checkpoint, *args.average_with]]
     for G in members:
@@ -98,19 +122,26 @@ def measure(args, faces, labels, src, tgt, idn
         judges["J2"] = load_classifier(args.second_classifier)[0]
     embedder = face_id.FaceEmbedder()
     emb_real = embedder.embed(faces.images[:args.identity_faces, 0].numpy())
+    f_real, real_labels, floor = real_features(args.data, judges["J1"])
     table: dict[str, dict[str, dict[str, float]]] = {e: {} for e in EMOTIONS}
+    fed: dict[str, dict[str, float]] = {e: {} for e in EMOTIONS}
     for s in args.strengths:
         out = _translate(G, faces.images, 128, s)[pairs]  # evaluate's translations
-        hits = {n: classify(clf, out)[0].argmax(1).numpy() == tgt for n, clf in judges.items()}
+        read = {n: classify(clf, out) for n, clf in judges.items()}
+        hits = {n: p.argmax(1).numpy() == tgt for n, (p, _) in read.items()}
+        f_out = read["J1"][1].numpy().astype(np.float64)
         emb = embedder.embed(out[torch.from_numpy(np.flatnonzero(idn)), 0].numpy())
         kept = np.linalg.norm(emb_real[src[idn]] - emb, axis=1) < FER_THRESHOLD
         for t, e in enumerate(EMOTIONS):
             table[e][f"{s:g}"] = {**{n: float(h[tgt == t].mean()) for n, h in hits.items()},
                                   "kept": float(kept[tgt[idn] == t].mean())}
+            fed[e][f"{s:g}"] = frechet_from_features(f_out[tgt == t], f_real[real_labels == t])
+        ratio = fed_ratio({e: fed[e][f"{s:g}"] for e in EMOTIONS}, floor)
         print(f"strength {s:g}: " + ", ".join(f"{n} {100 * h.mean():.1f} %"
                                               for n, h in hits.items())
-              + f", same person {100 * kept.mean():.1f} % ({time.perf_counter() - t0:.0f} s)")
-    return table, members[0].condition_scale
+              + f", same person {100 * kept.mean():.1f} %, FED {ratio:.2f}x floor "
+              f"({time.perf_counter() - t0:.0f} s)")
+    return table, {"fed": fed, "fed_floor": floor}, members[0].condition_scale
 
 
 def subset_pairs(data: str, limit: int, seed: int, identity_faces: int):
@@ -204,11 +235,12 @@ def main() -> None:
     if args.table:
         saved = json.loads(Path(args.table).read_text())
         table, scale = saved["table"], saved.get("condition_scale")
+        realism = {k: saved[k] for k in ("fed", "fed_floor") if k in saved}
         args.strengths = sorted({float(s) for row in table.values() for s in row}, reverse=True)
     elif not args.classifier:
         ap.error("--classifier is needed to measure (or give --table)")
     else:
-        table, scale = measure(args, faces, labels, src, tgt, idn)
+        table, realism, scale = measure(args, faces, labels, src, tgt, idn)
     n_expr, n_kept = counts(tgt, idn)
     judges = [k for k in next(iter(table["angry"].values())) if k != "kept"]
     # rule 1: per target, the largest strength whose same-person share reaches the bar
@@ -234,16 +266,20 @@ def main() -> None:
             print(f"\n{name}: no choice on the grid keeps the person on >= {args.bar:g}")
             continue
         m = mix(table, choice, n_expr, n_kept)
+        if "fed" in realism:
+            m["fed_ratio"] = fed_ratio({e: realism["fed"][e][f"{choice[e]:g}"] for e in EMOTIONS},
+                                       realism["fed_floor"])
         spec = ",".join(f"{e}={choice[e]:g}" for e in EMOTIONS)
         rules[name] = {"spec": spec, **m}
-        print(f"\n{name}: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in m.items())
+        print(f"\n{name}: " + ", ".join(f"{k} {v:.2f}x" if k == "fed_ratio" else
+                                        f"{k} {100 * v:.1f} %" for k, v in m.items())
               + f"\n  export --strength '{spec}'")
     if args.out:
         Path(args.out).write_text(json.dumps(
             {"checkpoint": args.checkpoint, "average_with": args.average_with,
              "condition_scale": None if scale is None else strength_json(scale),
              "faces": len(labels), "identity_faces": args.identity_faces, "bar": args.bar,
-             "table": table, "rules": rules,
+             "table": table, **realism, "rules": rules,
              "spec": rules["per target >= bar"]["spec"]}, indent=1))  # per-target rule
 
 
