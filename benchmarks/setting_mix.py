@@ -52,16 +52,18 @@ def at_least(opts, share: float) -> dict[str, dict[tuple[float, float], dict]]:
             for e, o in opts.items()}
 
 
-def best_choice(opts, n_expr: np.ndarray, n_kept: np.ndarray, bar: float
+def best_choice(opts, n_expr: np.ndarray, n_kept: np.ndarray, bar: float, price: float = 0.0
                 ) -> dict[str, tuple[float, float]] | None:
     """The per-target choice with the highest count-weighted judge reading whose kept count
-    reaches bar x all identity-checked translations (None when none does)."""
+    reaches bar x all identity-checked translations (None when none does); with a price, the
+    reading less price x each chosen setting's FED (a Lagrange multiplier on realism)."""
     best: dict[int, tuple[float, list]] = {0: (0.0, [])}  # kept count -> (judge hits, choice)
     for t, e in enumerate(EMOTIONS):
         nxt: dict[int, tuple[float, list]] = {}
         for k, (j, choice) in best.items():
             for key, v in opts[e].items():
-                kk, jj = k + round(v["kept"] * n_kept[t]), j + v["J1"] * n_expr[t]
+                kk = k + round(v["kept"] * n_kept[t])
+                jj = j + v["J1"] * n_expr[t] - price * v.get("fed", 0.0)
                 if kk not in nxt or nxt[kk][0] < jj:
                     nxt[kk] = (jj, [*choice, key])
         best = nxt
@@ -69,6 +71,27 @@ def best_choice(opts, n_expr: np.ndarray, n_kept: np.ndarray, bar: float
     if not ok:
         return None
     return dict(zip(EMOTIONS, max(ok, key=lambda jc: jc[0])[1], strict=True))
+
+
+def realistic_choice(opts, n_expr, n_kept, bar: float, floor: dict[str, float],
+                     max_fed: float) -> dict[str, tuple[float, float]] | None:
+    """The best choice whose FED (mean over targets / mean floor) is at most max_fed: the
+    smallest price on FED that brings it there (bisection). A choice on the hull of the
+    reading-realism trade, so it may read a little less than the exact optimum."""
+    def ratio(choice):
+        return fed_ratio({e: opts[e][choice[e]]["fed"] for e in EMOTIONS}, floor)
+    lo, hi = 0.0, float(n_expr.sum())  # at hi, one FED unit outweighs every judge hit
+    choice = best_choice(opts, n_expr, n_kept, bar, hi)
+    if choice is None or ratio(choice) > max_fed:
+        return None
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        c = best_choice(opts, n_expr, n_kept, bar, mid)
+        if c is not None and ratio(c) <= max_fed:
+            hi, choice = mid, c
+        else:
+            lo = mid
+    return choice
 
 
 def main() -> None:
@@ -80,6 +103,9 @@ def main() -> None:
     ap.add_argument("--min-target", type=float, default=0.0,
                     help="the least share of every target's translations each judge must read "
                          "as that target (the release asks 0.5; a margin guards the subset)")
+    ap.add_argument("--max-fed", type=float,
+                    help="the most FED (mean over targets against the mean floor) the choice "
+                         "may have; needs tables that measured it")
     args = ap.parse_args()
     opts, subset = options(args.tables)
     opts = at_least(opts, args.min_target)
@@ -88,9 +114,18 @@ def main() -> None:
     _, src, tgt, idn = subset_pairs(args.data, subset["faces"], args.seed,
                                     subset["identity_faces"])
     n_expr, n_kept = counts(tgt, idn)
-    choice = best_choice(opts, n_expr, n_kept, args.bar)
+    if args.max_fed is None:
+        choice = best_choice(opts, n_expr, n_kept, args.bar)
+    elif subset["fed_floor"] is None or any("fed" not in v for o in opts.values()
+                                            for v in o.values()):
+        raise SystemExit("--max-fed: every table must have measured FED (strength_sweep.py "
+                         "of this version)")
+    else:
+        choice = realistic_choice(opts, n_expr, n_kept, args.bar, subset["fed_floor"],
+                                  args.max_fed)
     if choice is None:
         floor = f" with every target >= {args.min_target:g}" if args.min_target else ""
+        floor += f" and FED <= {args.max_fed:g}x" if args.max_fed else ""
         raise SystemExit(f"no choice on these tables keeps the person on >= {args.bar:g}{floor}")
     rows = {e: {k: v for k, v in opts[e][choice[e]].items() if k != "fed"} for e in EMOTIONS}
     feds = {e: opts[e][choice[e]].get("fed") for e in EMOTIONS}
