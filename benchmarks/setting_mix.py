@@ -42,7 +42,7 @@ def options(paths: list[str]) -> tuple[dict[str, dict[tuple[float, float], dict]
         for e in EMOTIONS:
             for s, v in d["table"][e].items():
                 fed = d["fed"][e][s] if "fed" in d else None
-                opts[e][(float(scale), float(s))] = {**v, **({"fed": fed} if fed else {})}
+                opts[e][(float(scale), float(s))] = v if fed is None else {**v, "fed": fed}
     return opts, {**subset, "fed_floor": floor}
 
 
@@ -111,15 +111,15 @@ def main() -> None:
     opts = at_least(opts, args.min_target)
     if missing := [e for e in EMOTIONS if not opts[e]]:
         raise SystemExit(f"no setting of {', '.join(missing)} reads >= {args.min_target:g}")
+    if args.max_fed is not None and (subset["fed_floor"] is None or any(
+            "fed" not in v for o in opts.values() for v in o.values())):
+        raise SystemExit("--max-fed: every table must have measured FED (strength_sweep.py "
+                         "of this version)")
     _, src, tgt, idn = subset_pairs(args.data, subset["faces"], args.seed,
                                     subset["identity_faces"])
     n_expr, n_kept = counts(tgt, idn)
     if args.max_fed is None:
         choice = best_choice(opts, n_expr, n_kept, args.bar)
-    elif subset["fed_floor"] is None or any("fed" not in v for o in opts.values()
-                                            for v in o.values()):
-        raise SystemExit("--max-fed: every table must have measured FED (strength_sweep.py "
-                         "of this version)")
     else:
         choice = realistic_choice(opts, n_expr, n_kept, args.bar, subset["fed_floor"],
                                   args.max_fed)
