@@ -25,8 +25,8 @@ from ccyclegan import identity as face_id
 from ccyclegan.classifier import classify, load_classifier
 from ccyclegan.data import EMOTIONS, NUM_CLASSES, drop_blank, load_split
 from ccyclegan.evaluate import (
-    _halves,
     _translate,
+    fed_floor,
     frechet_from_features,
     seeded_subset,
     translation_pairs,
@@ -88,10 +88,7 @@ def real_features(data: str, clf) -> tuple[np.ndarray, np.ndarray, dict[str, flo
     real, _ = drop_blank(load_split(data, "test"))
     feats = classify(clf, real.images)[1].numpy().astype(np.float64)
     labels = real.labels.numpy()
-    h1, h2 = _halves(labels, 0)
-    floor = {e: frechet_from_features(feats[h1[labels[h1] == t]], feats[h2[labels[h2] == t]])
-             for t, e in enumerate(EMOTIONS)}
-    return feats, labels, floor
+    return feats, labels, fed_floor(feats, labels, seed=0)
 
 
 def fed_ratio(fed: dict[str, float], floor: dict[str, float]) -> float:

@@ -18,8 +18,10 @@ from ccyclegan.config import Config
 from ccyclegan.data import EMOTIONS, denormalize, load_split, normalize
 from ccyclegan.evaluate import (
     FACE_BOX,
+    _distances,
     box_mask,
     evaluate,
+    fed_floor,
     frechet_distance,
     frechet_from_features,
     kid,
@@ -27,6 +29,7 @@ from ccyclegan.evaluate import (
     mean_cov,
     mmd2_unbiased,
     psnr,
+    real_halves,
     region_change,
     ssim,
     unchanged_share,
@@ -88,6 +91,28 @@ def test_frechet_from_samples_and_singular_covariances():
 
 
 # --------------------------------------------------------------------------- KID
+
+
+def test_real_halves_split_each_emotion_and_fed_floor_matches_evaluate():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(7), [9, 4, 11, 30, 12, 8, 15])
+    rng.shuffle(labels)
+    feats = rng.normal(size=(len(labels), 3)) + labels[:, None]  # each row knows its emotion
+    halves = {name: (a, b) for name, a, b in real_halves(feats, labels, seed=0)}
+    assert list(halves) == [*EMOTIONS, "overall"]
+    for t, e in enumerate(EMOTIONS):
+        a, b = halves[e]
+        n = int((labels == t).sum())
+        assert (len(a), len(b)) == (n // 2, n - n // 2)  # stratified: every emotion halved
+        both = np.concatenate([a, b])
+        assert np.allclose(np.sort(both[:, 0]), np.sort(feats[labels == t][:, 0]))  # disjoint
+    assert sum(len(h) for h in halves["overall"]) == len(labels)
+    floor = fed_floor(feats, labels, seed=0)
+    src, tgt = np.arange(len(labels)), (labels + 1) % 7
+    res = _distances(feats, feats, labels, src, tgt, seed=0, with_kid=False,
+                     kid_subset_size=10, kid_subsets=1)
+    assert floor == {e: v["frechet"] for e, v in res["floor"]["per_emotion"].items()}
+    assert fed_floor(feats, labels, seed=1) != floor  # another seed, other halves
 
 
 def test_mmd_by_hand():

@@ -252,6 +252,22 @@ def _halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(np.concatenate(a)), np.sort(np.concatenate(b))
 
 
+def real_halves(features: np.ndarray, labels: np.ndarray, seed: int):
+    """Per emotion, then "overall": the features of two stratified random halves of the real
+    faces. The distance between them is the realism floor: what sampling alone costs."""
+    h1, h2 = _halves(labels, seed)
+    masks = [(EMOTIONS[t], labels == t) for t in range(NUM_CLASSES)]
+    for name, mask in [*masks, ("overall", np.ones_like(labels, bool))]:
+        yield name, features[h1[mask[h1]]], features[h2[mask[h2]]]
+
+
+def fed_floor(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """Per emotion, the Frechet distance between two halves of its real faces (evaluate's
+    floor, for scripts that measure FED on their own translations)."""
+    return {name: frechet_from_features(a, b)
+            for name, a, b in real_halves(features, labels, seed) if name != "overall"}
+
+
 def _distances(feat_real: np.ndarray, feat_fake: np.ndarray, labels: np.ndarray,
                src: np.ndarray, tgt: np.ndarray, seed: int, with_kid: bool,
                kid_subset_size: int, kid_subsets: int) -> dict[str, Any]:
@@ -260,8 +276,14 @@ def _distances(feat_real: np.ndarray, feat_fake: np.ndarray, labels: np.ndarray,
     real-vs-real floor."""
     res: dict[str, Any] = {"model": {"per_target": {}}, "identity": {"per_target": {}},
                            "floor": {"per_emotion": {}}}
+
+    def place(block: dict[str, Any], name: str, entry: dict[str, Any], per: str) -> None:
+        if name == "overall":
+            block["overall"] = entry
+        else:
+            block[per][name] = entry
+
     feat_ident = feat_real[src]
-    h1, h2 = _halves(labels, seed)
     sets = [(EMOTIONS[t], tgt == t, labels == t) for t in range(NUM_CLASSES)]
     for name, fake_mask, real_mask in [*sets, ("overall", np.ones_like(tgt, bool),
                                                np.ones_like(labels, bool))]:
@@ -270,19 +292,12 @@ def _distances(feat_real: np.ndarray, feat_fake: np.ndarray, labels: np.ndarray,
             entry = {"frechet": frechet_from_features(fake, real)}
             if with_kid:
                 entry["kid"] = kid(fake, real, kid_subset_size, kid_subsets, seed)
-            if name == "overall":
-                res[key]["overall"] = entry
-            else:
-                res[key]["per_target"][name] = entry
-        a = feat_real[h1[real_mask[h1]]]
-        b = feat_real[h2[real_mask[h2]]]
+            place(res[key], name, entry, "per_target")
+    for name, a, b in real_halves(feat_real, labels, seed):
         floor = {"frechet": frechet_from_features(a, b), "n": [len(a), len(b)]}
         if with_kid:
             floor["kid"] = kid(a, b, kid_subset_size, kid_subsets, seed)
-        if name == "overall":
-            res["floor"]["overall"] = floor
-        else:
-            res["floor"]["per_emotion"][name] = floor
+        place(res["floor"], name, floor, "per_emotion")
     return res
 
 
