@@ -125,7 +125,7 @@ def main() -> None:
                                   args.max_fed)
     if choice is None:
         floor = f" with every target >= {args.min_target:g}" if args.min_target else ""
-        floor += f" and FED <= {args.max_fed:g}x" if args.max_fed else ""
+        floor += f" and FED <= {args.max_fed:g}x" if args.max_fed is not None else ""
         raise SystemExit(f"no choice on these tables keeps the person on >= {args.bar:g}{floor}")
     rows = {e: {k: v for k, v in opts[e][choice[e]].items() if k != "fed"} for e in EMOTIONS}
     feds = {e: opts[e][choice[e]].get("fed") for e in EMOTIONS}

@@ -90,9 +90,6 @@ def test_frechet_from_samples_and_singular_covariances():
         frechet_distance([0, 0], np.eye(2), [0], np.eye(1))
 
 
-# --------------------------------------------------------------------------- KID
-
-
 def test_real_halves_split_each_emotion_and_fed_floor_matches_evaluate():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(7), [9, 4, 11, 30, 12, 8, 15])
@@ -113,6 +110,9 @@ def test_real_halves_split_each_emotion_and_fed_floor_matches_evaluate():
                      kid_subset_size=10, kid_subsets=1)
     assert floor == {e: v["frechet"] for e, v in res["floor"]["per_emotion"].items()}
     assert fed_floor(feats, labels, seed=1) != floor  # another seed, other halves
+
+
+# --------------------------------------------------------------------------- KID
 
 
 def test_mmd_by_hand():

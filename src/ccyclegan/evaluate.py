@@ -252,7 +252,8 @@ def _halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(np.concatenate(a)), np.sort(np.concatenate(b))
 
 
-def real_halves(features: np.ndarray, labels: np.ndarray, seed: int):
+def real_halves(features: np.ndarray, labels: np.ndarray, seed: int
+                ) -> typing.Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Per emotion, then "overall": the features of two stratified random halves of the real
     faces. The distance between them is the realism floor: what sampling alone costs."""
     h1, h2 = _halves(labels, seed)
