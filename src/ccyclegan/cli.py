@@ -67,7 +67,8 @@ HELP = {
                 "linearly to 0 (CycleGAN's schedule)",
     "batch_size": "faces per step (per process under torchrun)",
     "d_steps_per_g": "D updates per G update",
-    "ema_decay": "generator EMA decay (0 = off); samples and exports use the EMA",
+    "ema_decay": "generator EMA decay per G update (0 = off; with --d-steps-per-g 5, 0.995 "
+                 "spans as many steps as 0.999 at 1:1); samples and exports use the EMA",
     "epochs": "epochs to train (ignored when --max-steps is set)",
     "max_steps": "stop after this many optimisation steps in total (0 = use --epochs)",
     "max_minutes": "also stop after this many minutes of training, summed over resumes "
