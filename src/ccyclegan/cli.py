@@ -72,7 +72,8 @@ HELP = {
     "epochs": "epochs to train (ignored when --max-steps is set)",
     "max_steps": "stop after this many optimisation steps in total (0 = use --epochs)",
     "max_minutes": "also stop after this many minutes of training, summed over resumes "
-                   "(0 = no limit): for comparisons at equal wall-clock",
+                   "(0 = no limit; checked every --log-every steps): for comparisons at "
+                   "equal wall-clock",
     "device": "auto, cpu, cuda, cuda:1, ...",
     "precision": "auto (AMP on CUDA, fp32 on CPU), fp32, bf16, fp16 (CUDA)",
     "threads": "CPU threads for torch (0 = torch's default)",
