@@ -41,10 +41,17 @@ HELP = {
                   "(conditional instance norm)",
     "spectral_norm": "spectral normalisation in D",
     "output": "G's last layer: direct (paper: tanh), residual (x + change, US-GAN's ultimate "
-              "skip) or attention (GANimation: mask A x + (1 - A) colour)",
+              "skip), attention (GANimation: mask A x + (1 - A) colour) or warp (A W(x, F) + "
+              "(1 - A) colour: the face moved by a smooth field F, which photos get at their "
+              "own resolution)",
     "r1_gamma": "R1 gradient penalty on real faces, gamma/2 E|grad D_rf(x)|^2 (0 = off)",
     "lambda_gp": "WGAN-GP's gradient penalty weight (with --adv-loss wgan-gp)",
-    "lambda_mask": "attention output: weight of the mask regulariser (mean A + TV(A))",
+    "lambda_mask": "attention output: weight of the mask regulariser (mean A + TV(A)); warp "
+                   "output: of the painted share (mean (1 - A) + TV(A))",
+    "lambda_flow": "warp output: weight of the displacement field's smoothness",
+    "teacher": "distillation: a generator (file or run, e.g. an ensemble export) whose "
+               "translations G learns to reproduce",
+    "lambda_distill": "weight of |G(x|t) - teacher(x|t)|_1 on the translations (0 = off)",
     "lambda_change": "weight of the mean |G(x|t) - x| over translations: a sparse edit (0 = off)",
     "expr_classifier": "frozen emotion classifier(s) for an extra G loss: comma-separated "
                        "`ccyclegan train-classifier` run dirs or files; never the judge that "

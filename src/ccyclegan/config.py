@@ -23,7 +23,7 @@ AdvLoss = Literal["bce", "lsgan", "hinge", "wgan-gp"]
 ClLoss = Literal["softmax", "sigmoid"]
 CycleMode = Literal["reconstruction", "cycle", "both"]
 LabelMode = Literal["bottleneck", "planes", "norm"]
-Output = Literal["direct", "residual", "attention"]
+Output = Literal["direct", "residual", "attention", "warp"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Targets = Literal["random", "all"]
 LrDecay = Literal["none", "linear"]
@@ -35,7 +35,7 @@ _PAPER: dict[str, Any] = dict(
     cycle_mode="reconstruction", lambda_cl=1.0, lambda_cyc=1.0, targets="random", d_augment="",
     lr=2e-4, lr_decay="none", beta1=0.5, beta2=0.999, batch_size=64, d_steps_per_g=1,
     ema_decay=0.0, spectral_norm=False, r1_gamma=0.0, lambda_change=0.0, lambda_expr=0.0,
-    expr_classifier="")
+    expr_classifier="", teacher="", lambda_distill=0.0)
 RECIPES: dict[str, dict[str, Any]] = {
     # the poster: Adam 2e-4, betas (0.5, 0.999), batch 64, lambda_cl = lambda_cyc = 1
     "paper": _PAPER,
@@ -65,7 +65,9 @@ class Config:
     disc_channels: int = 64
     label_mode: LabelMode = "bottleneck"
     # how G's last layer makes the face: the poster's "direct" tanh, "residual" (x + change,
-    # US-GAN's ultimate skip) or "attention" (GANimation's mask A x + (1 - A) colour)
+    # US-GAN's ultimate skip), "attention" (GANimation's mask A x + (1 - A) colour) or "warp"
+    # (A W(x, F) + (1 - A) colour: the input moved by a smooth field F, new content where the
+    # mask opens; the photo path moves the photo's own pixels by F)
     output: Output = "direct"
     spectral_norm: bool = False
     # losses
@@ -81,6 +83,14 @@ class Config:
     # attention output: GANimation's mask regulariser, lambda_mask * (mean A + TV(A)), which
     # keeps the mask from saturating at "copy the input"
     lambda_mask: float = 0.1
+    # warp output: smoothness of the displacement field F (mean squared neighbour difference,
+    # pixels); lambda_mask there weights the painted share, mean (1 - A) + TV(A)
+    lambda_flow: float = 1.0
+    # distillation: a generator file or run (any output, its export settings included) whose
+    # translations G learns to reproduce, lambda_distill * |G(x|t) - T(x|t)|_1, on top of the
+    # losses above: one plain generator that makes another's (or an ensemble's) edits
+    teacher: str = ""
+    lambda_distill: float = 0.0
     # a sparse edit: lambda_change * mean |G(x|t) - x| on the translations, so that G spends
     # its change where the expression needs it rather than across the face (0 = off)
     lambda_change: float = 0.0
@@ -144,7 +154,8 @@ class Config:
                     f"config field '{name}' must be > 0, got {_show(getattr(self, name))}")
         for name in ("max_steps", "max_minutes", "threads", "n_sample_faces", "lambda_cl",
                      "lambda_cyc",
-                     "r1_gamma", "lambda_gp", "lambda_mask", "lambda_change", "lambda_expr"):
+                     "r1_gamma", "lambda_gp", "lambda_mask", "lambda_flow", "lambda_change",
+                     "lambda_expr", "lambda_distill"):
             if (v := getattr(self, name)) < 0:
                 raise ConfigError(f"config field '{name}' must be >= 0, got {_show(v)}")
         for name in ("d_augment", "expr_augment"):
@@ -155,6 +166,9 @@ class Config:
         if self.lambda_expr > 0 and not self.expr_classifier.strip():
             raise ConfigError("config field 'expr_classifier': lambda_expr > 0 needs a frozen "
                               "classifier (--expr-classifier RUN_DIR)")
+        if self.lambda_distill > 0 and not self.teacher.strip():
+            raise ConfigError("config field 'teacher': lambda_distill > 0 needs a teacher "
+                              "generator (--teacher FILE_OR_RUN)")
         for name in ("beta1", "beta2", "ema_decay", "expr_confidence"):
             if not 0.0 <= (v := getattr(self, name)) < 1.0:
                 raise ConfigError(f"config field '{name}' must be in [0, 1), got {_show(v)}")

@@ -112,3 +112,18 @@ def attention_regularizer(mask: torch.Tensor) -> torch.Tensor:
     m = mask.float()
     tv = (m[..., 1:, :] - m[..., :-1, :]).pow(2).mean() + (m[..., 1:] - m[..., :-1]).pow(2).mean()
     return m.mean() + tv
+
+
+def paint_regularizer(mask: torch.Tensor) -> torch.Tensor:
+    """The warp output's mask loss: mean (1 - A), the share of the face painted anew rather
+    than moved (new content is what a photo cannot show sharp), plus total variation."""
+    m = mask.float()
+    tv = (m[..., 1:, :] - m[..., :-1, :]).pow(2).mean() + (m[..., 1:] - m[..., :-1]).pow(2).mean()
+    return (1 - m).mean() + tv
+
+
+def flow_smoothness(flow: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of neighbouring displacements (pixels): a field that bends the
+    face smoothly rather than tearing it."""
+    f = flow.float()
+    return (f[..., 1:, :] - f[..., :-1, :]).pow(2).mean() + (f[..., 1:] - f[..., :-1]).pow(2).mean()

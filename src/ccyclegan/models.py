@@ -11,6 +11,10 @@ How the last layer makes the face (`output`):
   and detail come from the input and the network only paints the change.
 * "attention" (GANimation): A x + (1 - A) C with a mask A = sigmoid(.) and a colour C = tanh(.);
   the change stays where the mask opens.
+* "warp": A W(x, F) + (1 - A) C: the input moved by a smooth displacement field F (predicted
+  at 24x24, at most MAX_FLOW pixels), plus new content C only where the mask opens. A photo
+  path can apply F to the photo's own sharp pixels at any resolution (faces.paste_edit), so the
+  part of the edit that moves features (mouth corners, lids, brows) is as sharp as the photo.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from torch.nn.utils.parametrizations import spectral_norm as _sn
 
 from ccyclegan.data import NUM_CLASSES
 
-OUTPUTS = ("direct", "residual", "attention")
+OUTPUTS = ("direct", "residual", "attention", "warp")
+MAX_FLOW = 3.0  # the warp output's largest displacement, in pixels of the 48x48 face
 LABEL_MODES = ("bottleneck", "planes", "norm")
 
 
@@ -84,6 +89,24 @@ def _up(cin: int, cout: int, conditional: bool = False) -> _Block:
 
 def _planes(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return c[:, :, None, None].to(like.dtype).expand(-1, -1, like.shape[2], like.shape[3])
+
+
+def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """x sampled at p + flow(p) (bilinear, edges repeated): flow [B, 2, H, W] in pixels, (dx,
+    dy) per pixel."""
+    b, _, h, w = x.shape
+    ys = (torch.arange(h, device=x.device, dtype=flow.dtype) * 2 + 1) / h - 1
+    xs = (torch.arange(w, device=x.device, dtype=flow.dtype) * 2 + 1) / w - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    scale = flow.new_tensor([2.0 / w, 2.0 / h]).view(1, 2, 1, 1)
+    grid = torch.stack([gx, gy])[None] + flow * scale  # [B, 2, H, W], normalised (x, y)
+    return F.grid_sample(x, grid.permute(0, 2, 3, 1).to(x.dtype), mode="bilinear",
+                         padding_mode="border", align_corners=False)
+
+
+def mirror_flow(flow: torch.Tensor) -> torch.Tensor:
+    """The displacement field of the mirror image: flipped, its x component negated."""
+    return flow.flip(-1) * flow.new_tensor([-1.0, 1.0]).view(1, 2, 1, 1)
 
 
 class Generator(nn.Module):
@@ -151,8 +174,11 @@ class Generator(nn.Module):
             _up(8 * c + k, 2 * c, cond),  # 6 -> 12
             _up(4 * c + k, c, cond),  # 12 -> 24
         ])
-        out_ch = 2 * in_channels if output == "attention" else in_channels  # colour + mask
+        masked = output in ("attention", "warp")
+        out_ch = in_channels + 1 if masked else in_channels  # colour (+ mask)
         self.out = nn.ConvTranspose2d(2 * c + k, out_ch, 4, 2, 1)  # 24 -> 48
+        if output == "warp":  # the displacement field, from the 24x24 stage
+            self.flow = nn.Conv2d(c + k, 2, 3, padding=1)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """G_enc: the input itself (for the residual and attention outputs), skip features
@@ -176,36 +202,47 @@ class Generator(nn.Module):
 
     def decode(self, feats: list[torch.Tensor], c: torch.Tensor) -> torch.Tensor:
         """G_dec: decode an encoding under condition c ([B, 7] one-hot or a blend)."""
-        return self.decode_with_mask(feats, c)[0]
+        return self.decode_parts(feats, c)[0]
 
     def decode_with_mask(self, feats: list[torch.Tensor], c: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(face, attention mask A or None): the mask is what the attention output's
+        """(face, mask A or None): the mask is what the attention and warp outputs'
         regulariser needs."""
+        out, mask, _ = self.decode_parts(feats, c)
+        return out, mask
+
+    def decode_parts(self, feats: list[torch.Tensor], c: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(face, mask A or None, displacement field F or None): what a photo path needs to
+        apply the edit at the photo's own resolution."""
         a = self.condition_scale
         cd = c if a == 1.0 else c * (a if isinstance(a, float | int) else c.new_tensor(a))
         views = 2 if self.flip_average else 1
         nets = [net for net in (self, *self.partners) for _ in range(views)]
         n = len(feats) // len(nets)
-        outs, masks = [], []
+        outs, masks, flows = [], [], []
         for i, net in enumerate(nets):
-            out, mask = net._decode(feats[i * n:(i + 1) * n], cd)
+            out, mask, flow = net._decode(feats[i * n:(i + 1) * n], cd)
             if i % views:  # the mirror image's pass, mirrored back
                 out, mask = out.flip(-1), None if mask is None else mask.flip(-1)
+                flow = None if flow is None else mirror_flow(flow)
             outs.append(out)
             masks.append(mask)
+            flows.append(flow)
+        flow = flows[0]
         if len(nets) > 1:
             out = torch.stack(outs).mean(0)
             mask = None if masks[0] is None else torch.stack(masks).mean(0)
+            flow = None if flow is None else torch.stack(flows).mean(0)
         if self.strength != 1.0:
             x, s = feats[0], self.strength
             if not isinstance(s, float):  # per target emotion: the condition picks its own
                 s = (c.to(out.dtype) @ out.new_tensor(s)).view(-1, 1, 1, 1)
             out = (x + s * (out - x)).clamp(-1, 1)  # s > 1 amplifies the edit past G's output
-        return out, mask
+        return out, mask, flow
 
     def _decode(self, feats: list[torch.Tensor], c: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         x, *skips, z = feats
         planes = self.label_mode == "planes"
         h = self.transform(torch.cat([z, c.to(z.dtype)], 1))
@@ -215,6 +252,11 @@ class Generator(nn.Module):
             if planes:
                 h = torch.cat([h, _planes(c, h)], 1)
             h = layer(h, c)
+        flow = None
+        if self.output == "warp":
+            g = torch.cat([h, _planes(c, h)], 1) if planes else h
+            flow = MAX_FLOW * torch.tanh(self.flow(g).float())
+            flow = F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=False)
         h = torch.cat([h, skips[0]], 1)
         if planes:
             h = torch.cat([h, _planes(c, h)], 1)
@@ -226,22 +268,27 @@ class Generator(nn.Module):
             colour, a = h.chunk(2, dim=1)
             mask = torch.sigmoid(a)
             out = mask * x + (1 - mask) * torch.tanh(colour)
+        elif self.output == "warp":
+            colour, a = h.chunk(2, dim=1)
+            mask = torch.sigmoid(a)
+            out = mask * warp(x, flow) + (1 - mask) * torch.tanh(colour)
         else:
             out = torch.tanh(h)
-        return out, mask
+        return out, mask, flow
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, c_rec: torch.Tensor | None = None,
                 src: torch.Tensor | None = None, with_mask: bool = False):
         """G(x|c). With c_rec, also return G_dec(G_enc(x)|c_rec) from the same encoding, the
         poster's reconstruction; src maps rows of c to rows of x when each face gets several
-        targets; with_mask, also the attention mask of G(x|c) (None for other outputs). One
-        forward call, so DistributedDataParallel sees every use of the weights."""
+        targets; with_mask, also the mask and the displacement field of G(x|c) (None for
+        outputs without them). One forward call, so DistributedDataParallel sees every use of
+        the weights."""
         feats = self.encode(x)
         feats_t = feats if src is None else [f[src] for f in feats]
-        fake, mask = self.decode_with_mask(feats_t, c)
+        fake, mask, flow = self.decode_parts(feats_t, c)
         out = (fake,) if c_rec is None else (fake, self.decode(feats, c_rec))
         if with_mask:
-            out = (*out, mask)
+            out = (*out, mask, flow)
         return out[0] if len(out) == 1 else out
 
 
@@ -304,4 +351,6 @@ def build_models(cfg) -> tuple[Generator, Discriminator]:
     init_weights(D)
     if G.output == "residual":  # start as the identity: the change grows from nothing
         nn.init.zeros_(G.out.weight)
+    if G.output == "warp":  # start with no displacement
+        nn.init.zeros_(G.flow.weight)
     return G, D

@@ -26,7 +26,12 @@ from ccyclegan.checkpoint import CheckpointError
 from ccyclegan.classifier import load_classifier
 from ccyclegan.config import Config, ConfigError
 from ccyclegan.data import FaceData, blur_warning, drop_blank, load_split
-from ccyclegan.gan_checkpoint import CKPT_NAME, load_checkpoint, verify_checkpoint
+from ccyclegan.gan_checkpoint import (
+    CKPT_NAME,
+    load_checkpoint,
+    load_generator,
+    verify_checkpoint,
+)
 from ccyclegan.models import Discriminator, Generator, build_models, one_hot
 from ccyclegan.runlog import TIME_UP, NonFiniteLossError, RunLog
 from ccyclegan.runtime import (
@@ -63,6 +68,7 @@ class TrainState:
     scaler_G: Any = None
     scaler_D: Any = None
     expr: list[nn.Module] = field(default_factory=list)  # frozen classifiers (lambda_expr)
+    teacher: nn.Module | None = None  # frozen generator whose edits G learns (lambda_distill)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -78,7 +84,8 @@ def make_state(cfg: Config, device: torch.device) -> TrainState:
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas)
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=betas)
     G_ema = copy.deepcopy(G).requires_grad_(False) if cfg.ema_decay > 0 else None
-    return TrainState(cfg, G, D, opt_G, opt_D, G_ema, expr=load_expression_classifiers(cfg, device))
+    return TrainState(cfg, G, D, opt_G, opt_D, G_ema, expr=load_expression_classifiers(cfg, device),
+                      teacher=load_teacher(cfg, device))
 
 
 def load_expression_classifiers(cfg: Config, device: torch.device) -> list[nn.Module]:
@@ -102,6 +109,15 @@ def wrap_ddp(st: TrainState, device: torch.device) -> None:
     no BatchNorm whose statistics would depend on the split).
     """
     st.G_train, st.D_train = ddp(st.G, device), ddp(st.D, device)
+
+
+def load_teacher(cfg: Config, device: torch.device) -> nn.Module | None:
+    """The frozen generator of the distillation loss (None when lambda_distill is 0), with
+    the settings its file was exported with (ensemble, mirror averaging, strengths)."""
+    if cfg.lambda_distill <= 0:
+        return None
+    teacher, _, _ = load_generator(cfg.teacher.strip(), device)
+    return teacher.float().eval().requires_grad_(False)
 
 
 # --------------------------------------------------------------------------- one step
@@ -131,10 +147,10 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
     with autocast(device, amp_dtype), torch.set_grad_enabled(update_g):
         out = G(x, c_t, c_rec=one_hot(y) if reconstruct else None,
                 src=None if len(src) == len(x) else src,
-                with_mask=update_g and cfg.output == "attention")
+                with_mask=update_g and cfg.output in ("attention", "warp"))
     fake, *rest = out if isinstance(out, tuple) else (out,)
     recon = rest.pop(0) if reconstruct else None
-    mask = rest[0] if rest else None  # the attention output's mask A
+    mask, flow = rest if rest else (None, None)  # the attention/warp mask A, the warp's field
 
     # 2. D update: L_RF (real faces are real, translations fake) + lambda_cl L_CL (real faces
     #    carry their emotion), plus the gradient penalties when chosen.
@@ -175,8 +191,17 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
                     logs["G_change"] = g_change = losses.l1(fake, x[src])
                     loss_g = loss_g + cfg.lambda_change * g_change
                 if mask is not None:
-                    logs["G_mask"] = g_mask = losses.attention_regularizer(mask)
+                    logs["G_mask"] = g_mask = (losses.paint_regularizer(mask) if flow is not None
+                                               else losses.attention_regularizer(mask))
                     loss_g = loss_g + cfg.lambda_mask * g_mask
+                if flow is not None:
+                    logs["G_flow"] = g_flow = losses.flow_smoothness(flow)
+                    loss_g = loss_g + cfg.lambda_flow * g_flow
+                if st.teacher is not None:  # the teacher's edit of the same face and target
+                    with torch.no_grad():
+                        target = st.teacher(x[src].float(), c_t)
+                    logs["G_distill"] = g_distill = losses.l1(fake, target)
+                    loss_g = loss_g + cfg.lambda_distill * g_distill
             stepped = _backward_step(loss_g, st.opt_G, st.scaler_G)
         finally:
             st.D.requires_grad_(True)
