@@ -1,8 +1,9 @@
 """The generator behind ExpressionTranslator: PyTorch (eager, or torch.compile'd with frozen
 weights) or onnxruntime.
 
-Both answer encode(faces) and decode(encoding, conditions, rows): PyTorch encodes a face once
-and decodes it under every target; onnxruntime runs the whole G(x|c) graph per row.
+Both answer encode(faces) and decode(encoding, conditions, rows) -> (face, mask or None, field
+or None): PyTorch encodes a face once and decodes it under every target; onnxruntime runs the
+whole G(x|c) graph per row.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from ccyclegan.export import onnx_bytes
 from ccyclegan.faces import FACE_SIZE, TranslateError
 from ccyclegan.gan_checkpoint import load_generator
 from ccyclegan.runtime import resolve_device
+
+# G(x|c) in the parts the photo path uses: the face [B, 1, 48, 48] in [-1, 1], the mask A
+# [B, 1, 48, 48] (share of each pixel taken from the moved input) or None, the displacement
+# field [B, 2, 48, 48] in pixels or None
+Parts = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
 
 
 def open_backend(path: Path, device: str | None, backend: str | None, threads: int | None,
@@ -65,7 +71,7 @@ class TorchBackend:
         self.G = G
         self.device = device
         self.compiled = False
-        self._encode, self._decode = G.encode, G.decode
+        self._encode, self._decode = G.encode, G.decode_parts
         if compile:
             self._compile()
 
@@ -89,7 +95,7 @@ class TorchBackend:
         G = self.G
         try:  # compile now, at load: batch 1, then batch 7 (all targets), dynamic
             enc = torch.compile(_as_module(G.encode))
-            dec = torch.compile(_as_module(G.decode))
+            dec = torch.compile(_as_module(G.decode_parts))
             self._encode, self._decode, self.compiled = frozen(enc), frozen(dec), True
             x = torch.zeros(1, 1, FACE_SIZE, FACE_SIZE, device=self.device)
             eye = torch.eye(NUM_CLASSES, device=self.device)
@@ -102,18 +108,18 @@ class TorchBackend:
             why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             print(f"ccyclegan: torch.compile failed ({why}); running eager PyTorch",
                   file=sys.stderr)
-            self._encode, self._decode, self.compiled = G.encode, G.decode, False
+            self._encode, self._decode, self.compiled = G.encode, G.decode_parts, False
 
     def encode(self, x: np.ndarray):
         with self._no_grad():
             return self._encode(torch.from_numpy(x).to(self.device))
 
-    def decode(self, feats, c: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def decode(self, feats, c: np.ndarray, rows: np.ndarray) -> Parts:
         with self._no_grad():
             idx = torch.from_numpy(rows).to(self.device)
             picked = [f.index_select(0, idx) for f in feats]
-            out = self._decode(picked, torch.from_numpy(c).to(self.device))
-            return out.float().cpu().numpy()
+            parts = self._decode(picked, torch.from_numpy(c).to(self.device))
+            return tuple(None if p is None else p.float().cpu().numpy() for p in parts)
 
 
 def _as_module(method):
@@ -142,9 +148,10 @@ class OnnxBackend:
     def encode(self, x: np.ndarray):
         return x
 
-    def decode(self, x: np.ndarray, c: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def decode(self, x: np.ndarray, c: np.ndarray, rows: np.ndarray) -> Parts:
         face = np.ascontiguousarray(x[rows])
-        return self.session.run(None, {"face": face, "condition": c})[0]
+        out = self.session.run(None, {"face": face, "condition": c})
+        return (out[0], *out[1:3]) if len(out) >= 3 else (out[0], None, None)
 
 
 def onnx_session(path: Path, threads: int | None, device: str | None,

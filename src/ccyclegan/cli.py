@@ -52,6 +52,10 @@ HELP = {
     "teacher": "distillation: a generator (file or run, e.g. an ensemble export) whose "
                "translations G learns to reproduce",
     "lambda_distill": "weight of |G(x|t) - teacher(x|t)|_1 on the translations (0 = off)",
+    "init_from": "start G from this generator's weights (run or file; an ensemble's first "
+                 "network); a warp output's field starts at zero",
+    "lambda_adv": "weight of G's adversarial loss; with --lambda-cl 0 too, no D is trained "
+                  "(a distillation alone)",
     "lambda_change": "weight of the mean |G(x|t) - x| over translations: a sparse edit (0 = off)",
     "expr_classifier": "frozen emotion classifier(s) for an extra G loss: comma-separated "
                        "`ccyclegan train-classifier` run dirs or files; never the judge that "

@@ -32,10 +32,11 @@ LrDecay = Literal["none", "linear"]
 # Named starting points for `ccyclegan train --recipe NAME` (flags given with it override).
 _PAPER: dict[str, Any] = dict(
     output="direct", label_mode="bottleneck", adv_loss="bce", cl_loss="softmax",
-    cycle_mode="reconstruction", lambda_cl=1.0, lambda_cyc=1.0, targets="random", d_augment="",
+    cycle_mode="reconstruction", lambda_adv=1.0, lambda_cl=1.0, lambda_cyc=1.0,
+    targets="random", d_augment="",
     lr=2e-4, lr_decay="none", beta1=0.5, beta2=0.999, batch_size=64, d_steps_per_g=1,
     ema_decay=0.0, spectral_norm=False, r1_gamma=0.0, lambda_change=0.0, lambda_expr=0.0,
-    expr_classifier="", teacher="", lambda_distill=0.0)
+    expr_classifier="", teacher="", lambda_distill=0.0, init_from="")
 RECIPES: dict[str, dict[str, Any]] = {
     # the poster: Adam 2e-4, betas (0.5, 0.999), batch 64, lambda_cl = lambda_cyc = 1
     "paper": _PAPER,
@@ -74,6 +75,8 @@ class Config:
     adv_loss: AdvLoss = "bce"
     cl_loss: ClLoss = "softmax"
     cycle_mode: CycleMode = "reconstruction"
+    # G's adversarial weight (the poster: 1); with lambda_cl 0 too, D is not trained at all
+    lambda_adv: float = 1.0
     lambda_cl: float = 1.0
     lambda_cyc: float = 1.0
     # gradient penalties on D: R1 (gamma/2 E|grad D_rf(x)|^2 on real faces), and WGAN-GP's
@@ -91,6 +94,9 @@ class Config:
     # losses above: one plain generator that makes another's (or an ensemble's) edits
     teacher: str = ""
     lambda_distill: float = 0.0
+    # start G from this generator's weights (a run, a generator file, or the first member of
+    # an ensemble file); parts the source lacks (a warp output's field) keep their init
+    init_from: str = ""
     # a sparse edit: lambda_change * mean |G(x|t) - x| on the translations, so that G spends
     # its change where the expression needs it rather than across the face (0 = off)
     lambda_change: float = 0.0
@@ -152,10 +158,9 @@ class Config:
             if getattr(self, name) <= 0:
                 raise ConfigError(
                     f"config field '{name}' must be > 0, got {_show(getattr(self, name))}")
-        for name in ("max_steps", "max_minutes", "threads", "n_sample_faces", "lambda_cl",
-                     "lambda_cyc",
-                     "r1_gamma", "lambda_gp", "lambda_mask", "lambda_flow", "lambda_change",
-                     "lambda_expr", "lambda_distill"):
+        for name in ("max_steps", "max_minutes", "threads", "n_sample_faces", "lambda_adv",
+                     "lambda_cl", "lambda_cyc", "r1_gamma", "lambda_gp", "lambda_mask",
+                     "lambda_flow", "lambda_change", "lambda_expr", "lambda_distill"):
             if (v := getattr(self, name)) < 0:
                 raise ConfigError(f"config field '{name}' must be >= 0, got {_show(v)}")
         for name in ("d_augment", "expr_augment"):

@@ -2,8 +2,11 @@
 release file of the generator alone (`--format safetensors`, fp16 weights).
 
 The graph is G(x|c): inputs ``face`` float32 [B, 1, 48, 48] in [-1, 1] and ``condition``
-float32 [B, 7] (one-hot or a blend, in data.EMOTIONS order), output ``translated`` float32
-[B, 1, 48, 48] in [-1, 1]; the batch dimension is dynamic. The model's config, the emotion order
+float32 [B, 7] (one-hot or a blend, in data.EMOTIONS order); outputs ``translated`` float32
+[B, 1, 48, 48] in [-1, 1], and the parts a photo needs to show the edit at its own resolution:
+``mask`` [B, 1, 48, 48] (the share of each pixel taken from the moved input: 1 for models that
+paint no new content) and ``flow`` [B, 2, 48, 48] (the displacement field, (dx, dy) in pixels;
+0 for models without one). The batch dimension is dynamic. The model's config, the emotion order
 and the input range are stored in the ONNX metadata (``ccyclegan.config``, ``ccyclegan.emotions``).
 Needs the export extra (onnx; onnxruntime runs the result). Why the TorchScript exporter:
 docs/notes.md.
@@ -38,6 +41,7 @@ from ccyclegan.models import Generator
 __all__ = ["OPSET", "export_onnx", "export_safetensors", "onnx_bytes"]
 
 OPSET = 17
+OUTPUT_NAMES = ("translated", "mask", "flow")
 
 
 class _Forward(nn.Module):
@@ -45,8 +49,14 @@ class _Forward(nn.Module):
         super().__init__()
         self.G = G
 
-    def forward(self, face: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        return self.G(face, condition)
+    def forward(self, face: torch.Tensor, condition: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out, mask, flow = self.G.decode_parts(self.G.encode(face), condition)
+        if mask is None:
+            mask = torch.ones_like(out)
+        if flow is None:
+            flow = torch.zeros_like(out).expand(-1, 2, -1, -1)
+        return out, mask, flow
 
 
 def _need(module: str):
@@ -71,9 +81,8 @@ def onnx_bytes(G: nn.Module, config: dict | None = None, opset: int = OPSET) -> 
         warnings.simplefilter("ignore")
         torch.onnx.export(
             _Forward(G), (face, cond), buf, dynamo=False, opset_version=opset,
-            input_names=["face", "condition"], output_names=["translated"],
-            dynamic_axes={"face": {0: "batch"}, "condition": {0: "batch"},
-                          "translated": {0: "batch"}},
+            input_names=["face", "condition"], output_names=list(OUTPUT_NAMES),
+            dynamic_axes={name: {0: "batch"} for name in ("face", "condition", *OUTPUT_NAMES)},
             do_constant_folding=True)
     model = onnx.load_from_string(buf.getvalue())
     meta = {"ccyclegan.emotions": json.dumps(list(EMOTIONS)),

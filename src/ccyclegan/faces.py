@@ -3,9 +3,11 @@ paste the model's change back into the photo without a visible seam.
 
 Detection: OpenCV's Haar cascade, which ships in the opencv-python-headless wheel (nothing is
 downloaded), checked by a second cascade. Framing: the detector's box enlarged and shifted to
-FER2013's tight crop (FRAME_SCALE, FRAME_SHIFT), square, grey, 48x48. Paste-back: the change
-is made at 48x48 on luminance only, upsampled to the frame, weighted by a soft elliptical
-mask and added to R, G and B alike. Why these choices: docs/notes.md.
+FER2013's tight crop (FRAME_SCALE, FRAME_SHIFT), square, grey, 48x48. Paste-back
+(paste_edit): the model's displacement field moves the photo's own pixels at full resolution,
+its painted change is added to the luminance where the model put it, with the colour of the
+pixels around it, and only a narrow fade at the frame's border keeps the edge seamless. Why:
+docs/notes.md.
 """
 
 from __future__ import annotations
@@ -24,16 +26,18 @@ from PIL import Image, ImageOps
 from ccyclegan.data import DataError, check_image_size, max_pixels
 
 __all__ = [
+    "BORDER_RAMP",
     "FACE_SIZE",
     "FRAME_SCALE",
     "FRAME_SHIFT",
     "Box",
+    "FaceEdit",
     "NoFaceError",
     "TranslateError",
     "crop_face",
     "detect_faces",
     "frame_box",
-    "paste_delta",
+    "paste_edit",
     "read_image",
     "whole_image_frame",
 ]
@@ -45,6 +49,7 @@ DETECT_SIZE = 640  # detect on a copy whose longest side is at most this
 MIN_FACE = 0.08  # smallest face searched for, as a fraction of the photo's shorter side
 _HAAR_WINDOW = 24  # the cascade's own window: nothing smaller can be found
 _SEARCH_FACE = 30  # the smallest face, in pixels of the searched copy
+BORDER_RAMP = 0.1  # the edit fades to nothing over this share of the frame at each side
 
 
 class TranslateError(ValueError):
@@ -350,17 +355,13 @@ def crop_region(pixels: np.ndarray, frame: Box, size: int) -> np.ndarray:
 # Paste-back
 
 
-@functools.lru_cache(maxsize=4)
-def face_mask(size: int = FACE_SIZE, inner: float = 0.62, rx: float = 0.47,
-              ry: float = 0.47) -> np.ndarray:
-    """Soft ellipse over a frame: 1 inside radius ``inner``, smoothstep to 0 at the ellipse
-    (semi-axes rx, ry frame sides), 0 in the corners and along the edges."""
-    t = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
-    r = np.sqrt((t[None, :] / rx) ** 2 + (t[:, None] / ry) ** 2)
-    u = np.clip((1.0 - r) / (1.0 - inner), 0.0, 1.0)
-    mask = u * u * (3.0 - 2.0 * u)
-    mask.setflags(write=False)
-    return mask
+def border_fade(size: int, ramp: float = BORDER_RAMP) -> np.ndarray:
+    """1 inside the frame, a smoothstep to 0 over the outer ``ramp`` of each side: the edit
+    may go anywhere the model puts it, and still never leaves a seam at the frame's edge."""
+    t = (np.arange(size, dtype=np.float32) + 0.5) / size
+    u = np.clip(np.minimum(t, 1.0 - t) / ramp, 0.0, 1.0)
+    u = u * u * (3.0 - 2.0 * u)
+    return u[:, None] * u[None, :]
 
 
 def edge_mask(size: int, frame: Box, shape: tuple[int, ...], ramp: float = 0.12) -> np.ndarray:
@@ -383,28 +384,86 @@ def edge_mask(size: int, frame: Box, shape: tuple[int, ...], ramp: float = 0.12)
     return my[:, None] * mx[None, :]
 
 
-def paste_delta(pixels: np.ndarray, frame: Box, delta: np.ndarray, mask: np.ndarray) -> None:
-    """Add delta (size x size float, grey levels) x mask, upsampled to the frame, to the
-    luminance of pixels (HxW or HxWx3 uint8) in place. Pixels outside the frame, and where the
-    masked change rounds to zero, keep their exact values."""
+@dataclass
+class FaceEdit:
+    """The model's edit of one 48x48 face, in parts a photo can use at its own resolution.
+
+    flow: [48, 48, 2] (dx, dy) in pixels of the 48x48 face, or None: the input is sampled at
+    p + flow(p). paint: [48, 48] grey levels added after the move (new content). weight:
+    [48, 48] in [0, 1], the share of each pixel painted anew (its old detail goes), or None
+    (nothing is painted: all detail stays)."""
+
+    paint: np.ndarray
+    flow: np.ndarray | None = None
+    weight: np.ndarray | None = None
+
+
+def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray) -> None:
+    """Apply a 48x48 edit to the photo pixels (HxW or HxWx3 uint8) in frame, in place, at the
+    photo's own resolution.
+
+    The displacement field, upsampled, moves the photo's own pixels (bicubic), so what the
+    model moves stays as sharp as the photo. The painted change is upsampled and added to the
+    luminance; where a pixel is painted anew (weight w), its old fine detail is taken out in
+    that share, and in colour it takes the colour of the unpainted pixels around it, so new
+    content (a closed mouth over teeth, say) is skin- and lip-coloured rather than grey.
+    fade (same size as edit) scales all of it: 0 on the frame's border, so nothing outside the
+    frame changes and no seam shows. Pixels whose edit is zero keep their exact values."""
     cv2 = _cv2()
-    d, m = np.asarray(delta, np.float32), np.asarray(mask, np.float32)
-    if frame.w != d.shape[1] or frame.h != d.shape[0]:
-        # the change bicubic, the mask bilinear (no overshoot): where the mask is 0 along the
-        # frame's edge, the pasted change is exactly 0, however large the change
-        up = frame.w > d.shape[1]
-        d = cv2.resize(d, (frame.w, frame.h),
-                       interpolation=cv2.INTER_CUBIC if up else cv2.INTER_AREA)
-        m = cv2.resize(m, (frame.w, frame.h),
-                       interpolation=cv2.INTER_LINEAR if up else cv2.INTER_AREA)
-    d = d * m
+    side = frame.w
+    n = edit.paint.shape[0]
     h, w = pixels.shape[:2]
     x0, y0 = max(frame.x, 0), max(frame.y, 0)
     x1, y1 = min(frame.x + frame.w, w), min(frame.y + frame.h, h)
     if x0 >= x1 or y0 >= y1:
         return
-    d = d[y0 - frame.y:y1 - frame.y, x0 - frame.x:x1 - frame.x]
-    roi = pixels[y0:y1, x0:x1]
-    if roi.ndim == 3:
-        d = d[:, :, None]
-    roi[...] = np.clip(np.rint(roi.astype(np.float32) + d), 0, 255).astype(np.uint8)
+
+    def up(a: np.ndarray, how: int) -> np.ndarray:
+        a = np.ascontiguousarray(a, np.float32)
+        if a.shape[0] == side:
+            return a
+        return cv2.resize(a, (side, side), interpolation=how if side > n else cv2.INTER_AREA)
+
+    fade_hr = up(fade, cv2.INTER_LINEAR)
+    region = _region(pixels, frame).astype(np.float32)
+    moved = region
+    if edit.flow is not None and np.abs(edit.flow).max() > 1e-3:
+        flow = up(edit.flow, cv2.INTER_LINEAR) * (side / n) * fade_hr[:, :, None]
+        grid = np.arange(side, dtype=np.float32)
+        map_x = grid[None, :] + flow[:, :, 0]
+        map_y = grid[:, None] + flow[:, :, 1]
+        moved = cv2.remap(region, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        still = (np.abs(flow) < 1e-3).all(axis=2)
+        moved[still] = region[still]  # no resampling where nothing moves
+    paint = up(edit.paint, cv2.INTER_CUBIC) * fade_hr
+    colour = moved.ndim == 3
+    y_moved = luma_f(moved) if colour else moved
+    y_out = y_moved + paint
+    if edit.weight is not None and edit.weight.max() > 1e-3:
+        wgt = np.clip(up(edit.weight, cv2.INTER_LINEAR), 0.0, 1.0) * fade_hr
+        coarse = cv2.resize(cv2.resize(y_moved, (n, n), interpolation=cv2.INTER_AREA),
+                            (side, side), interpolation=cv2.INTER_CUBIC)
+        mode = os.environ.get("CCY_PASTE", "full")
+        if mode == "gate":
+            wgt_d = wgt * np.clip(np.abs(paint) / float(os.environ.get("CCY_TAU", "24")), 0, 1)
+        elif mode == "none":
+            wgt_d = wgt * 0
+        else:
+            wgt_d = wgt
+        y_out -= wgt_d * (y_moved - coarse)  # painted pixels lose the detail they painted over
+        if colour:
+            sigma = max(1.0, side / 12)
+            keep = 1.0 - wgt
+            near = cv2.GaussianBlur(moved * keep[:, :, None], (0, 0), sigma)
+            near /= np.maximum(cv2.GaussianBlur(keep, (0, 0), sigma), 1e-3)[:, :, None]
+            chroma = moved - y_moved[:, :, None]
+            near_chroma = near - luma_f(near)[:, :, None]
+            moved = y_moved[:, :, None] + chroma + wgt[:, :, None] * (near_chroma - chroma)
+    out = (moved + (y_out - y_moved)[:, :, None]) if colour else y_out
+    part = out[y0 - frame.y:y1 - frame.y, x0 - frame.x:x1 - frame.x]
+    pixels[y0:y1, x0:x1] = np.clip(np.rint(part), 0, 255).astype(np.uint8)
+
+
+def luma_f(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 Y of float HxWx3 RGB, as luma() on uint8."""
+    return rgb @ np.array([0.299, 0.587, 0.114], np.float32)

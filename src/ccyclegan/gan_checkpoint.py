@@ -240,6 +240,23 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
     return G.to(device).eval(), cfg, progress if isinstance(progress, dict) else {}
 
 
+def copy_generator_weights(G: Generator, path: str | Path) -> None:
+    """G's weights from the generator in path (its first network, if the file holds an
+    ensemble); the parts that file lacks, such as the displacement field of a warp output
+    started from an attention generator, keep G's own initialisation. CheckpointError if the
+    rest does not fit."""
+    src, _, _ = load_generator(path)
+    own = {k: v for k, v in src.state_dict().items() if not k.startswith("partners.")}
+    target = G.state_dict()
+    wrong = [k for k, v in own.items() if k not in target or target[k].shape != v.shape]
+    missing = [k for k in target if k not in own and not k.startswith("flow.")]
+    if wrong or missing:
+        raise CheckpointError(f"{path}: its generator does not fit this config's G "
+                              f"({', '.join((wrong + missing)[:4])} ...): compare gen_channels, "
+                              f"label_mode and output")
+    G.load_state_dict({**target, **{k: v.float() for k, v in own.items()}})
+
+
 def _ensemble(cfg: Config, members: int) -> Generator:
     G = build_generator(cfg)
     G.partners.extend(build_generator(cfg) for _ in range(members - 1))

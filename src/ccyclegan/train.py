@@ -28,6 +28,7 @@ from ccyclegan.config import Config, ConfigError
 from ccyclegan.data import FaceData, blur_warning, drop_blank, load_split
 from ccyclegan.gan_checkpoint import (
     CKPT_NAME,
+    copy_generator_weights,
     load_checkpoint,
     load_generator,
     verify_checkpoint,
@@ -79,6 +80,8 @@ class TrainState:
 def make_state(cfg: Config, device: torch.device) -> TrainState:
     torch.manual_seed(cfg.seed)
     G, D = build_models(cfg)
+    if cfg.init_from.strip():
+        copy_generator_weights(G, cfg.init_from.strip())
     G, D = G.to(device), D.to(device)
     betas = (cfg.beta1, cfg.beta2)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas)
@@ -125,7 +128,8 @@ def load_teacher(cfg: Config, device: torch.device) -> nn.Module | None:
 
 def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tensor,
                y_t: torch.Tensor, amp_dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
-    """One D update and, every d_steps_per_g steps, one G update. Returns detached losses.
+    """One D update (when D is used) and, every d_steps_per_g steps, one G update. Returns
+    detached losses.
 
     x: faces in [-1, 1] with emotions y; face src[i] is translated to emotion y_t[i].
     Each update is applied only if its loss and gradients are finite on every rank (checked
@@ -138,7 +142,7 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
     D = st.D if st.D_train is None else st.D_train
     device = x.device
     update_g = st.step % cfg.d_steps_per_g == 0
-    reconstruct = update_g and cfg.cycle_mode != "cycle"
+    reconstruct = update_g and cfg.cycle_mode != "cycle" and cfg.lambda_cyc > 0
     logs: dict[str, torch.Tensor] = {}
 
     # 1. Translate: encode each face once, decode it under its target emotion and, for G's
@@ -153,35 +157,28 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
     mask, flow = rest if rest else (None, None)  # the attention/warp mask A, the warp's field
 
     # 2. D update: L_RF (real faces are real, translations fake) + lambda_cl L_CL (real faces
-    #    carry their emotion), plus the gradient penalties when chosen.
-    with autocast(device, amp_dtype), torch.set_grad_enabled(True):
-        real = x.detach().requires_grad_(cfg.r1_gamma > 0)
-        parts = [real, fake.detach()]
-        if cfg.adv_loss == "wgan-gp":  # points between each face and its translation
-            eps = torch.rand(len(fake), 1, 1, 1, device=device)
-            parts.append((eps * x[src] + (1 - eps) * fake.detach()).requires_grad_(True))
-        rf, cl = D(diff_augment(torch.cat(parts), cfg.d_augment))
-        n, m = len(x), len(fake)
-        d_adv = losses.d_adversarial(rf[:n], rf[n:n + m], cfg.adv_loss)
-        d_cl = losses.d_classification(cl[:n], y, cl[n:n + m], cfg.cl_loss)
-        loss_d = d_adv + cfg.lambda_cl * d_cl
-        if cfg.r1_gamma > 0 or cfg.adv_loss == "wgan-gp":
-            logs["D_gp"] = d_gp = _d_penalty(cfg, rf, parts, n + m)
-            loss_d = loss_d + d_gp
-    if not _backward_step(loss_d, st.opt_D, st.scaler_D):
-        return _nonfinite(st, "D", loss_d)
-    logs.update(loss_D=loss_d, D_adv=d_adv, D_cl=d_cl, D_acc=(cl[:n].argmax(1) == y).float().mean())
+    #    carry their emotion), plus the gradient penalties when chosen. No D at all when
+    #    neither term reaches G (a distillation alone).
+    if uses_d(cfg):
+        d_logs = _d_update(st, D, x, y, src, fake, amp_dtype)
+        if "skipped" in d_logs:
+            return d_logs
+        logs.update(d_logs)
 
-    # 3. G update, D frozen: L_RF + lambda_cl L_CL + lambda_cyc L_cyc, plus the options.
+    # 3. G update, D frozen: lambda_adv L_RF + lambda_cl L_CL + lambda_cyc L_cyc, plus the
+    #    options.
     if update_g:
         st.D.requires_grad_(False)  # the raw D: its weights do not change here, no DDP sync
         try:
             with autocast(device, amp_dtype):
-                rf_fake, cl_fake = st.D(diff_augment(fake, cfg.d_augment))
-                g_adv = losses.g_adversarial(rf_fake, cfg.adv_loss)
-                g_cl = losses.g_classification(cl_fake, y_t, cfg.cl_loss)
-                g_cyc = _l_cyc(G, cfg, x, y, src, fake, recon)
-                loss_g = g_adv + cfg.lambda_cl * g_cl + cfg.lambda_cyc * g_cyc
+                logs["G_cyc"] = g_cyc = _l_cyc(G, cfg, x, y, src, fake, recon)
+                loss_g = cfg.lambda_cyc * g_cyc
+                if uses_d(cfg):
+                    rf_fake, cl_fake = st.D(diff_augment(fake, cfg.d_augment))
+                    logs["G_adv"] = g_adv = losses.g_adversarial(rf_fake, cfg.adv_loss)
+                    logs["G_cl"] = g_cl = losses.g_classification(cl_fake, y_t, cfg.cl_loss)
+                    logs["G_acc"] = (cl_fake.argmax(1) == y_t).float().mean()
+                    loss_g = loss_g + cfg.lambda_adv * g_adv + cfg.lambda_cl * g_cl
                 if st.expr:  # frozen classifiers read the translation as its target
                     logs["G_expr"] = g_expr = torch.stack([losses.expression(
                         clf(diff_augment(fake, cfg.expr_augment)), y_t, cfg.expr_confidence)
@@ -209,9 +206,40 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
             return _nonfinite(st, "G", loss_g)
         if st.G_ema is not None:
             update_ema(st.G_ema, st.G, cfg.ema_decay)
-        logs.update(loss_G=loss_g, G_adv=g_adv, G_cl=g_cl, G_cyc=g_cyc,
-                    G_acc=(cl_fake.argmax(1) == y_t).float().mean())
+        logs["loss_G"] = loss_g
     return {k: v.detach().float() for k, v in logs.items()}
+
+
+def uses_d(cfg: Config) -> bool:
+    """Whether D trains: only if G's loss reads it (its adversarial or emotion term)."""
+    return cfg.lambda_adv > 0 or cfg.lambda_cl > 0
+
+
+def _d_update(st: TrainState, D: nn.Module, x: torch.Tensor, y: torch.Tensor,
+              src: torch.Tensor, fake: torch.Tensor, amp_dtype: torch.dtype | None
+              ) -> dict[str, torch.Tensor]:
+    """One D step on the real faces and the (detached) translations: its losses, or
+    _nonfinite's answer if its loss or gradients are not finite."""
+    cfg, device = st.cfg, x.device
+    logs: dict[str, torch.Tensor] = {}
+    with autocast(device, amp_dtype), torch.set_grad_enabled(True):
+        real = x.detach().requires_grad_(cfg.r1_gamma > 0)
+        parts = [real, fake.detach()]
+        if cfg.adv_loss == "wgan-gp":  # points between each face and its translation
+            eps = torch.rand(len(fake), 1, 1, 1, device=device)
+            parts.append((eps * x[src] + (1 - eps) * fake.detach()).requires_grad_(True))
+        rf, cl = D(diff_augment(torch.cat(parts), cfg.d_augment))
+        n, m = len(x), len(fake)
+        d_adv = losses.d_adversarial(rf[:n], rf[n:n + m], cfg.adv_loss)
+        d_cl = losses.d_classification(cl[:n], y, cl[n:n + m], cfg.cl_loss)
+        loss_d = d_adv + cfg.lambda_cl * d_cl
+        if cfg.r1_gamma > 0 or cfg.adv_loss == "wgan-gp":
+            logs["D_gp"] = d_gp = _d_penalty(cfg, rf, parts, n + m)
+            loss_d = loss_d + d_gp
+    if not _backward_step(loss_d, st.opt_D, st.scaler_D):
+        return _nonfinite(st, "D", loss_d)
+    logs.update(loss_D=loss_d, D_adv=d_adv, D_cl=d_cl, D_acc=(cl[:n].argmax(1) == y).float().mean())
+    return logs
 
 
 def _l_cyc(G: nn.Module, cfg: Config, x: torch.Tensor, y: torch.Tensor, src: torch.Tensor,
@@ -221,7 +249,7 @@ def _l_cyc(G: nn.Module, cfg: Config, x: torch.Tensor, y: torch.Tensor, src: tor
     g_cyc = fake.new_zeros((), dtype=torch.float32)
     if recon is not None:
         g_cyc = g_cyc + losses.l1(recon, x)
-    if cfg.cycle_mode in ("cycle", "both"):
+    if cfg.cycle_mode in ("cycle", "both") and cfg.lambda_cyc > 0:
         g_cyc = g_cyc + losses.l1(G(fake, one_hot(y[src])), x[src])
     return g_cyc
 

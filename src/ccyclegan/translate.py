@@ -7,10 +7,11 @@
     result = tr.translate_faces("photo.jpg", to="all")    # boxes, crops, changes, ...
 
 Per face: find it (faces.detect_faces), frame it as FER2013 does (48x48 grey), edit it, and
-paste the change back into the full-resolution colour photo (faces.paste_delta). The edit,
-with a the intensity in [0, 1]: out = x + a (G(x|target) - x); the face is encoded once and
-decoded once per target. The generator runs in backends.py; the command's files are
-photo_files.py's.
+apply the edit to the full-resolution colour photo (faces.paste_edit): the model's displacement
+field moves the photo's own pixels, its new content is painted where its mask says. The edit,
+with a the intensity in [0, 1]: out = x + a (G(x|target) - x) (and the field a F); the face is
+encoded once and decoded once per target. The generator runs in backends.py; the command's
+files are photo_files.py's.
 """
 
 from __future__ import annotations
@@ -30,16 +31,17 @@ from ccyclegan.faces import (
     FACE_SIZE,
     MIN_FACE,
     Box,
+    FaceEdit,
     NoFaceError,
     Picture,
     TranslateError,
+    border_fade,
     crop_face,
     crop_region,
     detect_faces,
     edge_mask,
-    face_mask,
     frame_box,
-    paste_delta,
+    paste_edit,
     to_pil,
     warm_up,
     whole_image_frame,
@@ -74,6 +76,7 @@ class FaceResult:
     before: np.ndarray  # 48x48 uint8 grey, the model's input
     after: dict[str, np.ndarray]  # emotion -> 48x48 uint8 grey, the edited face
     delta: dict[str, np.ndarray]  # emotion -> 48x48 float32, after - before in grey levels
+    edits: dict[str, FaceEdit]  # emotion -> the edit in parts, for the photo's resolution
 
 
 @dataclass
@@ -99,9 +102,9 @@ class TranslationResult:
         if emotion not in self._images:
             pixels = self.original.pixels.copy()
             for face in self.faces:
-                mask = (face_mask() if self.detect
+                fade = (border_fade(FACE_SIZE) if self.detect
                         else edge_mask(FACE_SIZE, face.frame, pixels.shape))
-                paste_delta(pixels, face.frame, face.delta[emotion], mask)
+                paste_edit(pixels, face.frame, face.edits[emotion], fade)
             self._images[emotion] = pixels
         return self._images[emotion]
 
@@ -129,6 +132,31 @@ class TranslationResult:
         if len(self.targets) == 1:
             return face.after[self.targets[0]]
         return np.concatenate([face.before] + [face.after[e] for e in self.targets], axis=1)
+
+
+def _face_edit(face: np.ndarray, delta: np.ndarray, a: float, mask: np.ndarray | None,
+               flow: np.ndarray | None) -> FaceEdit:
+    """One face's edit (delta, grey levels) in parts: the field a F, what is painted after the
+    move, and the painted share a (1 - A) (None where the model paints nothing new: then its
+    whole change is painted over the photo's own detail)."""
+    weight = None if mask is None else np.clip(a * (1.0 - mask), 0.0, 1.0)
+    if flow is None or a == 0.0 or np.abs(flow).max() < 1e-3:
+        return FaceEdit(delta, None, weight)
+    f = np.moveaxis(flow, 0, -1) * a  # [48, 48, 2]
+    moved = warp_face(face.astype(np.float32), f)
+    paint = face.astype(np.float32) + delta - moved
+    return FaceEdit(paint.astype(np.float32), f.astype(np.float32), weight)
+
+
+def warp_face(face: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """face (HxW float) sampled at p + flow(p), bilinear with edges repeated: models.warp's
+    twin in numpy."""
+    import cv2
+
+    h, w = face.shape
+    map_x = np.arange(w, dtype=np.float32)[None, :] + flow[:, :, 0]
+    map_y = np.arange(h, dtype=np.float32)[:, None] + flow[:, :, 1]
+    return cv2.remap(face, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,7 +209,7 @@ class ExpressionTranslator:
         faces = np.ascontiguousarray(faces, dtype=np.float32)
         condition = np.ascontiguousarray(condition, dtype=np.float32)
         h = self._backend.encode(faces)
-        return self._backend.decode(h, condition, np.arange(len(faces)))
+        return self._backend.decode(h, condition, np.arange(len(faces)))[0]
 
     def edit(self, faces: np.ndarray, targets: Sequence[str], intensity: float = 1.0
              ) -> tuple[np.ndarray, np.ndarray]:
@@ -192,6 +220,14 @@ class ExpressionTranslator:
         request is G's answer to that target. Returns (after uint8 [N, T, 48, 48], delta
         float32 [N, T, 48, 48] in grey levels).
         """
+        after, delta, _ = self.edit_parts(faces, targets, intensity)
+        return after, delta
+
+    def edit_parts(self, faces: np.ndarray, targets: Sequence[str], intensity: float = 1.0
+                   ) -> tuple[np.ndarray, np.ndarray, list[list[FaceEdit]]]:
+        """edit(), plus each edit in the parts a photo applies at its own resolution
+        ([face][target] FaceEdit): the field a F, the paint (the edited face minus the moved
+        input) and the painted share a (1 - A)."""
         a = check_intensity(intensity)
         faces = np.asarray(faces)
         if faces.dtype != np.uint8 or faces.ndim != 3 or faces.shape[1:] != (FACE_SIZE,) * 2:
@@ -199,18 +235,24 @@ class ExpressionTranslator:
                                  f"{faces.dtype} {list(faces.shape)}")
         t_idx = np.array([EMOTIONS.index(t) for t in targets], dtype=np.int64)
         n, t = len(faces), len(t_idx)
+        shape = (n, t, FACE_SIZE, FACE_SIZE)
         x = (faces.astype(np.float32) / 127.5 - 1.0)[:, None]  # [N, 1, 48, 48]
+        mask = flow = None
         if a == 0.0 or n == 0:
-            gen = np.broadcast_to(x, (n, t, FACE_SIZE, FACE_SIZE))
+            gen = np.broadcast_to(x, shape)
         else:
             h = self._backend.encode(x)
-            gen = self._backend.decode(h, np.tile(self._eye[t_idx], (n, 1)),
-                                       np.repeat(np.arange(n), t))
-            gen = gen.reshape(n, t, FACE_SIZE, FACE_SIZE)
+            gen, mask, flow = self._backend.decode(h, np.tile(self._eye[t_idx], (n, 1)),
+                                                   np.repeat(np.arange(n), t))
+            gen = gen.reshape(shape)
         out = np.clip(x + a * (gen - x), -1.0, 1.0)  # [N, T, 48, 48]
         delta = ((out - x) * 127.5).astype(np.float32)
         after = np.clip(np.rint(faces[:, None].astype(np.float32) + delta), 0, 255)
-        return after.astype(np.uint8), delta
+        edits = [[_face_edit(faces[i], delta[i, j], a,
+                             None if mask is None else mask[i * t + j, 0],
+                             None if flow is None else flow[i * t + j])
+                  for j in range(t)] for i in range(n)]
+        return after.astype(np.uint8), delta, edits
 
     # ---------------------------------------------------------------------------- photos
 
@@ -245,12 +287,13 @@ class ExpressionTranslator:
             frames = [whole_image_frame(pic.pixels.shape)]
             boxes = list(frames)
         crops = np.stack([crop_face(pic.pixels, f) for f in frames])
-        after, delta = self.edit(crops, targets, a)
+        after, delta, edits = self.edit_parts(crops, targets, a)
         faces = [
             FaceResult(
                 box=b, frame=f, before=crops[i],
                 after={t: after[i, j] for j, t in enumerate(targets)},
                 delta={t: delta[i, j] for j, t in enumerate(targets)},
+                edits={t: edits[i][j] for j, t in enumerate(targets)},
             )
             for i, (b, f) in enumerate(zip(boxes, frames, strict=True))
         ]

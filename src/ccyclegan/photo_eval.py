@@ -1,0 +1,240 @@
+"""Edits as a user gets them: whole photos, judged at their own resolution.
+
+For every face the translator edits and every target, the whole photo is translated; then the
+face is found again in the output by a detector path independent of the one that edited it
+(dlib's HOG detector and its 5-point landmarks, not OpenCV's Haar cascades), framed as FER2013
+frames faces (from the landmarks: FER_EYE_SPAN, FER_EYE_NOSE, FER_EYES_Y) and read by the
+judges. Beside it: the same judges on the model's own 48x48 outputs (the gap is what the
+paste-back loses), the same person by dlib's descriptor on its standard 150-pixel chip from the
+full photo (the regime it was made for), and the sharpness of the face region (variance of the
+Laplacian, output over input). Needs the eval extra (dlib and its model files).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ccyclegan.classifier import predict
+from ccyclegan.data import EMOTIONS
+from ccyclegan.faces import MIN_FACE, Box, NoFaceError, crop_face, read_image
+from ccyclegan.identity import (
+    CHIP_PADDING,
+    CHIP_SIZE,
+    DLIB_THRESHOLD,
+    LANDMARK_FILE,
+    RECOGNITION_FILE,
+    IdentityModelError,
+    _dlib,
+    default_model_dir,
+)
+
+__all__ = ["FaceRecord", "PhotoReader", "sharpness", "summarize", "translate_and_judge"]
+
+# FER2013's framing in landmark terms, measured on 593 PublicTest faces (upscaled 4x, padded;
+# dlib's HOG box and 5-point landmarks; medians): the distance between the eye centres is
+# 0.362 of the frame's side, from the eyes' midpoint to the nose 0.272, and the eyes' midpoint
+# sits 0.102 of the side above the frame's centre (0.001 left of it: none).
+FER_EYE_SPAN = 0.362
+FER_EYE_NOSE = 0.272
+FER_EYES_Y = -0.102
+MAX_UPSAMPLED = 4_000_000  # HOG searches the photo upsampled up to this many pixels
+
+
+@dataclass(frozen=True)
+class Landmarks:
+    """A face found by the independent path: its HOG box and 5 landmarks (x, y) in pixels."""
+
+    rect: Any  # dlib.rectangle
+    points: np.ndarray  # [5, 2]: two corners of each eye, then the base of the nose
+
+    @property
+    def eyes(self) -> np.ndarray:
+        return self.points[:4].mean(0)
+
+    def fer_frame(self) -> Box:
+        """The square FER2013-style frame, from the eyes and nose (scale: the mean of what
+        the eye distance and the eye-nose distance each say, so a turned or tilted head is not
+        framed too tight)."""
+        p = self.points
+        span = float(np.linalg.norm(p[0:2].mean(0) - p[2:4].mean(0)))
+        down = float(np.linalg.norm(p[4] - self.eyes))
+        side = max(8.0, 0.5 * (span / FER_EYE_SPAN + down / FER_EYE_NOSE))
+        cx, cy = self.eyes[0], self.eyes[1] - FER_EYES_Y * side
+        return Box(round(cx - side / 2), round(cy - side / 2), round(side), round(side))
+
+
+class PhotoReader:
+    """dlib's HOG face detector, 5-point landmarks and 128-d descriptor on whole photos."""
+
+    def __init__(self, model_dir: str | Path | None = None):
+        folder = default_model_dir() if model_dir is None else Path(model_dir)
+        missing = [n for n in (LANDMARK_FILE, RECOGNITION_FILE) if not (folder / n).is_file()]
+        if missing:
+            raise IdentityModelError(f"{folder}: no {' or '.join(missing)} there")
+        self._dlib = dlib = _dlib()
+        self._detector = dlib.get_frontal_face_detector()
+        self._landmarks = dlib.shape_predictor(str(folder / LANDMARK_FILE))
+        self._rec = dlib.face_recognition_model_v1(str(folder / RECOGNITION_FILE))
+
+    def find(self, pixels: np.ndarray) -> list[Landmarks]:
+        """Every frontal face, upsampled (up to twice) so faces down to ~20 pixels are found."""
+        rgb = _rgb(pixels)
+        ups = 0
+        while ups < 2 and rgb.shape[0] * rgb.shape[1] * 4 ** (ups + 1) <= MAX_UPSAMPLED:
+            ups += 1
+        faces = []
+        for rect in self._detector(rgb, ups):
+            shape = self._landmarks(rgb, rect)
+            pts = np.array([(shape.part(k).x, shape.part(k).y) for k in range(5)], np.float64)
+            faces.append(Landmarks(rect, pts))
+        return faces
+
+    def descriptor(self, pixels: np.ndarray, face: Landmarks) -> np.ndarray:
+        """dlib's descriptor of the face, on its aligned 150-pixel chip from the photo."""
+        rgb = _rgb(pixels)
+        shape = self._landmarks(rgb, face.rect)
+        chip = self._dlib.get_face_chip(rgb, shape, CHIP_SIZE, CHIP_PADDING)
+        return np.asarray(self._rec.compute_face_descriptor(chip), np.float32)
+
+
+def _rgb(pixels: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(pixels if pixels.ndim == 3 else np.repeat(pixels[:, :, None], 3, 2))
+
+
+def match(frame: Box, found: Iterable[Landmarks]) -> Landmarks | None:
+    """The found face whose eyes lie in the central half of the edited frame, nearest its
+    centre; None if there is none (the face was lost)."""
+    cx, cy = frame.x + frame.w / 2, frame.y + frame.h / 2
+    best, best_d = None, None
+    for face in found:
+        dx, dy = face.eyes[0] - cx, face.eyes[1] - cy
+        if abs(dx) < frame.w / 4 and abs(dy) < frame.h / 4:
+            d = dx * dx + dy * dy
+            if best_d is None or d < best_d:
+                best, best_d = face, d
+    return best
+
+
+def sharpness(pixels: np.ndarray, frame: Box) -> float:
+    """Variance of the Laplacian of the frame's grey region (the part inside the photo)."""
+    import cv2
+
+    h, w = pixels.shape[:2]
+    x0, y0 = max(frame.x, 0), max(frame.y, 0)
+    x1, y1 = min(frame.x + frame.w, w), min(frame.y + frame.h, h)
+    region = np.ascontiguousarray(pixels[y0:y1, x0:x1])
+    grey = cv2.cvtColor(region, cv2.COLOR_RGB2GRAY) if region.ndim == 3 else region
+    return float(cv2.Laplacian(grey.astype(np.float64), cv2.CV_64F).var())
+
+
+@dataclass
+class FaceRecord:
+    """One edited face of one photo, in every target."""
+
+    photo: str
+    index: int  # the face's index among the photo's edited faces
+    frame: Box  # the frame the translator edited
+    side: int  # the face's size in the photo (frame side, pixels)
+    before: np.ndarray  # 48x48: the input as the judges see it (independent framing)
+    model: dict[str, np.ndarray]  # target -> the model's own 48x48 output
+    photo_crop: dict[str, np.ndarray | None]  # target -> the output photo's face, re-found
+    distance: dict[str, float | None]  # target -> dlib distance, input vs output photo
+    sharpness: dict[str, float]  # target -> output / input variance of the Laplacian
+    images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+
+def translate_and_judge(translator, photos: Sequence[str | Path], reader: PhotoReader,
+                        targets: Sequence[str] = EMOTIONS, intensity: float = 1.0,
+                        keep_images: bool = False) -> tuple[list[FaceRecord], dict[str, Any]]:
+    """Translate every photo to every target and collect what the judges will read.
+
+    Faces the independent path does not find in the input photo cannot be judged: they are
+    counted (info["not_judged"]), not scored. A face found in the input but not in an output
+    keeps None there and counts as a miss."""
+    records: list[FaceRecord] = []
+    info: dict[str, Any] = {"photos": 0, "no_face": [], "faces_edited": 0, "not_judged": 0}
+    for path in photos:
+        info["photos"] += 1
+        pic = read_image(path)
+        try:
+            result = translator.translate_picture(pic, tuple(targets), intensity, True, MIN_FACE,
+                                                  str(path))
+        except NoFaceError:
+            info["no_face"].append(Path(path).name)
+            continue
+        info["faces_edited"] += len(result.faces)
+        original = pic.pixels
+        found_in = reader.find(original)
+        outputs = {t: result.image(t) for t in targets}
+        found_out = {t: reader.find(outputs[t]) for t in targets}
+        for i, face in enumerate(result.faces):
+            src = match(face.frame, found_in)
+            if src is None:
+                info["not_judged"] += 1
+                continue
+            desc_in = reader.descriptor(original, src)
+            sharp_in = sharpness(original, face.frame)
+            rec = FaceRecord(Path(path).name, i, face.frame, face.frame.w,
+                             crop_face(original, src.fer_frame()), dict(face.after), {}, {}, {})
+            for t in targets:
+                out = outputs[t]
+                hit = match(face.frame, found_out[t])
+                rec.photo_crop[t] = None if hit is None else crop_face(out, hit.fer_frame())
+                rec.distance[t] = (None if hit is None else float(
+                    np.linalg.norm(reader.descriptor(out, hit) - desc_in)))
+                rec.sharpness[t] = sharpness(out, face.frame) / max(sharp_in, 1e-9)
+                if keep_images:
+                    rec.images[t] = out
+            if keep_images:
+                rec.images["input"] = original
+            records.append(rec)
+    return records, info
+
+
+def summarize(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
+              targets: Sequence[str] = EMOTIONS) -> dict[str, Any]:
+    """Per judge: the share of translations read as their target on the photo and on the
+    model's 48x48 output, overall and per target, and for the unedited input (doing nothing);
+    the same person at full resolution; the sharpness ratio."""
+    pairs = [(r, t) for r in records for t in targets]
+    if not pairs:
+        raise ValueError("no judged faces: nothing to summarize")
+    tgt = np.array([EMOTIONS.index(t) for _, t in pairs])
+    blank = np.zeros((48, 48), np.uint8)
+    found = np.array([r.photo_crop[t] is not None for r, t in pairs])
+    stacks = {
+        "photo": [r.photo_crop[t] if r.photo_crop[t] is not None else blank for r, t in pairs],
+        "crop": [r.model[t] for r, t in pairs],
+        "input": [r.before for r, t in pairs],
+    }
+    out: dict[str, Any] = {"faces": len(records), "translations": len(pairs),
+                           "found_again": float(found.mean()), "judges": {}}
+    for name, model in judges.items():
+        res = {}
+        for kind, faces in stacks.items():
+            x = torch.from_numpy(np.stack(faces))[:, None]
+            hit = predict(model, x).argmax(1).numpy() == tgt
+            if kind == "photo":
+                hit &= found  # a face lost in the output is a miss
+            res[kind] = {"overall": float(hit.mean()),
+                         **{t: float(hit[tgt == EMOTIONS.index(t)].mean()) for t in targets}}
+        out["judges"][name] = res
+    dist = np.array([r.distance[t] for r, t in pairs if r.distance[t] is not None])
+    sharp = np.array([r.sharpness[t] for r, t in pairs])
+    out["same_person"] = float((dist < DLIB_THRESHOLD).mean()) if len(dist) else None
+    out["same_person_by_target"] = {
+        t: float(np.mean([r.distance[t] < DLIB_THRESHOLD for r in records
+                          if r.distance[t] is not None] or [np.nan])) for t in targets}
+    out["median_distance"] = float(np.median(dist)) if len(dist) else None
+    out["sharpness"] = {"mean": float(sharp.mean()), "median": float(np.median(sharp)),
+                        "min": float(sharp.min()),
+                        "share_at_least_0.9": float((sharp >= 0.9).mean())}
+    out["sharpness_by_target"] = {t: float(np.mean([r.sharpness[t] for r in records]))
+                                  for t in targets}
+    return out
