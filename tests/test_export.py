@@ -14,7 +14,7 @@ from PIL import Image
 from ccyclegan import cli, export
 from ccyclegan.config import Config
 from ccyclegan.data import EMOTIONS
-from ccyclegan.gan_checkpoint import load_generator, save_generator
+from ccyclegan.gan_checkpoint import as_ensemble, load_generator, save_generator
 from ccyclegan.models import Generator
 from ccyclegan.synthetic import synthetic_faces
 from ccyclegan.translate import ExpressionTranslator
@@ -43,7 +43,7 @@ def model_onnx(run_dir, tmp_path_factory) -> Path:
 def _onnx_runs_the_shipped_edit(onx, x, c, want) -> dict[str, str]:
     """onnxruntime's output for (x, c) is want within 1e-3; the graph's metadata back."""
     session = ort.InferenceSession(str(onx), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"face": x.numpy(), "condition": c.numpy()})
+    got = session.run(["translated"], {"face": x.numpy(), "condition": c.numpy()})[0]
     assert np.abs(got - want.numpy()).max() < 1e-3
     return {p.key: p.value for p in onnx.load(str(onx)).metadata_props}
 
@@ -71,7 +71,8 @@ def test_graph_inputs_outputs_and_metadata(model_onnx):
     assert [(i.name, dims(i)) for i in model.graph.input] == [
         ("face", ["batch", 1, 48, 48]), ("condition", ["batch", 7])]
     assert [(o.name, dims(o)) for o in model.graph.output] == [
-        ("translated", ["batch", 1, 48, 48])]
+        ("translated", ["batch", 1, 48, 48]), ("mask", ["batch", 1, 48, 48]),
+        ("flow", ["batch", 2, 48, 48])]
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["ccyclegan.emotions"]) == list(EMOTIONS)
     assert json.loads(meta["ccyclegan.config"])["label_mode"] == "planes"
@@ -85,12 +86,44 @@ def test_onnxruntime_matches_pytorch(model_onnx, run_dir, batch):
     x = rng.uniform(-1, 1, (batch, 1, 48, 48)).astype(np.float32)
     c = rng.dirichlet(np.ones(7), batch).astype(np.float32)  # blends, not just one-hots
     c[0] = np.eye(7, dtype=np.float32)[3]
-    (got,) = session.run(None, {"face": x, "condition": c})
+    got, mask, flow = session.run(None, {"face": x, "condition": c})
     with torch.no_grad():
         want = G(torch.from_numpy(x), torch.from_numpy(c)).numpy()
     assert got.shape == want.shape == (batch, 1, 48, 48)
     assert np.abs(got - want).max() < 1e-3
     assert np.abs(want).mean() > 0.01  # not a trivially constant output
+    # a direct output paints the whole face and moves nothing: mask 1 (all detail kept), no field
+    assert (mask == 1).all() and (flow == 0).all() and flow.shape == (batch, 2, 48, 48)
+
+
+def test_a_warp_generator_exports_its_mask_and_field(tmp_path):
+    """ONNX gives the photo path the same parts as PyTorch: onnxruntime's translated face,
+    mask and displacement field match the generator's (GridSample, opset 17)."""
+    torch.manual_seed(2)
+    cfg = Config(gen_channels=8, output="warp", label_mode="norm")
+    G = Generator(8, output="warp", label_mode="norm").eval()
+    with torch.no_grad():
+        G.flow.weight.normal_(0, 0.3)  # a real field, not the zero of initialisation
+    save_generator(tmp_path / "generator.safetensors", G, cfg, {})
+    out = tmp_path / "warp.onnx"
+    assert cli.main(["export", "--checkpoint", str(tmp_path), "--format", "onnx",
+                     "-o", str(out)]) == 0
+    x = torch.rand(3, 1, 48, 48) * 2 - 1
+    c = torch.eye(7)[[1, 3, 5]]
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"face": x.numpy(), "condition": c.numpy()})
+    with torch.no_grad():
+        want = G.decode_parts(G.encode(x), c)
+    assert want[2].abs().max() > 0.1
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape and np.abs(g - w.numpy()).max() < 1e-3
+    t_torch, t_onnx = ExpressionTranslator.load(tmp_path), ExpressionTranslator.load(out)
+    faces = synthetic_faces(1, seed=4).images[:3, 0].numpy()
+    e1 = t_torch.edit_parts(faces, ["sad"])[2]
+    e2 = t_onnx.edit_parts(faces, ["sad"])[2]
+    for a, b in zip(e1, e2, strict=True):
+        assert np.abs(a[0].flow - b[0].flow).max() < 1e-3
+        assert np.abs(a[0].paint - b[0].paint).max() < 0.2
 
 
 def test_translator_on_onnxruntime_matches_torch(model_onnx, run_dir):
@@ -211,8 +244,8 @@ def test_export_strength_ships_a_weaker_edit_to_every_path(run_dir, tmp_path, ca
                         ["export", "--checkpoint", str(run_dir), "--format", fmt,
                          "--strength", "0.6", "-o", str(out)]) == 0
     assert "strength 0.6" in capsys.readouterr().out
-    full, _, _ = load_generator(run_dir)
-    weak, _, _ = load_generator(sft)
+    full = as_ensemble(load_generator(run_dir)[0])
+    weak = as_ensemble(load_generator(sft)[0])
     assert full.strength == 1.0 and weak.strength == 0.6
     x = synthetic_faces(1, seed=2).images[:3].float() / 127.5 - 1
     c = torch.eye(7)[[1, 3, 5]]
@@ -243,8 +276,8 @@ def test_export_strength_per_target_emotion(run_dir, tmp_path, capsys):
     assert "disgust 0.5" in capsys.readouterr().out
     assert cli.main(["export", "--checkpoint", str(run_dir), "--strength", spec,
                      "-o", str(onx)]) == 0
-    full, _, _ = load_generator(run_dir)
-    per, _, _ = load_generator(sft)
+    full = as_ensemble(load_generator(run_dir)[0])
+    per = as_ensemble(load_generator(sft)[0])
     assert per.strength == (1.0, 0.5, 1.0, 1.0, 0.8, 1.0, 1.0)
     x = synthetic_faces(1, seed=2).images[:3].float() / 127.5 - 1
     c = torch.eye(7)[[1, 3, 4]]  # disgust, happy, sad
@@ -277,8 +310,8 @@ def test_export_flip_average_ships_the_mirror_mean_to_every_path(run_dir, tmp_pa
                      "--fp32", "--flip-average", "--strength", "0.8", "-o", str(sft)]) == 0
     assert "flip average True" in capsys.readouterr().out
     assert cli.main(["export", "--checkpoint", str(sft), "-o", str(onx)]) == 0
-    full, _, _ = load_generator(run_dir)
-    flip, _, _ = load_generator(sft)
+    full = as_ensemble(load_generator(run_dir)[0])
+    flip = as_ensemble(load_generator(sft)[0])
     assert not full.flip_average and flip.flip_average and flip.strength == 0.8
     x = synthetic_faces(1, seed=3).images[:3].float() / 127.5 - 1
     c = torch.eye(7)[[0, 3, 5]]
@@ -303,7 +336,7 @@ def test_export_flip_average_ships_the_mirror_mean_to_every_path(run_dir, tmp_pa
     off = tmp_path / "off.safetensors"
     assert cli.main(["export", "--checkpoint", str(sft), "--format", "safetensors",
                      "--no-flip-average", "-o", str(off)]) == 0
-    assert not load_generator(off)[0].flip_average
+    assert not as_ensemble(load_generator(off)[0]).flip_average
     tensors, m = load_tensors(sft)
     save_tensors(tmp_path / "odd.safetensors", tensors, {**m, "flip_average": "yes"})
     with pytest.raises(CheckpointError, match="flip_average"):
@@ -321,8 +354,8 @@ def test_export_condition_scale_decodes_a_scaled_label_on_every_path(run_dir, tm
                      "-o", str(sft)]) == 0
     assert "condition scale 2" in capsys.readouterr().out
     assert cli.main(["export", "--checkpoint", str(sft), "-o", str(onx)]) == 0
-    full, _, _ = load_generator(run_dir)
-    scaled, _, _ = load_generator(sft)
+    full = as_ensemble(load_generator(run_dir)[0])
+    scaled = as_ensemble(load_generator(sft)[0])
     assert full.condition_scale == 1.0 and scaled.condition_scale == 2.0
     x = synthetic_faces(1, seed=4).images[:3].float() / 127.5 - 1
     c = torch.eye(7)[[1, 3, 6]]
@@ -356,8 +389,8 @@ def test_export_condition_scale_per_emotion_scales_each_target_by_its_own(run_di
                      "-o", str(sft)]) == 0
     assert "condition scale angry 1, disgust 1.75, fear 1, happy 1.5" in capsys.readouterr().out
     assert cli.main(["export", "--checkpoint", str(sft), "-o", str(onx)]) == 0
-    full, _, _ = load_generator(run_dir)
-    per, _, _ = load_generator(sft)
+    full = as_ensemble(load_generator(run_dir)[0])
+    per = as_ensemble(load_generator(sft)[0])
     scale = torch.tensor([1, 1.75, 1, 1.5, 1, 1, 1])
     assert per.condition_scale == tuple(scale.tolist())
     x = synthetic_faces(1, seed=5).images[:4].float() / 127.5 - 1
@@ -401,8 +434,8 @@ def test_export_ensemble_with_averages_the_members_on_every_path(run_dir, tmp_pa
     assert "2 generator(s)" in capsys.readouterr().out
     assert cli.main(["export", "--checkpoint", str(sft), "-o", str(onx)]) == 0
     a, b = load_generator(run_dir)[0], load_generator(other)[0]
-    pair = load_generator(sft)[0]
-    assert len(pair.partners) == 1 and pair.flip_average and pair.strength == 0.8
+    pair = as_ensemble(load_generator(sft)[0])
+    assert len(pair.members) == 2 and pair.flip_average and pair.strength == 0.8
     x = synthetic_faces(1, seed=4).images[:3].float() / 127.5 - 1
     c = torch.eye(7)[[1, 3, 6]]
     with torch.no_grad():
@@ -421,7 +454,7 @@ def test_export_ensemble_with_averages_the_members_on_every_path(run_dir, tmp_pa
     trio = tmp_path / "trio.safetensors"
     assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
                      "--ensemble-with", f"{sft},{other}", "-o", str(trio)]) == 0
-    assert len(load_generator(trio)[0].partners) == 3
+    assert len(load_generator(trio)[0].members) == 4
     wide = tmp_path / "wide.safetensors"
     save_generator(wide, Generator(16, label_mode="planes"),
                    Config(gen_channels=16, label_mode="planes"), {})

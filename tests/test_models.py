@@ -3,7 +3,17 @@ import torch
 
 from ccyclegan.config import Config
 from ccyclegan.losses import classification, d_adversarial
-from ccyclegan.models import Discriminator, Generator, build_models, init_weights, one_hot
+from ccyclegan.models import (
+    MAX_FLOW,
+    Discriminator,
+    Ensemble,
+    Generator,
+    build_models,
+    init_weights,
+    mirror_flow,
+    one_hot,
+    warp,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -93,12 +103,13 @@ def test_attention_output_is_a_mask_blend_of_input_and_colour():
     G = Generator(8, output="attention")
     x = torch.rand(2, 1, 48, 48) * 2 - 1
     c = one_hot(torch.tensor([2, 3]))
-    fake, mask = G(x, c, with_mask=True)
+    fake, mask, flow = G(x, c, with_mask=True)
+    assert flow is None
     assert mask.shape == x.shape and (mask > 0).all() and (mask < 1).all()
     with torch.no_grad():
         G.out.bias.copy_(torch.tensor([0.0, 30.0]))  # mask logit +30: copy the input
     assert torch.allclose(G(x, c), x, atol=1e-6)
-    fake, rec, mask = G(x, c, c_rec=c, with_mask=True)
+    fake, rec, mask, _ = G(x, c, c_rec=c, with_mask=True)
     assert torch.allclose(fake, rec) and mask.min() > 0.999
     assert G(x, c, with_mask=False).shape == x.shape
 
@@ -129,14 +140,15 @@ def test_conditional_norm_starts_label_free_and_learns_the_label():
     torch.testing.assert_close(n(h, 0.5 * a + 0.5 * b), 0.5 * n(h, a) + 0.5 * n(h, b))
 
 
-@pytest.mark.parametrize("output", ["direct", "residual", "attention"])
+@pytest.mark.parametrize("output", ["direct", "residual", "attention", "warp"])
 def test_strength_blends_the_output_towards_the_input(output):
     torch.manual_seed(0)
-    G = Generator(8, output=output).eval()
+    G = Ensemble([Generator(8, output=output)]).eval()
     x = torch.rand(2, 1, 48, 48) * 2 - 1
     c = torch.eye(7)[[2, 4]]
     with torch.no_grad():
         full = G(x, c)
+        torch.testing.assert_close(full, G.members[0](x, c))  # neutral settings: G itself
         G.strength = 0.25
         torch.testing.assert_close(G(x, c), x + 0.25 * (full - x))
         G.strength = (1.0, 0.5, 0.2, 1.0, 0.7, 1.0, 1.0)  # one per target: rows 2 and 4
@@ -147,3 +159,45 @@ def test_strength_blends_the_output_towards_the_input(output):
         got = G(x, c)
         torch.testing.assert_close(got, amp.clamp(-1, 1))
         assert got.abs().max() <= 1 and (amp.abs() > 1).any() == (got != amp).any()
+
+
+def test_warp_moves_pixels_by_the_field():
+    """warp samples x at p + flow(p): a whole-pixel field shifts the image exactly (edges
+    repeated), a zero field is the identity."""
+    x = torch.arange(48 * 48, dtype=torch.float32).view(1, 1, 48, 48) / 2304
+    flow = torch.zeros(1, 2, 48, 48)
+    torch.testing.assert_close(warp(x, flow), x)
+    flow[:, 0] = 2.0  # sample two pixels to the right
+    moved = warp(x, flow)
+    torch.testing.assert_close(moved[..., :-2], x[..., 2:])
+    torch.testing.assert_close(moved[..., -2:], x[..., -1:].expand(-1, -1, -1, 2))
+    flow = torch.zeros(1, 2, 48, 48)
+    flow[:, 1] = -1.0  # one pixel up
+    torch.testing.assert_close(warp(x, flow)[..., 1:, :], x[..., :-1, :])
+
+
+def test_warp_output_starts_as_the_attention_output_and_learns_a_bounded_field():
+    """With the field at zero (its initialisation) the warp output is the attention output of
+    the same weights, so a warp student can start from an attention generator; the field is
+    bounded by MAX_FLOW and gets gradients from the first step."""
+    G, _ = build_models(Config(gen_channels=8, output="warp", label_mode="norm"))
+    A = Generator(8, output="attention", label_mode="norm")
+    A.load_state_dict({k: v for k, v in G.state_dict().items() if not k.startswith("flow.")})
+    x = torch.rand(3, 1, 48, 48) * 2 - 1
+    c = one_hot(torch.tensor([0, 3, 6]))
+    fake, mask, flow = G(x, c, with_mask=True)
+    assert flow.shape == (3, 2, 48, 48) and flow.abs().max() == 0
+    torch.testing.assert_close(fake, A(x, c))
+    fake.square().mean().backward()
+    assert G.flow.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        G.flow.bias.fill_(50.0)
+    _, _, flow = G(x, c, with_mask=True)
+    assert flow.max() <= MAX_FLOW and flow.max() > 0.99 * MAX_FLOW
+
+
+def test_mirror_flow_is_the_field_of_the_mirror_image():
+    x = torch.rand(1, 1, 48, 48)
+    flow = torch.randn(1, 2, 48, 48)
+    torch.testing.assert_close(warp(x.flip(-1), mirror_flow(flow)).flip(-1), warp(x, flow),
+                               atol=1e-5, rtol=0)

@@ -13,7 +13,17 @@ from PIL import Image
 
 from ccyclegan import cli
 from ccyclegan.data import EMOTIONS
-from ccyclegan.faces import FACE_SIZE, Box, NoFaceError, TranslateError, detect_faces, frame_box
+from ccyclegan.faces import (
+    FACE_SIZE,
+    Box,
+    FaceEdit,
+    NoFaceError,
+    TranslateError,
+    border_fade,
+    detect_faces,
+    frame_box,
+    paste_edit,
+)
 from ccyclegan.photo_files import expand_inputs
 from ccyclegan.synthetic import synthetic_faces
 from ccyclegan.translate import ExpressionTranslator
@@ -125,7 +135,50 @@ def test_photo_face_changes_background_does_not(tr, astronaut, other):
     assert face.before.shape == (FACE_SIZE, FACE_SIZE) and face.before.dtype == np.uint8
 
 
+def test_paste_moves_the_photos_own_pixels_sharply():
+    """A field of one 48x48 pixel moves an edge of a 192-pixel frame by 4 photo pixels, and the
+    edge stays as sharp as it was (bicubic sampling of the photo, not an upsampled blur);
+    outside the frame and where the field is zero, pixels keep their exact values."""
+    photo = np.full((240, 240, 3), 60, np.uint8)
+    photo[:, 120:] = 200  # a sharp vertical edge at x = 120
+    frame = Box(24, 24, 192, 192)
+    flow = np.zeros((48, 48, 2), np.float32)
+    flow[:, :, 0] = -1.0  # sample one face pixel to the left: the edge moves right
+    out = photo.copy()
+    paste_edit(out, frame, FaceEdit(np.zeros((48, 48), np.float32), flow), border_fade(48))
+    row = out[120, :, 0].astype(int)
+    assert (row[124:200] == 200).all() and (row[60:119] == 60).all()
+    assert np.abs(row[119:126] - np.array([60, 60, 60, 60, 60, 200, 200])).max() <= 12
+    assert np.array_equal(out[:24], photo[:24]) and np.array_equal(out[:, :24], photo[:, :24])
+    same = photo.copy()
+    paste_edit(same, frame, FaceEdit(np.zeros((48, 48), np.float32)), border_fade(48))
+    assert np.array_equal(same, photo)
+
+
+def test_painted_content_takes_the_colour_around_it():
+    """Where the model paints new content (weight 1), the pixel gets the model's luminance in
+    the colour of the unpainted pixels around it: white teeth painted darker become
+    skin-coloured, not grey; the photo's fine detail there goes."""
+    photo = np.zeros((192, 192, 3), np.uint8)
+    photo[:] = (200, 120, 100)  # skin
+    photo[88:104, 72:120] = 245  # teeth, with a dark gap
+    photo[88:104, 95:97] = 120
+    frame = Box(0, 0, 192, 192)
+    weight = np.zeros((48, 48), np.float32)
+    weight[20:28, 16:32] = 1.0
+    paint = np.zeros((48, 48), np.float32)
+    paint[22:26, 18:30] = -100.0  # the teeth region painted darker
+    out = photo.copy()
+    paste_edit(out, frame, FaceEdit(paint, None, weight), border_fade(48))
+    r, g, b = (out[92:100, 80:112, k].astype(int) for k in range(3))
+    assert (r - b).mean() > 40 and (r - g).mean() > 25  # skin's hue, not grey
+    gap = np.abs(out[92:100, 95].astype(int) - out[92:100, 92]).max()
+    assert gap < 30  # the gap between the teeth (detail finer than the 48x48 grid) is gone
+    assert np.array_equal(out[:10], photo[:10])
+
+
 def test_only_luminance_changes(tr, astronaut, other):
+    """A model that paints no new content (the direct output: no mask) changes luminance only."""
     out = tr.translate(astronaut, to=other).astype(int)
     d = out - astronaut
     unclipped = ((out > 0) & (out < 255)).all(axis=2)

@@ -13,6 +13,7 @@ from ccyclegan.config import RECIPES, Config, ConfigError
 from ccyclegan.data import EMOTIONS, DataError
 from ccyclegan.export import export_onnx, export_safetensors
 from ccyclegan.gan_checkpoint import (
+    as_ensemble,
     load_generator,
     parse_condition_scale,
     parse_strength,
@@ -159,11 +160,12 @@ def cmd_export(args: argparse.Namespace) -> int:
                                  condition_scale=scale, half=not args.fp32,
                                  ensemble_with=partners)
         G, _, progress = load_generator(out)  # what was written, read back
+        G = as_ensemble(G)
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, "
               f"{'fp32' if args.fp32 else 'fp16'}, step {progress.get('step')}, "
               f"strength {strength_text(G.strength)}, flip average {G.flip_average}, "
               f"condition scale {strength_text(G.condition_scale)}, "
-              f"{1 + len(G.partners)} generator(s))")
+              f"{len(G.members)} generator(s))")
         return 0
     path = export_onnx(args.checkpoint, args.output, opset=args.opset, strength=strength,
                        flip_average=args.flip_average, condition_scale=scale,

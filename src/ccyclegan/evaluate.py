@@ -42,7 +42,7 @@ from ccyclegan.data import (
     load_split,
     normalize,
 )
-from ccyclegan.gan_checkpoint import load_generator, strength_json, strength_text
+from ccyclegan.gan_checkpoint import as_ensemble, load_generator, strength_json, strength_text
 from ccyclegan.identity import DLIB_THRESHOLD, FER_THRESHOLD
 from ccyclegan.inception import InceptionFeatures, InceptionWeightsError
 from ccyclegan.inputs import check_intensity
@@ -427,6 +427,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     out = Path(out) if out is not None else default_out(checkpoint)
     t_start = time.perf_counter()
     G, gcfg, gprog = load_generator(checkpoint, dev)
+    E = as_ensemble(G)  # its release settings, for the report
     clf, cmeta = load_classifier(classifier, dev)
     faces = load_split(data, "test")
     faces, n_blank = drop_blank(faces)
@@ -539,10 +540,10 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
     metrics: dict[str, Any] = {
         "checkpoint": str(checkpoint), "generator_step": gprog.get("step"),
         "intensity": intensity,
-        "generator_strength": strength_json(G.strength),
-        "generator_flip_average": G.flip_average,
-        "generator_condition_scale": strength_json(G.condition_scale),
-        "generator_members": 1 + len(getattr(G, "partners", ())),
+        "generator_strength": strength_json(E.strength),
+        "generator_flip_average": E.flip_average,
+        "generator_condition_scale": strength_json(E.condition_scale),
+        "generator_members": len(E.members),
         "generator_config": {k: gcfg.to_dict()[k] for k in
                              ("gen_channels", "label_mode", "lr", "lambda_cl", "lambda_cyc",
                               "cycle_mode", "adv_loss", "seed")},

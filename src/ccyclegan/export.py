@@ -29,14 +29,16 @@ from ccyclegan.data import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
 from ccyclegan.faces import TranslateError
 from ccyclegan.gan_checkpoint import (
     Strength,
+    as_ensemble,
     check_condition_scale,
     check_strength,
     join_generators,
     load_generator,
+    plain,
     save_generator,
     strength_json,
 )
-from ccyclegan.models import Generator
+from ccyclegan.models import Ensemble, Generator
 
 __all__ = ["OPSET", "export_onnx", "export_safetensors", "onnx_bytes"]
 
@@ -92,7 +94,7 @@ def onnx_bytes(G: nn.Module, config: dict | None = None, opset: int = OPSET) -> 
             "ccyclegan.flip_average": json.dumps(getattr(G, "flip_average", False)),
             "ccyclegan.condition_scale": json.dumps(
                 strength_json(getattr(G, "condition_scale", 1.0))),
-            "ccyclegan.members": json.dumps(1 + len(getattr(G, "partners", ())))}
+            "ccyclegan.members": json.dumps(len(getattr(G, "members", (G,))))}
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -104,7 +106,7 @@ def onnx_bytes(G: nn.Module, config: dict | None = None, opset: int = OPSET) -> 
 def _load_source(checkpoint: str | os.PathLike[str] | None, strength: Strength | None,
                  flip_average: bool | None, condition_scale: Strength | None,
                  ensemble_with: Sequence[str | os.PathLike[str]] = ()
-                 ) -> tuple[Generator, dict, dict]:
+                 ) -> tuple[Generator | Ensemble, dict, dict]:
     """The generator to export (None: the bundled model) with the export's overrides of its
     strength, mirror averaging and condition scale (None keeps the source's own), and the
     generators of ensemble_with averaged with it. One place, so every format ships the same
@@ -114,16 +116,17 @@ def _load_source(checkpoint: str | os.PathLike[str] | None, strength: Strength |
         if checkpoint is None:
             raise TranslateError(NO_BUNDLED_MODEL)
     G, cfg, progress = load_generator(Path(checkpoint), "cpu")
+    E = as_ensemble(G)
     if ensemble_with:
         others = [(*load_generator(Path(p), "cpu")[:2], Path(p)) for p in ensemble_with]
-        G = join_generators(G, others, cfg)
+        E = join_generators(E, others, cfg)
     if strength is not None:
-        G.strength = check_strength(strength, "strength")
+        E.strength = check_strength(strength, "strength")
     if flip_average is not None:
-        G.flip_average = flip_average
+        E.flip_average = flip_average
     if condition_scale is not None:
-        G.condition_scale = check_condition_scale(condition_scale, "condition scale")
-    return G, cfg, progress
+        E.condition_scale = check_condition_scale(condition_scale, "condition scale")
+    return plain(E), cfg, progress
 
 
 def export_safetensors(checkpoint: str | os.PathLike[str] | None, out: str | os.PathLike[str],

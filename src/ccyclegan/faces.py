@@ -356,10 +356,11 @@ def crop_region(pixels: np.ndarray, frame: Box, size: int) -> np.ndarray:
 
 
 def border_fade(size: int, ramp: float = BORDER_RAMP) -> np.ndarray:
-    """1 inside the frame, a smoothstep to 0 over the outer ``ramp`` of each side: the edit
-    may go anywhere the model puts it, and still never leaves a seam at the frame's edge."""
+    """1 inside the frame, a smoothstep over the outer ``ramp`` of each side to 0 on its
+    outermost pixels: the edit may go anywhere the model puts it, and still never leaves a
+    seam at the frame's edge."""
     t = (np.arange(size, dtype=np.float32) + 0.5) / size
-    u = np.clip(np.minimum(t, 1.0 - t) / ramp, 0.0, 1.0)
+    u = np.clip((np.minimum(t, 1.0 - t) - 1.0 / size) / ramp, 0.0, 1.0)
     u = u * u * (3.0 - 2.0 * u)
     return u[:, None] * u[None, :]
 

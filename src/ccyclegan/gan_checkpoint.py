@@ -32,7 +32,7 @@ from ccyclegan.checkpoint import (
 )
 from ccyclegan.config import Config, ConfigError
 from ccyclegan.data import EMOTIONS, NUM_CLASSES
-from ccyclegan.models import Generator, build_discriminator, build_generator
+from ccyclegan.models import Ensemble, Generator, build_discriminator, build_generator
 
 CKPT_NAME = "checkpoint.safetensors"
 GEN_NAME = "generator.safetensors"
@@ -195,21 +195,42 @@ def strength_text(s: Strength) -> str:
     return ", ".join(f"{e} {v:g}" for e, v in zip(EMOTIONS, s, strict=True))
 
 
-def save_generator(path: Path, G: Generator, cfg: Config, progress: dict[str, Any],
+def save_generator(path: Path, G: Generator | Ensemble, cfg: Config, progress: dict[str, Any],
                    half: bool = False) -> None:
-    """The generator alone (fp16 weights if half), with its config and progress."""
-    sd = {k: (v.half() if half and v.is_floating_point() else v)
-          for k, v in G.state_dict().items()}
+    """The generator alone (fp16 weights if half), with its config and progress; an Ensemble
+    with its settings. The first network's tensors are at the top level and any other
+    member's under partners.<i>., so a file of one plain generator reads as before."""
+    E = as_ensemble(G)
+    sd = {}
+    for i, net in enumerate(E.members):
+        state = net.state_dict()
+        sd.update(state if i == 0 else prefixed(f"partners.{i - 1}", state))
+    sd = {k: (v.half() if half and v.is_floating_point() else v) for k, v in sd.items()}
     save_tensors(path, sd, {"kind": "generator", "config": cfg.to_dict(), "progress": progress,
-                            "emotions": list(EMOTIONS), "strength": strength_json(G.strength),
-                            "flip_average": G.flip_average,
-                            "condition_scale": strength_json(G.condition_scale),
-                            "members": 1 + len(G.partners)})
+                            "emotions": list(EMOTIONS), "strength": strength_json(E.strength),
+                            "flip_average": E.flip_average,
+                            "condition_scale": strength_json(E.condition_scale),
+                            "members": len(E.members)})
+
+
+def as_ensemble(G: Generator | Ensemble) -> Ensemble:
+    """G itself if it is an Ensemble, else G as the one member of an Ensemble at the neutral
+    settings (the same edit)."""
+    return G if isinstance(G, Ensemble) else Ensemble([G])
+
+
+def plain(E: Ensemble) -> Generator | Ensemble:
+    """The lone generator of an Ensemble at the neutral settings (the same edit, one pass
+    and no wrapper), or E itself."""
+    neutral = E.strength == 1.0 and not E.flip_average and E.condition_scale == 1.0
+    return E.members[0] if neutral and len(E.members) == 1 else E
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu"
-                   ) -> tuple[Generator, Config, dict[str, Any]]:
-    """Load a generator from generator.safetensors, a training checkpoint, or a run dir."""
+                   ) -> tuple[Generator | Ensemble, Config, dict[str, Any]]:
+    """Load a generator from generator.safetensors, a training checkpoint, or a run dir: a
+    plain Generator, or an Ensemble when the file holds several networks or release
+    settings (strength, mirror averaging, condition scale)."""
     path = Path(path)
     if path.is_dir():
         cand = [path / GEN_NAME, path / CKPT_NAME]
@@ -227,17 +248,31 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
     if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_MEMBERS:
         raise CheckpointError(f"{path} (metadata 'members'): expected a whole number from 1 to "
                               f"{MAX_MEMBERS}, got {str(members)[:40]!r}")
-    G = build_checked(lambda: _ensemble(cfg, members), tensors, "generator", path)
-    load_module(G, tensors, "generator", path)
-    G.strength = check_strength(meta.get("strength", 1.0), f"{path} (metadata 'strength')")
-    G.flip_average = meta.get("flip_average", False)
-    if not isinstance(G.flip_average, bool):
+    parts = [{k: v for k, v in tensors.items() if not k.startswith("partners.")}]
+    parts += [unprefixed(f"partners.{i}", tensors) for i in range(members - 1)]
+    known = {f"partners.{i}." for i in range(members - 1)}
+    if stray := [k for k in tensors
+                 if k.startswith("partners.") and k[:k.index(".", 9) + 1] not in known]:
+        raise CheckpointError(f"{path}: tensors of more networks than its {members} member(s) "
+                              f"({stray[0][:60]} ...)")
+    nets = []
+    for i, state in enumerate(parts):
+        what = "generator" if members == 1 else f"generator {i + 1} of {members}"
+        net = build_checked(lambda: build_generator(cfg), state, what, path)
+        load_module(net, state, what, path)
+        nets.append(net)
+    flip = meta.get("flip_average", False)
+    if not isinstance(flip, bool):
         raise CheckpointError(f"{path} (metadata 'flip_average'): expected true or false, "
-                              f"got {str(G.flip_average)[:40]!r}")
-    G.condition_scale = check_condition_scale(meta.get("condition_scale", 1.0),
-                                              f"{path} (metadata 'condition_scale')")
+                              f"got {str(flip)[:40]!r}")
+    E = Ensemble(nets,
+                 strength=check_strength(meta.get("strength", 1.0),
+                                         f"{path} (metadata 'strength')"),
+                 flip_average=flip,
+                 condition_scale=check_condition_scale(meta.get("condition_scale", 1.0),
+                                                       f"{path} (metadata 'condition_scale')"))
     progress = meta.get("progress")
-    return G.to(device).eval(), cfg, progress if isinstance(progress, dict) else {}
+    return plain(E).to(device).eval(), cfg, progress if isinstance(progress, dict) else {}
 
 
 def copy_generator_weights(G: Generator, path: str | Path) -> None:
@@ -245,8 +280,8 @@ def copy_generator_weights(G: Generator, path: str | Path) -> None:
     ensemble); the parts that file lacks, such as the displacement field of a warp output
     started from an attention generator, keep G's own initialisation. CheckpointError if the
     rest does not fit."""
-    src, _, _ = load_generator(path)
-    own = {k: v for k, v in src.state_dict().items() if not k.startswith("partners.")}
+    src = as_ensemble(load_generator(path)[0]).members[0]
+    own = src.state_dict()
     target = G.state_dict()
     wrong = [k for k, v in own.items() if k not in target or target[k].shape != v.shape]
     missing = [k for k in target if k not in own and not k.startswith("flow.")]
@@ -257,17 +292,13 @@ def copy_generator_weights(G: Generator, path: str | Path) -> None:
     G.load_state_dict({**target, **{k: v.float() for k, v in own.items()}})
 
 
-def _ensemble(cfg: Config, members: int) -> Generator:
-    G = build_generator(cfg)
-    G.partners.extend(build_generator(cfg) for _ in range(members - 1))
-    return G
-
-
-def join_generators(G: Generator, others: list[tuple[Generator, Config, Path]], cfg: Config
-                    ) -> Generator:
-    """G with the others' networks as its partners (their own partners too): one file whose
-    edit is the mean of all of theirs. Every member must be the same architecture, since they
+def join_generators(G: Generator | Ensemble,
+                    others: list[tuple[Generator | Ensemble, Config, Path]], cfg: Config
+                    ) -> Ensemble:
+    """One Ensemble of G's networks and the others' (each may already be several): its edit
+    is the mean of all of theirs. Every member must be the same architecture, since they
     share one config; G's strength, mirror averaging and condition scale apply to the mean."""
+    E = as_ensemble(G)
     arch = ("gen_channels", "label_mode", "output")
     for H, hcfg, path in others:
         diff = [f"{k} {getattr(hcfg, k)!r} (not {getattr(cfg, k)!r})" for k in arch
@@ -275,13 +306,11 @@ def join_generators(G: Generator, others: list[tuple[Generator, Config, Path]], 
         if diff:
             raise CheckpointError(f"{path}: cannot be averaged with the checkpoint: "
                                   + ", ".join(diff))
-        nets = [H, *H.partners]
-        H.partners = torch.nn.ModuleList()
-        G.partners.extend(nets)
-    if 1 + len(G.partners) > MAX_MEMBERS:
+        E.members.extend(as_ensemble(H).members)
+    if len(E.members) > MAX_MEMBERS:
         raise CheckpointError(f"at most {MAX_MEMBERS} generators in one file, "
-                              f"got {1 + len(G.partners)}")
-    return G
+                              f"got {len(E.members)}")
+    return E
 
 
 def _config_from_meta(meta: dict[str, Any], path: Path) -> Config:

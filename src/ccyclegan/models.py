@@ -117,28 +117,8 @@ class Generator(nn.Module):
     decoder stage, so skip connections cannot route around it. "norm": every decoder norm is
     conditional (CondInstanceNorm), so the label sets each stage's scale and shift.
 
-    strength s (1 in training): the output is x + s (G(x|c) - x), clipped: a weaker (s < 1) or
-    amplified (s > 1) edit set when a model is exported (`ccyclegan export --strength`), so
-    every path that runs the shipped file (translate, evaluate, ONNX) gets the strength chosen
-    by measurement. One number, or
-    one per target emotion (weighted by the condition c), since some targets cost the person
-    more than others.
-
-    flip_average (off in training, set at export like the strength): the edit is the mean of
-    G's output for the face and, mirrored back, for its mirror image. Artefacts on one side of
-    the face average out while the expression, symmetric, stays; measured to keep the person
-    better at the same expression (docs/model_card.md). The encoding then holds both passes.
-
-    condition_scale a (1 in training, set at export): the decoder reads a x the condition, one
-    number or one per emotion (each component of c scaled by its own). The conditional norms
-    are affine in it, so a > 1 extrapolates each stage's label shift: a stronger edit made in
-    G's own features, measured to keep the person better than the same expression reached by
-    the pixel strength (docs/model_card.md).
-
-    partners (empty in training, added at export): more generators of the same architecture,
-    trained apart; the output is the mean of every member's output (each mirror-averaged when
-    flip_average is on), before the strength. What one network invents on a face and another
-    does not averages out, as with mirror averaging (`ccyclegan export --ensemble-with`).
+    Release settings (strength, mirror averaging, condition scale, several networks) are not
+    the network's: Ensemble wraps generators with them.
     """
 
     def __init__(self, channels: int = 32, num_classes: int = NUM_CLASSES,
@@ -153,10 +133,6 @@ class Generator(nn.Module):
         self.num_classes = num_classes
         self.label_mode = label_mode
         self.output = output
-        self.strength: float | tuple[float, ...] = 1.0
-        self.flip_average = False
-        self.condition_scale: float | tuple[float, ...] = 1.0
-        self.partners = nn.ModuleList()  # no tensors while empty: single files load as before
         self.enc = nn.ModuleList([
             _down(in_channels, c, norm=False),  # 24
             _down(c, 2 * c),  # 12
@@ -181,18 +157,9 @@ class Generator(nn.Module):
             self.flow = nn.Conv2d(c + k, 2, 3, padding=1)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """G_enc: the input itself (for the residual and attention outputs), skip features
-        shallow to deep, then the 1x1 bottleneck code; with flip_average, then the same for
-        the mirror image; then the same for each partner (one row per face in every tensor,
-        so rows can be picked)."""
-        feats = []
-        for net in (self, *self.partners):
-            feats += net._encode(x)
-            if self.flip_average:
-                feats += net._encode(x.flip(-1))
-        return feats
-
-    def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """G_enc: the input itself (for the residual, attention and warp outputs), skip
+        features shallow to deep, then the 1x1 bottleneck code (one row per face in every
+        tensor, so rows can be picked)."""
         feats = [x]
         for layer in self.enc:
             x = layer(x)
@@ -204,45 +171,10 @@ class Generator(nn.Module):
         """G_dec: decode an encoding under condition c ([B, 7] one-hot or a blend)."""
         return self.decode_parts(feats, c)[0]
 
-    def decode_with_mask(self, feats: list[torch.Tensor], c: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(face, mask A or None): the mask is what the attention and warp outputs'
-        regulariser needs."""
-        out, mask, _ = self.decode_parts(feats, c)
-        return out, mask
-
     def decode_parts(self, feats: list[torch.Tensor], c: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(face, mask A or None, displacement field F or None): what a photo path needs to
         apply the edit at the photo's own resolution."""
-        a = self.condition_scale
-        cd = c if a == 1.0 else c * (a if isinstance(a, float | int) else c.new_tensor(a))
-        views = 2 if self.flip_average else 1
-        nets = [net for net in (self, *self.partners) for _ in range(views)]
-        n = len(feats) // len(nets)
-        outs, masks, flows = [], [], []
-        for i, net in enumerate(nets):
-            out, mask, flow = net._decode(feats[i * n:(i + 1) * n], cd)
-            if i % views:  # the mirror image's pass, mirrored back
-                out, mask = out.flip(-1), None if mask is None else mask.flip(-1)
-                flow = None if flow is None else mirror_flow(flow)
-            outs.append(out)
-            masks.append(mask)
-            flows.append(flow)
-        flow = flows[0]
-        if len(nets) > 1:
-            out = torch.stack(outs).mean(0)
-            mask = None if masks[0] is None else torch.stack(masks).mean(0)
-            flow = None if flow is None else torch.stack(flows).mean(0)
-        if self.strength != 1.0:
-            x, s = feats[0], self.strength
-            if not isinstance(s, float):  # per target emotion: the condition picks its own
-                s = (c.to(out.dtype) @ out.new_tensor(s)).view(-1, 1, 1, 1)
-            out = (x + s * (out - x)).clamp(-1, 1)  # s > 1 amplifies the edit past G's output
-        return out, mask, flow
-
-    def _decode(self, feats: list[torch.Tensor], c: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         x, *skips, z = feats
         planes = self.label_mode == "planes"
         h = self.transform(torch.cat([z, c.to(z.dtype)], 1))
@@ -290,6 +222,81 @@ class Generator(nn.Module):
         if with_mask:
             out = (*out, mask, flow)
         return out[0] if len(out) == 1 else out
+
+
+class Ensemble(nn.Module):
+    """Generators of one architecture with the settings a release is exported with, behind
+    the generator's own interface (encode, decode, decode_parts, forward), so every path that
+    runs the file (translate, evaluate, ONNX, a distillation teacher) gets the same edit.
+
+    members: trained apart; the output is the mean of every member's output (`ccyclegan export
+    --ensemble-with`): what one network invents on a face and another does not averages out.
+    flip_average: each member's edit is the mean of its output for the face and, mirrored
+    back, for its mirror image; artefacts on one side average out while the expression stays.
+    condition_scale a: the decoders read a x the condition, one number or one per emotion; the
+    conditional norms are affine in it, so a > 1 extrapolates each stage's label shift.
+    strength s: the output is x + s (mean - x), clipped; one number or one per target emotion
+    (weighted by the condition). Each was measured (docs/model_card.md).
+    """
+
+    def __init__(self, members: list[Generator], strength: float | tuple[float, ...] = 1.0,
+                 flip_average: bool = False, condition_scale: float | tuple[float, ...] = 1.0):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.strength = strength
+        self.flip_average = flip_average
+        self.condition_scale = condition_scale
+
+    @property
+    def output(self) -> str:
+        return self.members[0].output
+
+    @property
+    def label_mode(self) -> str:
+        return self.members[0].label_mode
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every member's encoding, and with flip_average that of the mirror image after it."""
+        feats = []
+        for net in self.members:
+            feats += net.encode(x)
+            if self.flip_average:
+                feats += net.encode(x.flip(-1))
+        return feats
+
+    def decode(self, feats: list[torch.Tensor], c: torch.Tensor) -> torch.Tensor:
+        return self.decode_parts(feats, c)[0]
+
+    def decode_parts(self, feats: list[torch.Tensor], c: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        a = self.condition_scale
+        cd = c if a == 1.0 else c * (a if isinstance(a, float | int) else c.new_tensor(a))
+        views = 2 if self.flip_average else 1
+        nets = [net for net in self.members for _ in range(views)]
+        n = len(feats) // len(nets)
+        outs, masks, flows = [], [], []
+        for i, net in enumerate(nets):
+            out, mask, flow = net.decode_parts(feats[i * n:(i + 1) * n], cd)
+            if i % views:  # the mirror image's pass, mirrored back
+                out, mask = out.flip(-1), None if mask is None else mask.flip(-1)
+                flow = None if flow is None else mirror_flow(flow)
+            outs.append(out)
+            masks.append(mask)
+            flows.append(flow)
+        out, mask, flow = outs[0], masks[0], flows[0]
+        if len(nets) > 1:
+            out = torch.stack(outs).mean(0)
+            mask = None if mask is None else torch.stack(masks).mean(0)
+            flow = None if flow is None else torch.stack(flows).mean(0)
+        if self.strength != 1.0:
+            x, s = feats[0], self.strength
+            if not isinstance(s, float):  # per target emotion: the condition picks its own
+                s = (c.to(out.dtype) @ out.new_tensor(s)).view(-1, 1, 1, 1)
+            out = (x + s * (out - x)).clamp(-1, 1)  # s > 1 amplifies the edit past the mean
+        return out, mask, flow
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x), c)
 
 
 class Discriminator(nn.Module):
