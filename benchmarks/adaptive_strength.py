@@ -24,7 +24,7 @@ from ccyclegan import identity as face_id
 from ccyclegan.classifier import classify, load_classifier
 from ccyclegan.data import drop_blank, load_split
 from ccyclegan.evaluate import _translate, seeded_subset, translation_pairs
-from ccyclegan.gan_checkpoint import MAX_STRENGTH, load_generator
+from ccyclegan.gan_checkpoint import MAX_STRENGTH, as_ensemble, load_generator
 from ccyclegan.identity import FER_THRESHOLD
 
 
@@ -32,7 +32,7 @@ def measure(args, faces, src, tgt, idn) -> dict[str, np.ndarray]:
     """Per strength (rows) and pair (columns): guide probability of the target, judge hits,
     and same-person (only the pairs of the first --identity-faces faces)."""
     t0 = time.perf_counter()
-    G, _, _ = load_generator(args.checkpoint)
+    G = as_ensemble(load_generator(args.checkpoint)[0])
     G.strength = 1.0  # blended here, as evaluate --intensity does
     pairs = torch.from_numpy(src), torch.from_numpy(tgt)
     guide = load_classifier(args.guide)[0]

@@ -33,6 +33,7 @@ from ccyclegan.evaluate import (
 )
 from ccyclegan.gan_checkpoint import (
     MAX_STRENGTH,
+    as_ensemble,
     load_generator,
     parse_condition_scale,
     strength_json,
@@ -101,7 +102,7 @@ def measure(args, faces, labels, src, tgt, idn):
     judge's FED of each (fed[emotion][strength]) and its floor per emotion; and the condition
     scale decoded under (the file's own unless --condition-scale)."""
     t0 = time.perf_counter()
-    members = [load_generator(p)[0] for p in [args.checkpoint, *args.average_with]]
+    members = [as_ensemble(load_generator(p)[0]) for p in [args.checkpoint, *args.average_with]]
     for G in members:
         if not args.keep_strength:
             G.strength = 1.0  # the sweep blends G's full edit itself

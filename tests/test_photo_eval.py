@@ -1,0 +1,91 @@
+"""The photo benchmark's parts (ccyclegan.photo_eval): the independent detector path finds and
+frames a face as FER2013 does, the record of an untouched photo reads as untouched, and the
+summary scores what the judges read. Needs the eval extra (dlib); skips without it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ccyclegan.classifier import build_classifier
+from ccyclegan.classifier_config import ClassifierConfig
+from ccyclegan.data import EMOTIONS
+from ccyclegan.faces import Box, detect_faces, frame_box
+from ccyclegan.identity import IdentityModelError
+from ccyclegan.photo_eval import PhotoReader, match, sharpness, summarize, translate_and_judge
+from ccyclegan.translate import ExpressionTranslator
+
+pytest.importorskip("skimage.data")
+
+
+@pytest.fixture(scope="module")
+def reader():
+    try:
+        return PhotoReader()
+    except IdentityModelError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def photo_file(astronaut, tmp_path_factory):
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("photos") / "astronaut.png"
+    Image.fromarray(astronaut).save(path)
+    return path
+
+
+def test_landmark_frame_agrees_with_the_editing_frame(reader, astronaut):
+    """Two detectors, one framing: the FER frame from dlib's landmarks lies on the frame the
+    translator edits (from OpenCV's Haar box): centres within a tenth of the side."""
+    (haar,) = detect_faces(astronaut)
+    edit = frame_box(haar)
+    found = match(edit, reader.find(astronaut))
+    assert found is not None
+    fer = found.fer_frame()
+    assert abs(fer.w - edit.w) < 0.15 * edit.w  # FER faces themselves vary by about 10 %
+    assert abs(fer.x + fer.w / 2 - edit.x - edit.w / 2) < 0.1 * edit.w
+    assert abs(fer.y + fer.h / 2 - edit.y - edit.h / 2) < 0.1 * edit.w
+    assert match(Box(0, 0, 40, 40), [found]) is None  # elsewhere: no face
+
+
+def test_sharpness_falls_with_blur(astronaut):
+    import cv2
+
+    frame = Box(160, 50, 130, 130)
+    blurred = cv2.GaussianBlur(astronaut, (0, 0), 2.0)
+    assert sharpness(astronaut, frame) > 3 * sharpness(blurred, frame)
+
+
+def test_an_untouched_photo_reads_as_untouched(reader, photo_file, gen_path):
+    """At intensity 0 every output is the input: the face is found again in every output, at
+    distance 0, sharpness ratio 1, and the judges read the photo as they read the input."""
+    tr = ExpressionTranslator.load(gen_path)
+    records, info = translate_and_judge(tr, [photo_file], reader, intensity=0.0)
+    assert info == {"photos": 1, "no_face": [], "faces_edited": 1, "not_judged": 0}
+    (rec,) = records
+    assert all(d == 0.0 for d in rec.distance.values())
+    assert all(s == 1.0 for s in rec.sharpness.values())
+    assert all(np.array_equal(rec.photo_crop[t], rec.before) for t in EMOTIONS)
+    torch.manual_seed(0)
+    judge = build_classifier(ClassifierConfig(width=4, feature_dim=8)).eval()
+    s = summarize(records, {"tiny": judge})
+    res = s["judges"]["tiny"]
+    assert res["photo"] == res["input"]
+    assert s["same_person"] == 1.0 and s["found_again"] == 1.0
+    assert s["translations"] == len(EMOTIONS) and s["sharpness"]["min"] == 1.0
+    # one judge answer for the input: exactly one target (its reading) is a hit
+    assert sum(res["input"][t] for t in EMOTIONS) == pytest.approx(1.0)
+
+
+def test_a_photo_without_people_is_counted_not_scored(reader, tmp_path, gen_path):
+    from PIL import Image
+
+    path = tmp_path / "wall.png"
+    Image.fromarray(np.full((200, 300, 3), 128, np.uint8)).save(path)
+    tr = ExpressionTranslator.load(gen_path)
+    records, info = translate_and_judge(tr, [path], reader)
+    assert records == [] and info["no_face"] == ["wall.png"]
+    with pytest.raises(ValueError, match="no judged faces"):
+        summarize(records, {})
