@@ -445,16 +445,19 @@ def test_cli_errors_are_one_line_and_write_nothing(case, photos, gen_path, capsy
 
         monkeypatch.setattr(translate, "bundled_model_path", lambda: None)
     before = listing(photos)
-    rc, _, err = run(["translate", *argv], capsys)
+    rc, out, err = run(["translate", *argv], capsys)
     assert_clean_error(rc, err, photos, before, what)
+    assert "->" not in out  # no line claims a file that was not written
 
 
 def test_cli_keep_going_and_overwrite(photos, gen_path, capsys, astronaut):
     (photos / "cut.jpg").write_bytes(jpeg_bytes(astronaut)[:4000])
-    rc, _, err = run(["translate", photos / "astro.jpg", photos / "cut.jpg", "--to", "happy",
-                      "--checkpoint", gen_path, "--keep-going"], capsys)
+    rc, out, err = run(["translate", photos / "astro.jpg", photos / "cut.jpg", "--to",
+                        "happy", "--checkpoint", gen_path, "--keep-going"], capsys)
     assert rc == 1 and "cut.jpg" in err and (photos / "astro_happy.jpg").is_file()
     assert not (photos / "cut_happy.jpg").exists()
+    assert "astro_happy.jpg" in out and "cut" not in out  # only what was written is claimed
+    assert "1 file written, 1 input failed (exit status 1)" in err.splitlines()[-1]
     data = (photos / "astro.jpg").read_bytes()
     rc, _, err = run(["translate", photos / "astro.jpg", "--to", "happy", "--checkpoint",
                       gen_path, "-o", photos / "astro.jpg", "--overwrite"], capsys)

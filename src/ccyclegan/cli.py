@@ -139,13 +139,17 @@ def cmd_translate(args: argparse.Namespace) -> int:
     backend = args.backend or ("onnxruntime" if args.onnx else None)
     translator = ExpressionTranslator.load(model, args.device, backend=backend,
                                            threads=args.threads or None, compile=args.compile)
-    _, errors = translate_files(
+    written, errors = translate_files(
         translator, args.inputs, args.to, args.intensity, out=args.output,
         crop_only=args.crop_only, detect=not args.no_detect, min_face=args.min_face,
         overwrite=args.overwrite, keep_going=args.keep_going,
         log=None if args.quiet else print)
     for e in errors:
         print(f"ccyclegan translate: error: {e}", file=sys.stderr)
+    if errors or len(written) > 1:
+        print(f"ccyclegan translate: {len(written)} file{'s' if len(written) != 1 else ''} "
+              f"written, {len(errors)} input{'s' if len(errors) != 1 else ''} failed"
+              + (" (exit status 1)" if errors else ""), file=sys.stderr if errors else sys.stdout)
     return 1 if errors else 0
 
 

@@ -89,6 +89,7 @@ def translate_files(translator, inputs: Sequence[str | os.PathLike[str]],
     input_set = {p.resolve() for p in files}
     planned: dict[Path, Path] = {}
     pending: list[tuple[Path, bytes]] = []
+    said: list[tuple[str, list[Path]]] = []  # what to log once the files are written
     errors: list[str] = []
     for src in files:
         try:
@@ -115,12 +116,11 @@ def translate_files(translator, inputs: Sequence[str | os.PathLike[str]],
                                          "(use separate -o folders)")
                 planned[r] = src
             pending.extend(blobs)
-            if log is not None:
-                n = len(result.faces)
-                faces = "; ".join(f"at x={f.box.x} y={f.box.y} "
-                                  f"{f.box.w}x{f.box.h}" for f in result.faces)
-                log(f"{src}: {n} face{'s' if n != 1 else ''} ({faces}) -> "
-                    + ", ".join(str(d) for d, _ in blobs))
+            n = len(result.faces)
+            faces = "; ".join(f"at x={f.box.x} y={f.box.y} "
+                              f"{f.box.w}x{f.box.h}" for f in result.faces)
+            said.append((f"{src}: {n} face{'s' if n != 1 else ''} ({faces})",
+                         [d for d, _ in blobs]))
         except TranslateError as e:
             if not keep_going:
                 raise
@@ -130,6 +130,10 @@ def translate_files(translator, inputs: Sequence[str | os.PathLike[str]],
         try:
             atomic_write_bytes(dest, data)
         except OSError as e:
-            raise TranslateError(f"{dest}: cannot write ({e.strerror or e})") from None
+            raise TranslateError(f"{dest}: cannot write ({e.strerror or e}); written before "
+                                 f"it: {len(written)} file(s)") from None
         written.append(dest)
+    if log is not None:  # only now: a line never claims a file that was not written
+        for what, dests in said:
+            log(f"{what} -> " + ", ".join(str(d) for d in dests))
     return written, errors

@@ -39,7 +39,7 @@ from ccyclegan.visualize import translation_grid
 TIME_UP = 1000  # above any signal number: the max_minutes budget is spent
 # what train_step logs, in this order (the columns of metrics.csv between epoch and img_per_s)
 LOG_KEYS = ("loss_D", "D_adv", "D_cl", "D_acc", "loss_G", "G_adv", "G_cl", "G_cyc", "G_acc",
-            "D_gp", "G_expr", "G_mask")
+            "D_gp", "G_expr", "G_mask", "G_flow", "G_distill", "G_change")
 
 Write = tuple[str, Callable[[], Any]]  # (what, for the error message; the write itself)
 
@@ -72,6 +72,7 @@ class RunLog:
         self._t0 = self._t_run = time.perf_counter()  # start() sets the clocks again
         self._seen0 = st.step
         self._time_up = False
+        self.total = self._step0 = 0
         self.log: MetricsLog | None = None
         self.bar = None
 
@@ -96,6 +97,7 @@ class RunLog:
         """The progress bar (rank 0) and the clocks, just before the first step."""
         if self.main and progress_bar:
             self.bar = tqdm(total=total, initial=self.st.step, unit="step", dynamic_ncols=True)
+        self.total, self._step0 = total, self.st.step
         self._t0, self._seen0 = time.perf_counter(), self.st.step
         self._t_run = time.perf_counter()
 
@@ -158,10 +160,27 @@ class RunLog:
         if self.bar is not None:
             self.bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss_D", "loss_G", "G_cyc",
                                                                 "D_acc") if row.get(k) is not None})
-        budget = self.cfg.max_minutes
-        if self.main and budget and self.train_seconds() >= 60 * budget:
+        if self.main and self.budget_spent():
             self._time_up = True  # a finished run, decided by rank 0
+        if self.main and self.bar is None and self.total:  # no bar: a line per metrics row
+            self.say(self._progress_line(row))
         return "metrics.csv", lambda: self.log.write(row)
+
+    def _progress_line(self, row: dict[str, float | None]) -> str:
+        """'step 500/8000 (6%), 120 img/s, loss_G 1.234, ~14 min left'."""
+        step = int(row["step"])
+        done = (step - self._step0) / max(self.total - self._step0, 1)
+        losses = "".join(f", {k} {row[k]:.3f}" for k in ("loss_D", "loss_G", "G_distill")
+                         if row.get(k) is not None)
+        spent = time.perf_counter() - self._t_run
+        left = f", ~{spent * (1 - done) / done / 60:.0f} min left" if done > 0 else ""
+        return (f"step {step}/{self.total} ({step / self.total:.0%}), "
+                f"{row['img_per_s']:.0f} img/s{losses}{left}")
+
+    def budget_spent(self) -> bool:
+        """Whether max_minutes of training (summed over resumes) are spent."""
+        budget = self.cfg.max_minutes
+        return bool(budget) and self.train_seconds() >= 60 * budget
 
     def checkpoint(self) -> Write:
         return "checkpoint", lambda: save_checkpoint(self.st, self.dir, self.progress())

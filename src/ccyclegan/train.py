@@ -393,7 +393,10 @@ def _train(cfg: Config, resume: bool, progress_bar: bool) -> dict[str, Any]:
             st.step += 1
             run.record(logs)
             writes = []
-            if st.step % cfg.log_every == 0 or st.step == total:
+            # a single process also stops within a step of --max-minutes (under torchrun
+            # the ranks agree at log steps, where they exchange metrics anyway)
+            if (st.step % cfg.log_every == 0 or st.step == total
+                    or (world == 1 and run.budget_spent())):
                 writes.append(run.metrics())
             if st.step % cfg.ckpt_every == 0:
                 writes.append(run.checkpoint())
