@@ -245,3 +245,43 @@ def test_max_minutes_stops_a_run_and_resume_spends_the_rest(tmp_path, tiny_csv):
     assert res["step"] == 2  # the budget was already spent but for one more log window
     _, meta = weights(tmp_path / "t")
     assert meta["progress"]["train_seconds"] > spent
+
+
+def test_max_minutes_stops_within_a_step_between_log_steps(tmp_path, tiny_csv):
+    """A single process checks the budget every step, not only at --log-every steps."""
+    res, _ = run(tmp_path, tiny_csv, "t", max_steps=1000, max_minutes=1e-6, log_every=500,
+                 ckpt_every=500, sample_every=500)
+    assert res["step"] == 1 and res["interrupted"] is None
+    rows = list(csv.DictReader((tmp_path / "t" / "metrics.csv").open()))
+    assert [r["step"] for r in rows] == ["1"]
+
+
+def test_distillation_alone_trains_g_towards_the_teacher_and_no_d(tmp_path, tiny_csv):
+    """--teacher with --lambda-adv 0 --lambda-cl 0: G learns the teacher's edits (G_distill
+    falls), D is never trained; --init-from starts G from another generator's weights (a warp
+    G from an attention one: its field starts at zero, so it starts as that generator)."""
+    from ccyclegan.data import read_fer2013_csv
+    from ccyclegan.models import one_hot
+
+    run(tmp_path, tiny_csv, "teacher", max_steps=6, output="attention", label_mode="norm")
+    teacher = tmp_path / "teacher" / "generator.safetensors"
+    kw = dict(output="warp", label_mode="norm", teacher=str(teacher), lambda_distill=1.0,
+              lambda_adv=0.0, lambda_cl=0.0, lambda_cyc=0.0, lr=2e-3)
+    run(tmp_path, tiny_csv, "start", max_steps=1, lr=1e-12, init_from=str(teacher),
+        **{k: v for k, v in kw.items() if k != "lr"})
+    x = read_fer2013_csv(tiny_csv)["Training"].images[:14].float() / 127.5 - 1
+    c = one_hot(torch.arange(14) % 7)
+    T, _, _ = load_generator(teacher)
+    S, _, _ = load_generator(tmp_path / "start")
+    with torch.no_grad():
+        torch.testing.assert_close(S(x, c), T(x, c), atol=1e-4, rtol=0)
+    res, _ = run(tmp_path, tiny_csv, "student", max_steps=12, **kw)
+    rows = list(csv.DictReader((tmp_path / "student" / "metrics.csv").open()))
+    assert float(rows[-1]["G_distill"]) < 0.8 * float(rows[0]["G_distill"])
+    assert all(r["loss_D"] == "" and float(r["G_flow"]) >= 0 for r in rows)
+    tensors, _ = weights(tmp_path / "student")
+    assert not any(k.startswith("opt_D.") and "exp_avg" in k for k in tensors)  # D never stepped
+    with pytest.raises(ConfigError, match="teacher"):
+        Config(lambda_distill=1.0)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        run(tmp_path, tiny_csv, "wrong", max_steps=1, init_from=str(teacher), gen_channels=16)

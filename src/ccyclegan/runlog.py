@@ -39,7 +39,7 @@ from ccyclegan.visualize import translation_grid
 TIME_UP = 1000  # above any signal number: the max_minutes budget is spent
 # what train_step logs, in this order (the columns of metrics.csv between epoch and img_per_s)
 LOG_KEYS = ("loss_D", "D_adv", "D_cl", "D_acc", "loss_G", "G_adv", "G_cl", "G_cyc", "G_acc",
-            "D_gp", "G_expr", "G_mask", "G_flow", "G_distill", "G_change")
+            "D_gp", "G_expr", "G_mask")
 
 Write = tuple[str, Callable[[], Any]]  # (what, for the error message; the write itself)
 
