@@ -39,10 +39,17 @@ class CheckpointWriteError(CheckpointError):
     the folder is read-only, ... The message says what the last good checkpoint on disk is."""
 
 
-def bundled_model_path() -> Path | None:
-    """The default model shipped as package data, or None while there is none."""
+# The evaluation classifiers shipped with the package: the two judges of every figure in the
+# docs (Training rows only, never in a training loss), fp16; docs/model_card.md says how each
+# was trained and how it scores.
+BUNDLED_JUDGE = "weights/judge_vgg64.safetensors"
+BUNDLED_SECOND_JUDGE = "weights/judge_resnet48.safetensors"
+
+
+def bundled_model_path(name: str = BUNDLED_MODEL) -> Path | None:
+    """A file shipped as package data (default: the model), or None while there is none."""
     try:
-        ref = resources.files("ccyclegan").joinpath(BUNDLED_MODEL)
+        ref = resources.files("ccyclegan").joinpath(name)
     except (ModuleNotFoundError, FileNotFoundError):
         return None
     path = Path(str(ref))

@@ -8,6 +8,12 @@ import json
 import sys
 from dataclasses import fields
 
+from ccyclegan.checkpoint import (
+    BUNDLED_JUDGE,
+    BUNDLED_SECOND_JUDGE,
+    CheckpointError,
+    bundled_model_path,
+)
 from ccyclegan.classifier import train_classifier
 from ccyclegan.classifier_config import ClassifierConfig
 from ccyclegan.cli_args import add_dataclass_args
@@ -76,13 +82,35 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def judges(classifier: str | None, second: str | None) -> tuple[str, str | None]:
+    """The judges of `evaluate`: yours, or the two bundled with the package (the second one
+    by default only when the first is bundled too: yours stays alone unless you name another).
+    """
+    if second is not None and second.lower() == "none":
+        second = None
+    elif second is None and classifier is None:
+        second = _bundled(BUNDLED_SECOND_JUDGE)
+    if classifier is None:
+        classifier = _bundled(BUNDLED_JUDGE)
+    return classifier, second
+
+
+def _bundled(name: str) -> str:
+    path = bundled_model_path(name)
+    if path is None:
+        raise CheckpointError(f"no bundled judge in this install (ccyclegan/{name}); pass "
+                              "--classifier RUN (a `ccyclegan train-classifier` run)")
+    return str(path)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    evaluate(args.checkpoint, args.data, args.classifier, out=args.out, limit=args.limit,
+    classifier, second = judges(args.classifier, args.second_classifier)
+    evaluate(args.checkpoint, args.data, classifier, out=args.out, limit=args.limit,
              seed=args.seed, inception_weights=args.inception_weights,
              fid_resize=args.fid_resize, use_inception=not args.no_fid,
              batch_size=args.batch_size, device=args.device, threads=args.threads,
              kid_subset_size=args.kid_subset_size, kid_subsets=args.kid_subsets,
-             second_classifier=args.second_classifier, identity=args.identity,
+             second_classifier=second, identity=args.identity,
              identity_faces=args.identity_faces, intensity=args.intensity)
     return 0
 
@@ -118,11 +146,13 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--checkpoint", required=True,
                    help="run directory, generator.safetensors or checkpoint.safetensors")
     e.add_argument("--data", required=True, help="fer2013.csv(.gz) or image folder (test split)")
-    e.add_argument("--classifier", required=True,
-                   help="train-classifier run directory or classifier.safetensors")
+    e.add_argument("--classifier",
+                   help="the judge: a train-classifier run directory or classifier.safetensors "
+                        "(default: the bundled judge, a VGG of width 64)")
     e.add_argument("--second-classifier", metavar="PATH",
                    help="a second judge (another architecture family, never in a training "
-                        "loss), scored the same way")
+                        "loss), scored the same way (default: the bundled ResNet judge when "
+                        "--classifier is not given; 'none' for none)")
     e.add_argument("--identity", action=argparse.BooleanOptionalAction, default=None,
                    help="same-person check with dlib's face descriptor (the eval extra); "
                         "default: when installed")
