@@ -205,8 +205,11 @@ def test_bad_input_is_answered_and_the_server_keeps_serving(server, client, smal
         ("empty", dict(photo=b"", to="happy"), 400, "is empty"),
         ("no face", dict(photo=encode(np.full((200, 300, 3), 128, np.uint8), "PNG")), 422,
          "No face found in this 300×200 photo"),
-        ("too many pixels", dict(photo=huge), 413, "over the limit of 40,000,000"),
-        ("too large", dict(photo=os.urandom(1_500_000)), 413, "larger than the limit of 1.0 MB"),
+        ("too many pixels", dict(photo=huge), 413,
+         "is 8000×6000 = 48 megapixels, over this server's limit of 40 megapixels: please "
+         "send a smaller photo"),
+        ("too large", dict(photo=os.urandom(1_500_000)), 413,
+         "larger than the limit of 1.0 MB: please send a smaller photo"),
         ("emotion", dict(photo=png, to="joy"), 400, "unknown emotion 'joy'"),
         ("intensity", dict(photo=png, intensity="2"), 400, "intensity must be in [0, 1]"),
         ("no photo", dict(photo=None, to="happy"), 415, "Send the photo as multipart"),
@@ -215,6 +218,8 @@ def test_bad_input_is_answered_and_the_server_keeps_serving(server, client, smal
         r = post(client, url, kw.pop("photo"), **kw)
         assert r.status_code == status, (what, r.text)
         assert message in r.json()["error"], (what, r.json())
+        # a web user is never told to set a server's variable or flag
+        assert "CCYCLEGAN_" not in r.json()["error"] and "--" not in r.json()["error"]
     r = client.post(url + "api/translate", content=png, headers={"Content-Type": "image/png"})
     assert r.status_code == 415 and "multipart/form-data" in r.json()["error"]
     only_fields = b'--b\r\nContent-Disposition: form-data; name="to"\r\n\r\nsad\r\n--b--\r\n'

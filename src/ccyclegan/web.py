@@ -303,7 +303,8 @@ class _Service:
             raise WebError(415, "Send the photo as multipart/form-data (field 'image').")
         body_limit = self.max_upload + FIELDS_MAX * FIELD_LIMIT + 64 * 1024  # + part headers
         too_large = WebError(413, f"This file is larger than the limit of "
-                                  f"{_mb(self.max_upload)} (ccyclegan serve --max-upload-mb).")
+                                  f"{_mb(self.max_upload)}: please send a smaller photo (a "
+                                  f"JPEG of a few megapixels is plenty).")
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.drain_cap:
             too_large.headers["Connection"] = "close"  # not worth reading to the end
@@ -427,9 +428,12 @@ def _open_upload(data: bytes | bytearray, name: str) -> Image.Image:
         try:
             check_image_size(img, name)
             img.load()  # decode it all now: a truncated file fails here
-        except DataError as e:
+        except DataError:
             img.close()
-            raise WebError(413, str(e)) from None
+            w, h = img.size
+            raise WebError(413, f"{name} is {w}×{h} = {w * h / 1e6:.0f} megapixels, over this "
+                                f"server's limit of {max_pixels() / 1e6:.0f} megapixels: please "
+                                f"send a smaller photo.") from None
         except Image.DecompressionBombError as e:  # Pillow's own ceiling (2 x 89M pixels)
             img.close()
             raise WebError(413, f"{name} is too large to decode ({_short(e)}).") from None
