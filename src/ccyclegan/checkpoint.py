@@ -44,6 +44,9 @@ class CheckpointWriteError(CheckpointError):
 # was trained and how it scores.
 BUNDLED_JUDGE = "weights/judge_vgg64.safetensors"
 BUNDLED_SECOND_JUDGE = "weights/judge_resnet48.safetensors"
+# ... and the frozen classifier of the expression loss (`--expr-classifier bundled`, the quick
+# recipe): another network, never a judge
+BUNDLED_EXPR_CLASSIFIER = "weights/expr_vgg32.safetensors"
 
 
 def bundled_model_path(name: str = BUNDLED_MODEL) -> Path | None:

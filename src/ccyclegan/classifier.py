@@ -357,6 +357,18 @@ def _save_model(path: Path, model: EmotionNet, cfg: ClassifierConfig, info: dict
                                             "emotions": list(EMOTIONS), **info})
 
 
+def export_classifier(src: str | Path, out: str | Path, half: bool = True) -> Path:
+    """A classifier run's weights as a release file (fp16 if half, as the package ships its
+    judges), with its config and scores; loads like the run itself (load_classifier)."""
+    model, meta = load_classifier(src)
+    sd = {k: (v.half() if half and v.is_floating_point() else v)
+          for k, v in model.state_dict().items()}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_tensors(out, sd, {**meta, "kind": "classifier"})
+    return out
+
+
 def _save_state(run: Path, model: EmotionNet, opt: torch.optim.Optimizer, cfg: ClassifierConfig,
                 progress: dict[str, Any]) -> None:
     tensors = prefixed("model", model.state_dict())

@@ -7,6 +7,7 @@ import sys
 from dataclasses import fields
 
 from ccyclegan.checkpoint import CheckpointError
+from ccyclegan.classifier import export_classifier
 from ccyclegan.cli_args import add_dataclass_args
 from ccyclegan.cli_eval import add_eval_parsers
 from ccyclegan.config import RECIPES, Config, ConfigError
@@ -58,7 +59,8 @@ HELP = {
     "lambda_adv": "weight of G's adversarial loss; with --lambda-cl 0 too, no D is trained "
                   "(a distillation alone)",
     "lambda_change": "weight of the mean |G(x|t) - x| over translations: a sparse edit (0 = off)",
-    "expr_classifier": "frozen emotion classifier(s) for an extra G loss: comma-separated "
+    "expr_classifier": "frozen emotion classifier(s) for an extra G loss ('bundled': the one "
+                       "shipped for it): comma-separated "
                        "`ccyclegan train-classifier` run dirs or files; never the judge that "
                        "reports the results",
     "lambda_expr": "weight of the frozen classifiers' cross-entropy on translations (0 = off)",
@@ -154,6 +156,14 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.classifier:
+        if args.checkpoint or args.format != "safetensors":
+            raise TranslateError("--classifier exports a classifier alone: give --format "
+                                 "safetensors and no --checkpoint")
+        out = export_classifier(args.classifier, args.output, half=not args.fp32)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, "
+              f"{'fp32' if args.fp32 else 'fp16'})")
+        return 0
     strength = None if args.strength is None else parse_strength(args.strength)
     scale = (None if args.condition_scale is None
              else parse_condition_scale(args.condition_scale))
@@ -220,6 +230,9 @@ def add_translate_parsers(sub) -> None:
     e.add_argument("--checkpoint", metavar="RUN",
                    help="run dir, generator.safetensors or training checkpoint "
                         "(default: the bundled model)")
+    e.add_argument("--classifier", metavar="RUN",
+                   help="export this `train-classifier` run instead, as a release "
+                        "safetensors (fp16 unless --fp32), as the package ships its judges")
     e.add_argument("--format", choices=["onnx", "safetensors"], default="onnx",
                    help="onnx (default) or safetensors (the generator alone, as bundled)")
     e.add_argument("-o", "--output", required=True, metavar="FILE")
@@ -315,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="JSON config file; flags override it")
     t.add_argument("--recipe", choices=sorted(RECIPES),
                    help="a named starting point, flags override it: paper (the poster), author "
-                        "(the author's Keras code), stargan (StarGAN's losses and schedule)")
+                        "(the author's Keras code), stargan (StarGAN's losses and schedule), "
+                        "quick (a first model in ~15 min on a laptop CPU)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -47,6 +47,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     # lambda_rec 10 on the true cycle, the label tiled into G, Adam 1e-4
     "stargan": {**_PAPER, "adv_loss": "wgan-gp", "lambda_gp": 10.0, "d_steps_per_g": 5,
                 "cycle_mode": "cycle", "lambda_cyc": 10.0, "label_mode": "planes", "lr": 1e-4},
+    # a first model in 15 minutes on a laptop CPU: the bundled model's recipe (conditional
+    # norm, attention output, the package's frozen loss classifier) for 13 minutes of training
+    "quick": {**_PAPER, "output": "attention", "label_mode": "norm", "lr": 5e-4,
+              "ema_decay": 0.995, "expr_classifier": "bundled", "lambda_expr": 1.0,
+              "expr_confidence": 0.75, "max_minutes": 13.0, "log_every": 25,
+              "sample_every": 250, "ckpt_every": 100},
 }
 
 
@@ -101,7 +107,8 @@ class Config:
     # its change where the expression needs it rather than across the face (0 = off)
     lambda_change: float = 0.0
     # frozen emotion classifiers (comma-separated classifier run dirs or files, trained with
-    # `ccyclegan train-classifier`) whose cross-entropy on G's translations, with their target,
+    # `ccyclegan train-classifier`, or "bundled": the one shipped for this loss, never a
+    # judge) whose cross-entropy on G's translations, with their target,
     # joins G's loss with weight lambda_expr; each sees the translation through expr_augment
     # (DiffAugment ops), so that G cannot satisfy them with a pixel-exact pattern
     expr_classifier: str = ""

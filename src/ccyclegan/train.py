@@ -22,7 +22,7 @@ from torch import nn
 from ccyclegan import losses
 from ccyclegan.augment import diff_augment
 from ccyclegan.batches import Batches
-from ccyclegan.checkpoint import CheckpointError
+from ccyclegan.checkpoint import BUNDLED_EXPR_CLASSIFIER, CheckpointError, bundled_model_path
 from ccyclegan.classifier import load_classifier
 from ccyclegan.config import Config, ConfigError
 from ccyclegan.data import FaceData, blur_warning, drop_blank, load_split
@@ -97,6 +97,11 @@ def load_expression_classifiers(cfg: Config, device: torch.device) -> list[nn.Mo
         return []
     nets = []
     for path in (p.strip() for p in cfg.expr_classifier.split(",") if p.strip()):
+        if path == "bundled":
+            path = bundled_model_path(BUNDLED_EXPR_CLASSIFIER)
+            if path is None:
+                raise ConfigError("config field 'expr_classifier': no bundled loss classifier "
+                                  f"in this install (ccyclegan/{BUNDLED_EXPR_CLASSIFIER})")
         model, _ = load_classifier(path, device)
         nets.append(model.eval().requires_grad_(False))
     return nets
