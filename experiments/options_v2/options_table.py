@@ -2,8 +2,9 @@
 card: expression accuracy under both judges, the same-person share, FED against its floor,
 reconstruction and the share of unchanged requests, with each run's steps and training time.
 
-    python benchmarks/options_table.py runs/baseline runs/guided ...   # each RUN/eval/metrics.json
-    python benchmarks/options_table.py runs/guided_norm:eval_a0.8      # RUN:EVAL_DIR
+    python experiments/options_v2/options_table.py runs/baseline runs/guided ...
+        # each RUN/eval/metrics.json
+    python experiments/options_v2/options_table.py runs/guided_norm:eval_a0.8      # RUN:EVAL_DIR
 """
 
 from __future__ import annotations

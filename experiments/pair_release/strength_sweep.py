@@ -7,7 +7,7 @@ for all targets, per target, and the best judge reading over every per-target ch
 over 1 amplify G's edit (clipped to the pixel range), for targets whose full edit keeps the
 person with room to spare. The best-mix search visits every choice: keep the grid to 8 or fewer.
 
-    python benchmarks/strength_sweep.py runs/attention_conf --classifier runs/judge \\
+    python experiments/pair_release/strength_sweep.py runs/attention_conf --classifier runs/judge \\
         --second-classifier runs/judge2 --strengths 1,0.9,0.8,0.7,0.6 --out runs/sweep.json
 """
 

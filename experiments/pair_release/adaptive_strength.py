@@ -6,7 +6,8 @@ probability >= tau; none reaching it gets the largest. The judges and dlib's sam
 then read the chosen translations. Prints one row per uniform strength and per tau, and the best
 of each family that keeps the person on at least --bar.
 
-    python benchmarks/adaptive_strength.py runs/attention_conf --guide runs/clf_loss \\
+    python experiments/pair_release/adaptive_strength.py runs/attention_conf \\
+        --guide runs/clf_loss \\
         --classifier runs/judge --second-classifier runs/judge2 --out runs/adaptive.json
 """
 

@@ -7,10 +7,10 @@
 #   warp_gan         --output warp, no teacher: the pair's own recipe (frozen classifier loss)
 # and first the frozen loss classifier of that recipe (runs/clf_loss's command).
 # Prepare here (once):   echo /gpu_data/ >> .git/info/exclude
-#                        python benchmarks/gpu/pack_data.py pack ../shared/data/fer2013/fer2013.csv.gz gpu_data/train.xz
-# Run there (device tool, carry gpu_data):  SECONDS_TRAIN=360 bash benchmarks/gpu/distill.sh
+#                        python experiments/gpu/pack_data.py pack ../shared/data/fer2013/fer2013.csv.gz gpu_data/train.xz
+# Run there (device tool, carry gpu_data):  SECONDS_TRAIN=360 bash experiments/gpu/distill.sh
 # What comes back: one .tar.gz per run (fp16 generator, config, metrics, last samples), logs.
-# Try it here first: DEVICE=cpu SECONDS_TRAIN=40 CLF_EPOCHS=1 OUT=/tmp/gpu_try bash benchmarks/gpu/distill.sh
+# Try it here first: DEVICE=cpu SECONDS_TRAIN=40 CLF_EPOCHS=1 OUT=/tmp/gpu_try bash experiments/gpu/distill.sh
 set -uo pipefail
 OUT=${OUT:-runs/gpu}
 DEVICE=${DEVICE:-cuda}
@@ -23,7 +23,7 @@ mkdir -p "$OUT" "$WORK"
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}  # the package from this tree, no install
 python3 -c "import torch, ccyclegan; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 csv=$WORK/fer2013_train.csv
-[ -f "$csv" ] || python3 benchmarks/gpu/pack_data.py unpack "$DATA" "$csv"
+[ -f "$csv" ] || python3 experiments/gpu/pack_data.py unpack "$DATA" "$csv"
 start=$(date +%s)
 deadline=$((start + SECONDS_TRAIN))
 

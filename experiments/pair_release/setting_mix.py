@@ -6,7 +6,7 @@ target reads at least that share by each judge the tables hold). Exact (dynamic 
 the count of kept translations), so a grid of any size is searched. Prints the choice, its
 overall shares and the `export` command that ships it.
 
-    python benchmarks/setting_mix.py runs/sweep_cs*.json --bar 0.915
+    python experiments/pair_release/setting_mix.py runs/sweep_cs*.json --bar 0.915
 """
 
 from __future__ import annotations

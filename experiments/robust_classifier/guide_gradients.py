@@ -5,7 +5,8 @@ side. A classifier trained on clean faces is satisfied by texture; an adversaria
 (`train-classifier --adv-eps`) draws smiles and open mouths, the change a G trained against it
 is asked for.
 
-    python benchmarks/guide_gradients.py runs/clf_loss runs/clf_robust --targets happy,surprise \\
+    python experiments/robust_classifier/guide_gradients.py runs/clf_loss runs/clf_robust \\
+        --targets happy,surprise \\
         --out docs/img/guide_gradients.png
 """
 

@@ -2,8 +2,8 @@
 may carry 64 MiB; the CSV is 86 MB): uint8 faces with a per-row delta filter, xz-compressed
 (about 47 MB), and back to a Kaggle-schema CSV there.
 
-    python benchmarks/gpu/pack_data.py pack ../shared/data/fer2013/fer2013.csv.gz gpu_data/train.xz
-    python benchmarks/gpu/pack_data.py unpack gpu_data/train.xz /tmp/fer2013_train.csv
+    python experiments/gpu/pack_data.py pack ../shared/data/fer2013/fer2013.csv.gz gpu_data/train.xz
+    python experiments/gpu/pack_data.py unpack gpu_data/train.xz /tmp/fer2013_train.csv
 """
 
 from __future__ import annotations
