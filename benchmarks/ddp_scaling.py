@@ -36,7 +36,7 @@ import torch
 
 def worker(a: argparse.Namespace) -> None:
     """One rank, inside the process group (as `ccyclegan train` runs under torchrun)."""
-    from ccyclegan.runtime import distributed
+    from ccyclegan.core.runtime import distributed
 
     torch.set_num_threads(a.threads)
     with distributed(a.device):
@@ -49,11 +49,11 @@ def measure(a: argparse.Namespace) -> dict | None:
     """Build the run as `train()` does and time --steps full training steps."""
     import torch.distributed as dist
 
-    from ccyclegan.batches import Batches
-    from ccyclegan.config import Config
-    from ccyclegan.data import FaceData
-    from ccyclegan.runtime import dist_info, resolve_device, resolve_precision
-    from ccyclegan.train import make_state, train_step, wrap_ddp
+    from ccyclegan.core.config import Config
+    from ccyclegan.core.data import FaceData
+    from ccyclegan.core.runtime import dist_info, resolve_device, resolve_precision
+    from ccyclegan.train.batches import Batches
+    from ccyclegan.train.loop import make_state, train_step, wrap_ddp
 
     cfg = Config(batch_size=a.batch_size, device=a.device, precision=a.precision,
                  threads=a.threads)

@@ -3,7 +3,7 @@ round, after importing the variant's modules from the variant's package tree: do
 package imports (not its model code) move eager latency?
 
     python benchmarks/import_probe.py '{"before": ["/tmp/d1dfe70/src", ""],
-        "after+translate": ["/tmp/5d546c1/src", "ccyclegan.translate"]}' 5
+        "after+translate": ["/tmp/5d546c1/src", "ccyclegan.translate.api"]}' 5
 
 Each variant is [SRC, comma-separated modules imported first]; rounds alternate the variants.
 Prints each variant's per-process medians (ms per call) and their median.
@@ -27,7 +27,7 @@ def child(src: str, pre: list[str]) -> float:
     import torch
 
     torch.set_num_threads(1)
-    from ccyclegan.models import Generator
+    from ccyclegan.core.models import Generator
 
     torch.manual_seed(0)
     G = Generator(32).eval()

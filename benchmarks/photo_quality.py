@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from ccyclegan.classifier import load_classifier
-from ccyclegan.data import EMOTIONS
-from ccyclegan.photo_eval import PhotoReader, summarize, translate_and_judge
-from ccyclegan.translate import ExpressionTranslator
+from ccyclegan.classifier.nets import load_classifier
+from ccyclegan.core.data import EMOTIONS
+from ccyclegan.evaluate.photos import PhotoReader, summarize, translate_and_judge
+from ccyclegan.translate.api import ExpressionTranslator
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 

@@ -17,9 +17,9 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ccyclegan.config import Config
-from ccyclegan.runtime import resolve_device, resolve_precision
-from ccyclegan.train import TrainState, make_state, train_step
+from ccyclegan.core.config import Config
+from ccyclegan.core.runtime import resolve_device, resolve_precision
+from ccyclegan.train.loop import TrainState, make_state, train_step
 
 
 def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, reps: int = 10) -> float:

@@ -72,12 +72,12 @@ def main() -> None:
 
     import cv2
 
-    from ccyclegan.config import Config
-    from ccyclegan.export import onnx_bytes
-    from ccyclegan.faces import crop_face, detect_faces, face_mask, frame_box, paste_delta
-    from ccyclegan.gan_checkpoint import save_generator
-    from ccyclegan.models import Generator, init_weights
-    from ccyclegan.translate import ExpressionTranslator
+    from ccyclegan.core.config import Config
+    from ccyclegan.core.generator_files import save_generator
+    from ccyclegan.core.models import Generator, init_weights
+    from ccyclegan.translate.api import ExpressionTranslator
+    from ccyclegan.translate.export import onnx_bytes
+    from ccyclegan.translate.faces import crop_face, detect_faces, face_mask, frame_box, paste_delta
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)

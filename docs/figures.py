@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ccyclegan.data import EMOTIONS
-from ccyclegan.faces import read_image
-from ccyclegan.translate import ExpressionTranslator
+from ccyclegan.core.data import EMOTIONS
+from ccyclegan.translate.api import ExpressionTranslator
+from ccyclegan.translate.faces import read_image
 
 PHOTOS = Path(__file__).resolve().parent / "img" / "photos"
 GAP = 6

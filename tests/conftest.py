@@ -12,8 +12,8 @@ REAL_FER = Path(os.environ.get(
 @pytest.fixture(scope="session")
 def tiny_csv(tmp_path_factory):
     """A small FER2013-format CSV of generated faces: 10 train + 3 test faces per emotion."""
-    from ccyclegan.data import write_fer2013_csv
-    from ccyclegan.synthetic import synthetic_faces
+    from ccyclegan.core.data import write_fer2013_csv
+    from ccyclegan.core.synthetic import synthetic_faces
 
     path = tmp_path_factory.mktemp("data") / "tiny.csv"
     write_fer2013_csv(path, {"Training": synthetic_faces(10, seed=1),
@@ -33,9 +33,9 @@ def one_thread():
 @pytest.fixture(scope="module")
 def gen_path(tmp_path_factory):
     """A tiny randomly initialised generator checkpoint: enough to test the plumbing."""
-    from ccyclegan.config import Config
-    from ccyclegan.gan_checkpoint import save_generator
-    from ccyclegan.models import Generator
+    from ccyclegan.core.config import Config
+    from ccyclegan.core.generator_files import save_generator
+    from ccyclegan.core.models import Generator
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "generator.safetensors"
@@ -53,10 +53,10 @@ def astronaut():
 def tiny_artifacts(tmp_path_factory, tiny_csv):
     """A 2-step training run (checkpoint + generator) and a small classifier, for the loader
     tests. Shared: tests copy these files before changing them."""
-    from ccyclegan.classifier import _save_model, build_classifier
-    from ccyclegan.classifier_config import ClassifierConfig
-    from ccyclegan.config import Config
-    from ccyclegan.train import train
+    from ccyclegan.classifier.config import ClassifierConfig
+    from ccyclegan.classifier.nets import _save_model, build_classifier
+    from ccyclegan.core.config import Config
+    from ccyclegan.train.loop import train
 
     root = tmp_path_factory.mktemp("artifacts")
     cfg = Config(data=str(tiny_csv), out=str(root / "run"), gen_channels=8, disc_channels=8,

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ccyclegan.augment import diff_augment, parse_policy
-from ccyclegan.config import Config, ConfigError
+from ccyclegan.core.augment import diff_augment, parse_policy
+from ccyclegan.core.config import Config, ConfigError
 
 
 def faces(n=6, seed=0):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import REAL_FER
 
-from ccyclegan.checkpoint import CheckpointError, load_tensors
-from ccyclegan.classifier import (
+from ccyclegan.classifier.config import ClassifierConfig
+from ccyclegan.classifier.nets import (
     EmotionNet,
     augment,
     class_weights,
@@ -23,11 +23,11 @@ from ccyclegan.classifier import (
     split_validation,
     train_classifier,
 )
-from ccyclegan.classifier_config import ClassifierConfig
-from ccyclegan.cli import main
-from ccyclegan.config import ConfigError
-from ccyclegan.data import load_split, write_fer2013_csv
-from ccyclegan.synthetic import synthetic_faces
+from ccyclegan.cli.commands import main
+from ccyclegan.core.checkpoint import CheckpointError, load_tensors
+from ccyclegan.core.config import ConfigError
+from ccyclegan.core.data import load_split, write_fer2013_csv
+from ccyclegan.core.synthetic import synthetic_faces
 
 TINY = dict(width=8, feature_dim=32, dropout=0.1, batch_size=16, val_fraction=0.1, threads=1,
             optimizer="adamw")
@@ -235,8 +235,8 @@ def test_real_fer2013_smoke(tmp_path):
 
 def test_unknown_config_fields_are_named_on_one_line():
     """A garbled file's keys can hold newlines (found by the metadata fuzz test)."""
-    from ccyclegan.classifier_config import ClassifierConfig
-    from ccyclegan.config import Config
+    from ccyclegan.classifier.config import ClassifierConfig
+    from ccyclegan.core.config import Config
 
     for cls in (ClassifierConfig, Config):
         with pytest.raises(ConfigError) as e:
@@ -248,7 +248,7 @@ def test_unknown_config_fields_are_named_on_one_line():
 def test_resnet_judge_learns_and_loads_as_its_own_family(tmp_path, faces_csv):
     """--arch resnet: the second judge's family trains, is selected and loads back as a
     ResNetEmotion with the same interface (probabilities and FED features)."""
-    from ccyclegan.classifier import ResNetEmotion
+    from ccyclegan.classifier.nets import ResNetEmotion
 
     cfg = ClassifierConfig(data=str(faces_csv), out=str(tmp_path / "res"), epochs=15,
                            arch="resnet", **{**TINY, "optimizer": "sgd", "label_smoothing": 0.0})
@@ -270,7 +270,7 @@ def test_resnet_projection_is_a_strided_1x1_conv():
     what a strided 1x1 conv with the same weights does, so judges trained before load alike."""
     from torch.nn.functional import conv2d, relu
 
-    from ccyclegan.classifier import _Block
+    from ccyclegan.classifier.nets import _Block
 
     torch.manual_seed(0)
     block = _Block(8, 16, 2).eval()

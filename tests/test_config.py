@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from ccyclegan.config import Config, ConfigError
+from ccyclegan.core.config import Config, ConfigError
 
 
 def test_defaults_are_the_posters_recipe():
@@ -45,8 +45,8 @@ def test_int_accepted_for_float():
 
 
 def test_recipes_are_valid_configs_and_flags_override_them(tmp_path, tiny_csv):
-    from ccyclegan.cli import main
-    from ccyclegan.config import RECIPES
+    from ccyclegan.cli.commands import main
+    from ccyclegan.core.config import RECIPES
 
     for name, recipe in RECIPES.items():
         cfg = Config(**recipe)

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ccyclegan import data as D
-from ccyclegan.data import (
+from ccyclegan.core import data as D
+from ccyclegan.core.data import (
     EMOTIONS,
     IMAGE_SIZE,
     NUM_CLASSES,
@@ -29,7 +29,7 @@ from ccyclegan.data import (
     write_fer2013_csv,
     write_image_folder,
 )
-from ccyclegan.synthetic import synthetic_faces
+from ccyclegan.core.synthetic import synthetic_faces
 
 REAL_FER = Path(os.environ.get(
     "CCYCLEGAN_FER2013",
@@ -590,7 +590,7 @@ def test_real_fer2013_blank_faces(real_fer):
 def test_sharpness_flags_a_blurred_training_split():
     from PIL import ImageFilter
 
-    from ccyclegan.data import blur_warning, sharpness
+    from ccyclegan.core.data import blur_warning, sharpness
 
     sharp = synthetic_faces(5, seed=3)
     blurred = torch.stack([
@@ -613,7 +613,7 @@ def test_real_fer2013_is_version_2():
 
 
 def test_real_fer2013_training_rows_are_sharp(real_fer):
-    from ccyclegan.data import blur_warning, face_sharpness
+    from ccyclegan.core.data import blur_warning, face_sharpness
 
     splits, _ = real_fer
     train, test = splits["Training"], splits["PublicTest"]

@@ -22,9 +22,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from ccyclegan.checkpoint import load_tensors
-from ccyclegan.config import Config
-from ccyclegan.train import train
+from ccyclegan.core.checkpoint import load_tensors
+from ccyclegan.core.config import Config
+from ccyclegan.train.loop import train
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()) or sys.platform == "win32",

@@ -11,13 +11,15 @@ import torch
 from conftest import REAL_FER
 from fidelity_ref import reference
 
-from ccyclegan import cli_eval
-from ccyclegan.classifier import EmotionNet, _save_model, load_classifier, predict
-from ccyclegan.classifier_config import ClassifierConfig
-from ccyclegan.cli import main
-from ccyclegan.config import Config
-from ccyclegan.data import EMOTIONS, denormalize, load_split, normalize
-from ccyclegan.evaluate import (
+from ccyclegan.classifier.config import ClassifierConfig
+from ccyclegan.classifier.nets import EmotionNet, _save_model, load_classifier, predict
+from ccyclegan.cli import evaluation as cli_eval
+from ccyclegan.cli.commands import main
+from ccyclegan.core.config import Config
+from ccyclegan.core.data import EMOTIONS, denormalize, load_split, normalize
+from ccyclegan.core.generator_files import load_generator, save_generator
+from ccyclegan.core.models import Generator
+from ccyclegan.evaluate.run import (
     FACE_BOX,
     _distances,
     box_mask,
@@ -35,8 +37,6 @@ from ccyclegan.evaluate import (
     ssim,
     unchanged_share,
 )
-from ccyclegan.gan_checkpoint import load_generator, save_generator
-from ccyclegan.models import Generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -336,7 +336,7 @@ def test_cli_evaluate_uses_the_bundled_judges_by_default(tiny_models, tmp_path, 
     the defaults (here stood in for by small files at their bundled places); --classifier
     still takes your own, alone unless a second is named; without bundled judges the error
     names the fix."""
-    from ccyclegan import checkpoint
+    from ccyclegan.core import checkpoint as checkpoint
 
     _no_inception(monkeypatch, tmp_path)
     gen, clf, data = tiny_models
@@ -429,7 +429,7 @@ def test_same_person_check(tiny_models, tmp_path, monkeypatch):
 
 def test_same_person_check_required_but_missing_is_an_error(tiny_models, tmp_path,
                                                             monkeypatch):
-    from ccyclegan import identity
+    from ccyclegan.evaluate import identity as identity
 
     def missing(*a, **k):
         raise identity.IdentityModelError("dlib is not installed: pip install 'ccyclegan[eval]'")
@@ -463,7 +463,7 @@ def test_evaluate_intensity_blends_like_translate(tiny_models, tmp_path, monkeyp
 
 
 def test_report_names_the_shipped_edit_settings_only_when_set():
-    from ccyclegan.evaluate import _edit_note
+    from ccyclegan.evaluate.run import _edit_note
 
     assert _edit_note({"generator_strength": 1.0, "intensity": 1.0,
                        "generator_flip_average": False, "generator_condition_scale": 1.0}) == ""

@@ -11,13 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from ccyclegan import cli, export
-from ccyclegan.config import Config
-from ccyclegan.data import EMOTIONS
-from ccyclegan.gan_checkpoint import as_ensemble, load_generator, save_generator
-from ccyclegan.models import Generator
-from ccyclegan.synthetic import synthetic_faces
-from ccyclegan.translate import ExpressionTranslator
+from ccyclegan.cli import commands as cli
+from ccyclegan.core.config import Config
+from ccyclegan.core.data import EMOTIONS
+from ccyclegan.core.generator_files import as_ensemble, load_generator, save_generator
+from ccyclegan.core.models import Generator
+from ccyclegan.core.synthetic import synthetic_faces
+from ccyclegan.translate import export as export
+from ccyclegan.translate.api import ExpressionTranslator
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -194,8 +195,8 @@ def test_an_onnx_model_trained_on_blurred_faces_is_refused(blur, run_dir, tmp_pa
     """Models exported while models blurred their inputs carry input_blur in their metadata:
     > 0 was trained on FER2013 version 1's blurred faces and is refused in one line; 0 (a
     model trained on sharp faces) runs."""
-    from ccyclegan.checkpoint import CheckpointError
-    from ccyclegan.export import onnx_bytes
+    from ccyclegan.core.checkpoint import CheckpointError
+    from ccyclegan.translate.export import onnx_bytes
 
     G, cfg, _ = load_generator(run_dir)
     model = tmp_path / "m.onnx"
@@ -217,7 +218,7 @@ def test_an_onnx_model_trained_on_blurred_faces_is_refused(blur, run_dir, tmp_pa
 
 
 def test_export_safetensors_release_file_is_fp16_and_translates_alike(run_dir, tmp_path):
-    from ccyclegan.checkpoint import load_tensors
+    from ccyclegan.core.checkpoint import load_tensors
 
     out = tmp_path / "release.safetensors"
     assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
@@ -235,7 +236,7 @@ def test_export_safetensors_release_file_is_fp16_and_translates_alike(run_dir, t
 def test_export_strength_ships_a_weaker_edit_to_every_path(run_dir, tmp_path, capsys):
     """--strength S: the exported G outputs x + S (G(x|t) - x), in the safetensors file and in
     the ONNX graph alike, so translate, evaluate and onnxruntime all run the shipped edit."""
-    from ccyclegan.checkpoint import CheckpointError, load_tensors, save_tensors
+    from ccyclegan.core.checkpoint import CheckpointError, load_tensors, save_tensors
 
     sft, onx = tmp_path / "weak.safetensors", tmp_path / "weak.onnx"
     for fmt, out in (("safetensors", sft), ("onnx", onx)):
@@ -267,7 +268,7 @@ def test_export_strength_ships_a_weaker_edit_to_every_path(run_dir, tmp_path, ca
 def test_export_strength_per_target_emotion(run_dir, tmp_path, capsys):
     """--strength 'disgust=0.5,sad=0.8': each target gets its own blend, in the safetensors
     file and in the ONNX graph alike; the others keep 1."""
-    from ccyclegan.checkpoint import CheckpointError, load_tensors, save_tensors
+    from ccyclegan.core.checkpoint import CheckpointError, load_tensors, save_tensors
 
     spec = "disgust=0.5, Sad=0.8"
     sft, onx = tmp_path / "per.safetensors", tmp_path / "per.onnx"
@@ -303,7 +304,7 @@ def test_export_flip_average_ships_the_mirror_mean_to_every_path(run_dir, tmp_pa
     """--flip-average: the file's G returns the mean of its edit of the face and, mirrored
     back, of the mirror image (then the strength), in the safetensors file, the ONNX graph and
     the translator's encode-once / decode-per-target path alike; --no-flip-average turns it off."""
-    from ccyclegan.checkpoint import CheckpointError, load_tensors, save_tensors
+    from ccyclegan.core.checkpoint import CheckpointError, load_tensors, save_tensors
 
     sft, onx = tmp_path / "flip.safetensors", tmp_path / "flip.onnx"
     assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
@@ -346,7 +347,7 @@ def test_export_flip_average_ships_the_mirror_mean_to_every_path(run_dir, tmp_pa
 def test_export_condition_scale_decodes_a_scaled_label_on_every_path(run_dir, tmp_path, capsys):
     """--condition-scale A: the file's G decodes A x the condition (then the strength), in the
     safetensors file, the ONNX graph and the translator alike; bad values are refused."""
-    from ccyclegan.checkpoint import CheckpointError, load_tensors, save_tensors
+    from ccyclegan.core.checkpoint import CheckpointError, load_tensors, save_tensors
 
     sft, onx = tmp_path / "cs.safetensors", tmp_path / "cs.onnx"
     assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
@@ -381,7 +382,7 @@ def test_export_condition_scale_per_emotion_scales_each_target_by_its_own(run_di
     """--condition-scale 'disgust=1.75,happy=1.5': each component of the condition is scaled by
     its own emotion's number (others 1), in the file and the ONNX graph; a blend of two targets
     decodes the blend of the scaled one-hots; unknown emotions and bad values are refused."""
-    from ccyclegan.checkpoint import CheckpointError, load_tensors, save_tensors
+    from ccyclegan.core.checkpoint import CheckpointError, load_tensors, save_tensors
 
     sft, onx = tmp_path / "per.safetensors", tmp_path / "per.onnx"
     assert cli.main(["export", "--checkpoint", str(run_dir), "--format", "safetensors",
@@ -421,7 +422,7 @@ def test_export_ensemble_with_averages_the_members_on_every_path(run_dir, tmp_pa
     """--ensemble-with: one file whose G outputs the mean of its members' outputs (each
     mirror-averaged, then the file's strength), in the safetensors file, the ONNX graph and the
     translator; members of another architecture and bad member counts are refused."""
-    from ccyclegan.checkpoint import CheckpointError, load_tensors, save_tensors
+    from ccyclegan.core.checkpoint import CheckpointError, load_tensors, save_tensors
 
     torch.manual_seed(2)
     other = tmp_path / "other.safetensors"

@@ -16,14 +16,14 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from ccyclegan import losses
-from ccyclegan.batches import Batches
-from ccyclegan.checkpoint import CheckpointWriteError, load_tensors
-from ccyclegan.cli import main
-from ccyclegan.config import Config, ConfigError
-from ccyclegan.gan_checkpoint import load_generator
-from ccyclegan.runlog import NonFiniteLossError
-from ccyclegan.train import train
+from ccyclegan.cli.commands import main
+from ccyclegan.core import losses as losses
+from ccyclegan.core.checkpoint import CheckpointWriteError, load_tensors
+from ccyclegan.core.config import Config, ConfigError
+from ccyclegan.core.generator_files import load_generator
+from ccyclegan.train.batches import Batches
+from ccyclegan.train.loop import train
+from ccyclegan.train.runlog import NonFiniteLossError
 
 TINY = ["--gen-channels", "8", "--disc-channels", "8", "--batch-size", "16", "--threads", "1",
         "--no-progress"]
@@ -319,7 +319,7 @@ def test_nonfinite_error_type(tmp_path, tiny_csv, monkeypatch):
 
 FAULTY_RANKS = """
 import errno, os, sys
-from ccyclegan import losses
+from ccyclegan.core import losses as losses
 real_loss, calls = losses.d_adversarial, [0]
 def poisoned(*a, **k):  # rank 1 only: a NaN loss_D at step POISON_STEP
     calls[0] += 1
@@ -335,7 +335,7 @@ def replace(src, dst, *a, **k):  # rank 0 (the writer): the disk is full from ch
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     return real_replace(src, dst, *a, **k)
 os.replace = replace
-from ccyclegan.cli import main
+from ccyclegan.cli.commands import main
 rc = main(sys.argv[1:])
 print(f"rank {os.environ['RANK']} returned {rc}", file=sys.stderr, flush=True)
 sys.exit(rc)

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ccyclegan.checkpoint import CheckpointError, load_tensors
-from ccyclegan.data import DataError, FaceData, read_fer2013_csv, read_image_folder
+from ccyclegan.core.checkpoint import CheckpointError, load_tensors
+from ccyclegan.core.data import DataError, FaceData, read_fer2013_csv, read_image_folder
 
 FUZZ = settings(max_examples=150, deadline=2000,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -23,15 +23,15 @@ from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import save as st_save
 
-from ccyclegan.checkpoint import DIGEST_KEY, CheckpointError, load_tensors
-from ccyclegan.classifier import load_classifier
-from ccyclegan.cli import main
-from ccyclegan.config import ConfigError
-from ccyclegan.faces import TranslateError, read_image
-from ccyclegan.gan_checkpoint import load_checkpoint, load_generator, verify_checkpoint
-from ccyclegan.synthetic import synthetic_faces
-from ccyclegan.train import make_state
-from ccyclegan.translate import ExpressionTranslator
+from ccyclegan.classifier.nets import load_classifier
+from ccyclegan.cli.commands import main
+from ccyclegan.core.checkpoint import DIGEST_KEY, CheckpointError, load_tensors
+from ccyclegan.core.config import ConfigError
+from ccyclegan.core.generator_files import load_checkpoint, load_generator, verify_checkpoint
+from ccyclegan.core.synthetic import synthetic_faces
+from ccyclegan.train.loop import make_state
+from ccyclegan.translate.api import ExpressionTranslator
+from ccyclegan.translate.faces import TranslateError, read_image
 
 FUZZ = dict(deadline=timedelta(seconds=10), derandomize=False,
             suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -1,4 +1,4 @@
-"""The identity check (ccyclegan.identity).
+"""The identity check (ccyclegan.evaluate.identity).
 
 The pure parts and the error messages are tested everywhere; the embedding itself needs the
 optional `eval` extra (dlib-bin + face-recognition-models) and skips without it, and the
@@ -14,8 +14,8 @@ import pytest
 from conftest import REAL_FER
 from PIL import Image
 
-from ccyclegan import identity
-from ccyclegan.identity import (
+from ccyclegan.evaluate import identity as identity
+from ccyclegan.evaluate.identity import (
     DLIB_THRESHOLD,
     FER_THRESHOLD,
     LANDMARK_FILE,
@@ -155,7 +155,7 @@ def test_shift_helper():
 @pytest.fixture(scope="module")
 def astronaut_face(astronaut):
     """The astronaut's face framed as FER2013 frames faces: grey, 48x48."""
-    from ccyclegan.faces import crop_face, detect_faces, frame_box
+    from ccyclegan.translate.faces import crop_face, detect_faces, frame_box
 
     boxes = detect_faces(astronaut)
     assert len(boxes) == 1
@@ -163,7 +163,7 @@ def astronaut_face(astronaut):
 
 
 def test_embed_shape_dtype_and_determinism(embedder):
-    from ccyclegan.synthetic import synthetic_faces
+    from ccyclegan.core.synthetic import synthetic_faces
 
     images = synthetic_faces(1, seed=0).images[:3]  # torch uint8 [3,1,48,48]
     a = embedder.embed(images)
@@ -184,7 +184,7 @@ def test_same_real_face_lightly_changed_stays_under_threshold(embedder, astronau
 
 
 def test_real_face_is_not_a_synthetic_face(embedder, astronaut_face):
-    from ccyclegan.synthetic import synthetic_faces
+    from ccyclegan.core.synthetic import synthetic_faces
 
     others = synthetic_faces(1, seed=3).images[:, 0].numpy()  # 7 drawn faces
     e_in = np.repeat(embedder.embed(astronaut_face[None]), len(others), axis=0)
@@ -215,7 +215,7 @@ def test_unreadable_model_file_is_one_clear_line(embedder, tmp_path):
 def test_fer2013_perturbed_kept_and_different_faces_apart(embedder):
     """40 real PublicTest faces: a 1-pixel shift plus JPEG re-encoding keeps the identity,
     and few pairs of different faces fall under FER_THRESHOLD (about 1% measured on 500)."""
-    from ccyclegan.data import load_split
+    from ccyclegan.core.data import load_split
 
     faces = load_split(REAL_FER, "test").images[:, 0].numpy()
     keep, seen = [], set()

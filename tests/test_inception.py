@@ -7,7 +7,7 @@ import pytest
 import torch
 from fidelity_ref import reference
 
-from ccyclegan.inception import (
+from ccyclegan.evaluate.inception import (
     WEIGHT_FILES,
     FIDInception,
     InceptionFeatures,

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ccyclegan import losses
+from ccyclegan.core import losses as losses
 
 
 def sigmoid(v):

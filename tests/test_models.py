@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from ccyclegan.config import Config
-from ccyclegan.losses import classification, d_adversarial
-from ccyclegan.models import (
+from ccyclegan.core.config import Config
+from ccyclegan.core.losses import classification, d_adversarial
+from ccyclegan.core.models import (
     MAX_FLOW,
     Discriminator,
     Ensemble,
@@ -123,7 +123,7 @@ def test_conditional_norm_starts_label_free_and_learns_the_label():
     """label_mode norm: each decoder stage's scale and shift are linear in the condition,
     label-free at initialisation, with gradients for the label's weights from the first step;
     a blend of two conditions blends their scales."""
-    from ccyclegan.models import CondInstanceNorm
+    from ccyclegan.core.models import CondInstanceNorm
 
     G, _ = build_models(Config(gen_channels=8, label_mode="norm"))
     norms = [m for m in G.modules() if isinstance(m, CondInstanceNorm)]

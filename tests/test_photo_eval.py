@@ -1,4 +1,4 @@
-"""The photo benchmark's parts (ccyclegan.photo_eval): the independent detector path finds and
+"""The photo benchmark's parts (ccyclegan.evaluate.photos): the independent detector path finds and
 frames a face as FER2013 does, the record of an untouched photo reads as untouched, and the
 summary scores what the judges read. Needs the eval extra (dlib); skips without it."""
 
@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from ccyclegan.classifier import build_classifier
-from ccyclegan.classifier_config import ClassifierConfig
-from ccyclegan.data import EMOTIONS
-from ccyclegan.faces import Box, detect_faces, frame_box
-from ccyclegan.identity import IdentityModelError
-from ccyclegan.photo_eval import PhotoReader, match, sharpness, summarize, translate_and_judge
-from ccyclegan.translate import ExpressionTranslator
+from ccyclegan.classifier.config import ClassifierConfig
+from ccyclegan.classifier.nets import build_classifier
+from ccyclegan.core.data import EMOTIONS
+from ccyclegan.evaluate.identity import IdentityModelError
+from ccyclegan.evaluate.photos import PhotoReader, match, sharpness, summarize, translate_and_judge
+from ccyclegan.translate.api import ExpressionTranslator
+from ccyclegan.translate.faces import Box, detect_faces, frame_box
 
 pytest.importorskip("skimage.data")
 

@@ -9,10 +9,10 @@ import torch
 from conftest import REAL_FER
 from PIL import Image
 
-from ccyclegan import cli
-from ccyclegan.checkpoint import load_tensors
-from ccyclegan.synthetic import synthetic_faces
-from ccyclegan.translate import ExpressionTranslator, bundled_model_path
+from ccyclegan.cli import commands as cli
+from ccyclegan.core.checkpoint import load_tensors
+from ccyclegan.core.synthetic import synthetic_faces
+from ccyclegan.translate.api import ExpressionTranslator, bundled_model_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -49,7 +49,7 @@ def test_default_api_and_cli_use_it(bundled, tmp_path):
 
 @pytest.mark.skipif(not REAL_FER.is_file(), reason="needs the real FER2013 file")
 def test_on_real_test_faces_it_changes_the_face_more_than_the_border():
-    from ccyclegan.data import load_split
+    from ccyclegan.core.data import load_split
 
     faces = load_split(REAL_FER, "test").images[:60, 0].numpy()
     tr = ExpressionTranslator.load()

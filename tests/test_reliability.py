@@ -10,9 +10,9 @@ import time
 
 import torch
 
-from ccyclegan.checkpoint import load_tensors
-from ccyclegan.config import Config
-from ccyclegan.train import train
+from ccyclegan.core.checkpoint import load_tensors
+from ccyclegan.core.config import Config
+from ccyclegan.train.loop import train
 
 TINY = ["--gen-channels", "8", "--disc-channels", "8", "--batch-size", "16", "--threads", "1",
         "--log-every", "1", "--sample-every", "100000", "--no-progress"]
@@ -29,7 +29,7 @@ def slow(src, dst, *a, **k):
         time.sleep(60)
     return real(src, dst, *a, **k)
 os.replace = slow
-from ccyclegan.cli import main
+from ccyclegan.cli.commands import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -17,14 +17,14 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from ccyclegan.checkpoint import CheckpointError, load_tensors, save_tensors
-from ccyclegan.classifier import load_classifier
-from ccyclegan.cli import main
-from ccyclegan.config import Config
-from ccyclegan.gan_checkpoint import load_generator
-from ccyclegan.inception import InceptionWeightsError, read_state_dict
-from ccyclegan.train import train
-from ccyclegan.translate import ExpressionTranslator
+from ccyclegan.classifier.nets import load_classifier
+from ccyclegan.cli.commands import main
+from ccyclegan.core.checkpoint import CheckpointError, load_tensors, save_tensors
+from ccyclegan.core.config import Config
+from ccyclegan.core.generator_files import load_generator
+from ccyclegan.evaluate.inception import InceptionWeightsError, read_state_dict
+from ccyclegan.train.loop import train
+from ccyclegan.translate.api import ExpressionTranslator
 
 
 class Evil:

@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from ccyclegan.classifier import EmotionNet, _save_model
-from ccyclegan.classifier_config import ClassifierConfig
-from ccyclegan.cli import main
-from ccyclegan.config import Config, ConfigError
-from ccyclegan.sweep import setting_name, sweep
-from ccyclegan.train import train
+from ccyclegan.classifier.config import ClassifierConfig
+from ccyclegan.classifier.nets import EmotionNet, _save_model
+from ccyclegan.cli.commands import main
+from ccyclegan.core.config import Config, ConfigError
+from ccyclegan.evaluate.sweep import setting_name, sweep
+from ccyclegan.train.loop import train
 
 BASE = dict(gen_channels=8, disc_channels=8, batch_size=16, log_every=1, ckpt_every=100,
             sample_every=100, n_sample_faces=2)

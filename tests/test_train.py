@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ccyclegan.batches import Batches
-from ccyclegan.checkpoint import CheckpointError, load_tensors
-from ccyclegan.cli import main
-from ccyclegan.config import Config, ConfigError
-from ccyclegan.gan_checkpoint import load_generator
-from ccyclegan.train import train
+from ccyclegan.cli.commands import main
+from ccyclegan.core.checkpoint import CheckpointError, load_tensors
+from ccyclegan.core.config import Config, ConfigError
+from ccyclegan.core.generator_files import load_generator
+from ccyclegan.train.batches import Batches
+from ccyclegan.train.loop import train
 
 TINY = dict(gen_channels=8, disc_channels=8, batch_size=16, log_every=1, ckpt_every=3,
             sample_every=2, n_sample_faces=4, threads=1)
@@ -107,7 +107,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_csv):
 
 
 def test_batches_are_a_pure_function_of_step(tiny_csv):
-    from ccyclegan.data import load_split
+    from ccyclegan.core.data import load_split
 
     data = load_split(tiny_csv, "train")
     a = Batches(data, 16, 0, True, "random", torch.device("cpu"))
@@ -165,7 +165,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes(tmp_path, tiny_csv):
 
 def test_linear_lr_decay_schedule_and_run(tmp_path, tiny_csv):
     """CycleGAN's schedule: constant for the first half of the steps, then linearly to 0."""
-    from ccyclegan.train import lr_at
+    from ccyclegan.train.loop import lr_at
 
     cfg = Config(lr=1e-3, lr_decay="linear")
     lrs = [lr_at(cfg, s, 10) for s in range(10)]
@@ -187,7 +187,7 @@ def test_expression_classifier_loss_trains_g_towards_its_targets(tmp_path, tiny_
                                                                  tiny_artifacts):
     """lambda_expr: a frozen classifier's cross-entropy on the translations joins G's loss
     (logged as G_expr), resumes exactly, and never changes the classifier itself."""
-    from ccyclegan.classifier import load_classifier
+    from ccyclegan.classifier.nets import load_classifier
 
     clf = str(tiny_artifacts["classifier"])
     kw = dict(output="residual", expr_classifier=f"{clf},{clf}", lambda_expr=2.0)
@@ -211,7 +211,7 @@ def test_expression_classifier_loss_trains_g_towards_its_targets(tmp_path, tiny_
 def test_change_penalty_makes_g_edit_less(tmp_path, tiny_csv):
     """lambda_change: the mean |G(x|t) - x| over translations joins G's loss (logged as
     G_change); with a large weight the trained G changes faces less than without it."""
-    from ccyclegan.data import read_fer2013_csv
+    from ccyclegan.core.data import read_fer2013_csv
 
     x = read_fer2013_csv(tiny_csv)["Training"].images[:32].float() / 127.5 - 1
     t = torch.eye(7)[torch.arange(len(x)) % 7]
@@ -260,8 +260,8 @@ def test_distillation_alone_trains_g_towards_the_teacher_and_no_d(tmp_path, tiny
     """--teacher with --lambda-adv 0 --lambda-cl 0: G learns the teacher's edits (G_distill
     falls), D is never trained; --init-from starts G from another generator's weights (a warp
     G from an attention one: its field starts at zero, so it starts as that generator)."""
-    from ccyclegan.data import read_fer2013_csv
-    from ccyclegan.models import one_hot
+    from ccyclegan.core.data import read_fer2013_csv
+    from ccyclegan.core.models import one_hot
 
     run(tmp_path, tiny_csv, "teacher", max_steps=6, output="attention", label_mode="norm")
     teacher = tmp_path / "teacher" / "generator.safetensors"

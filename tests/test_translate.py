@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ccyclegan import cli
-from ccyclegan.data import EMOTIONS
-from ccyclegan.faces import (
+from ccyclegan.cli import commands as cli
+from ccyclegan.core.data import EMOTIONS
+from ccyclegan.core.synthetic import synthetic_faces
+from ccyclegan.translate.api import ExpressionTranslator
+from ccyclegan.translate.faces import (
     FACE_SIZE,
     Box,
     FaceEdit,
@@ -24,9 +26,7 @@ from ccyclegan.faces import (
     frame_box,
     paste_edit,
 )
-from ccyclegan.photo_files import expand_inputs
-from ccyclegan.synthetic import synthetic_faces
-from ccyclegan.translate import ExpressionTranslator
+from ccyclegan.translate.files import expand_inputs
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -220,7 +220,7 @@ def test_edit_is_gs_translation_blended_with_the_input(tr, astro_all):
     silenced, the face's own emotion included."""
     import torch
 
-    from ccyclegan.gan_checkpoint import load_generator
+    from ccyclegan.core.generator_files import load_generator
 
     G, _, _ = load_generator(tr.source)
     crop = astro_all.faces[0].before[None]
@@ -340,7 +340,7 @@ def test_exif_rotation_is_honoured(tr, astronaut, tmp_path):
 
 
 def test_bundled_model_lookup(monkeypatch, gen_path):
-    from ccyclegan import translate
+    from ccyclegan.translate import api as translate
 
     found = translate.bundled_model_path()
     assert found is None or found.name == "ccyclegan_fer2013.safetensors"
@@ -441,7 +441,7 @@ def test_cli_errors_are_one_line_and_write_nothing(case, photos, gen_path, capsy
         "one_bad_of_two": ([good, photos / "cut.jpg", "--to", "happy", *ck], "cut.jpg"),
     }[case]
     if case == "no_bundled":
-        from ccyclegan import translate
+        from ccyclegan.translate import api as translate
 
         monkeypatch.setattr(translate, "bundled_model_path", lambda: None)
     before = listing(photos)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ccyclegan.models import Generator
-from ccyclegan.synthetic import synthetic_faces
-from ccyclegan.visualize import grid_image, translate_all, translation_grid
+from ccyclegan.core.models import Generator
+from ccyclegan.core.synthetic import synthetic_faces
+from ccyclegan.core.visualize import grid_image, translate_all, translation_grid
 
 
 def test_grid_layout():

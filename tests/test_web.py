@@ -31,10 +31,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ccyclegan import cli
-from ccyclegan.data import EMOTIONS
-from ccyclegan.faces import Box
-from ccyclegan.translate import ExpressionTranslator
+from ccyclegan.cli import commands as cli
+from ccyclegan.core.data import EMOTIONS
+from ccyclegan.translate.api import ExpressionTranslator
+from ccyclegan.translate.faces import Box
 
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
@@ -42,7 +42,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("python_multipart")
 skimage_data = pytest.importorskip("skimage.data")
 
-from ccyclegan import web  # noqa: E402  (after the skips: it needs the web extra)
+from ccyclegan.translate import web  # noqa: E402  (after the skips: it needs the web extra)
 
 FACE = Box(175, 64, 101, 101)  # the astronaut's face in the 512x512 photo (test_translate.py)
 CHROMIUM = "/usr/bin/chromium"

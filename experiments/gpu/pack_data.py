@@ -16,7 +16,7 @@ import struct
 import numpy as np
 import torch
 
-from ccyclegan.data import FaceData, load_split, write_fer2013_csv
+from ccyclegan.core.data import FaceData, load_split, write_fer2013_csv
 
 MAGIC = b"CCYFER1\n"
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ccyclegan import identity as face_id
-from ccyclegan.classifier import classify, load_classifier
-from ccyclegan.data import drop_blank, load_split
-from ccyclegan.evaluate import _translate, seeded_subset, translation_pairs
-from ccyclegan.gan_checkpoint import MAX_STRENGTH, as_ensemble, load_generator
-from ccyclegan.identity import FER_THRESHOLD
+from ccyclegan.classifier.nets import classify, load_classifier
+from ccyclegan.core.data import drop_blank, load_split
+from ccyclegan.core.generator_files import MAX_STRENGTH, as_ensemble, load_generator
+from ccyclegan.evaluate import identity as face_id
+from ccyclegan.evaluate.identity import FER_THRESHOLD
+from ccyclegan.evaluate.run import _translate, seeded_subset, translation_pairs
 
 
 def measure(args, faces, src, tgt, idn) -> dict[str, np.ndarray]:

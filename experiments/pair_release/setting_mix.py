@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from strength_sweep import counts, fed_ratio, overall, subset_pairs  # this folder's sweep
 
-from ccyclegan.data import EMOTIONS
+from ccyclegan.core.data import EMOTIONS
 
 
 def options(paths: list[str]) -> tuple[dict[str, dict[tuple[float, float], dict]], dict]:

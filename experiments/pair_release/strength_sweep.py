@@ -21,24 +21,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ccyclegan import identity as face_id
-from ccyclegan.classifier import classify, load_classifier
-from ccyclegan.data import EMOTIONS, NUM_CLASSES, drop_blank, load_split
-from ccyclegan.evaluate import (
-    _translate,
-    fed_floor,
-    frechet_from_features,
-    seeded_subset,
-    translation_pairs,
-)
-from ccyclegan.gan_checkpoint import (
+from ccyclegan.classifier.nets import classify, load_classifier
+from ccyclegan.core.data import EMOTIONS, NUM_CLASSES, drop_blank, load_split
+from ccyclegan.core.generator_files import (
     MAX_STRENGTH,
     as_ensemble,
     load_generator,
     parse_condition_scale,
     strength_json,
 )
-from ccyclegan.identity import FER_THRESHOLD
+from ccyclegan.evaluate import identity as face_id
+from ccyclegan.evaluate.identity import FER_THRESHOLD
+from ccyclegan.evaluate.run import (
+    _translate,
+    fed_floor,
+    frechet_from_features,
+    seeded_subset,
+    translation_pairs,
+)
 
 
 class MeanOfGenerators(torch.nn.Module):

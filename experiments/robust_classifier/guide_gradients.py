@@ -17,9 +17,9 @@ import argparse
 import torch
 from PIL import Image, ImageDraw
 
-from ccyclegan.classifier import l2_attack, load_classifier
-from ccyclegan.data import EMOTIONS, drop_blank, load_split
-from ccyclegan.evaluate import seeded_subset
+from ccyclegan.classifier.nets import l2_attack, load_classifier
+from ccyclegan.core.data import EMOTIONS, drop_blank, load_split
+from ccyclegan.evaluate.run import seeded_subset
 
 
 def main() -> None:

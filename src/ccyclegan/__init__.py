@@ -1,12 +1,12 @@
 """ccyclegan: change the facial expression of a face to a chosen emotion (CCycleGAN)."""
 
-from ccyclegan.config import Config
-from ccyclegan.data import EMOTIONS
+from ccyclegan.core.config import Config
+from ccyclegan.core.data import EMOTIONS
 
 __all__ = ["Config", "EMOTIONS", "ExpressionTranslator", "__version__"]
 __version__ = "0.1.0"
 
-_LAZY = {"ExpressionTranslator": "ccyclegan.translate"}  # imported on first use: stays light
+_LAZY = {"ExpressionTranslator": "ccyclegan.translate.api"}  # imported on first use: stays light
 
 
 def __getattr__(name: str):

@@ -1,3 +1,3 @@
-from ccyclegan.cli import main
+from ccyclegan.cli.commands import main
 
 raise SystemExit(main())

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ccyclegan.config import ConfigError
+from ccyclegan.core.config import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:

@@ -17,11 +17,11 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from ccyclegan.checkpoint import atomic_write_json, atomic_write_text
-from ccyclegan.config import Config, ConfigError
-from ccyclegan.evaluate import evaluate
-from ccyclegan.plots import bar_chart
-from ccyclegan.train import train
+from ccyclegan.core.checkpoint import atomic_write_json, atomic_write_text
+from ccyclegan.core.config import Config, ConfigError
+from ccyclegan.core.plots import bar_chart
+from ccyclegan.evaluate.run import evaluate
+from ccyclegan.train.loop import train
 
 FIELDS = ["setting", "lr", "lambda_cl", "lambda_cyc", "steps", "expression_accuracy",
           "fed_mean_targets", "fed_overall", "fed_floor", "recon_l1", "recon_ssim",

@@ -20,10 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ccyclegan.classifier import predict
-from ccyclegan.data import EMOTIONS
-from ccyclegan.faces import MIN_FACE, Box, NoFaceError, crop_face, read_image
-from ccyclegan.identity import (
+from ccyclegan.classifier.nets import predict
+from ccyclegan.core.data import EMOTIONS
+from ccyclegan.evaluate.identity import (
     CHIP_PADDING,
     CHIP_SIZE,
     DLIB_THRESHOLD,
@@ -33,6 +32,7 @@ from ccyclegan.identity import (
     _dlib,
     default_model_dir,
 )
+from ccyclegan.translate.faces import MIN_FACE, Box, NoFaceError, crop_face, read_image
 
 __all__ = ["FaceRecord", "PhotoReader", "sharpness", "summarize", "translate_and_judge"]
 

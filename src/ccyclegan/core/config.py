@@ -16,8 +16,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from ccyclegan.augment import parse_policy
-from ccyclegan.checkpoint import atomic_write_json
+from ccyclegan.core.augment import parse_policy
+from ccyclegan.core.checkpoint import atomic_write_json
 
 AdvLoss = Literal["bce", "lsgan", "hinge", "wgan-gp"]
 ClLoss = Literal["softmax", "sigmoid"]

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ccyclegan.data import EMOTIONS, DataError, check_image_size, max_pixels
-from ccyclegan.faces import (
+from ccyclegan.core.data import EMOTIONS, DataError, check_image_size, max_pixels
+from ccyclegan.translate.faces import (
     MIN_FACE,
     NoFaceError,
     Picture,
@@ -40,7 +40,7 @@ from ccyclegan.faces import (
     encode_image,
     to_pil,
 )
-from ccyclegan.inputs import check_intensity, parse_targets
+from ccyclegan.translate.inputs import check_intensity, parse_targets
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_MAX_QUEUE", "DEFAULT_MAX_UPLOAD_MB", "DEFAULT_PORT",
            "ServeError", "create_app", "serve"]
@@ -59,7 +59,7 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "media-src 'self' blob: mediastream:; connect-src 'self'; base-uri 'none'; "
        "form-action 'self'; frame-ancestors 'none'")
 
-log = logging.getLogger("ccyclegan.web")
+log = logging.getLogger("ccyclegan.translate.web")
 
 
 class ServeError(RuntimeError):
@@ -455,7 +455,7 @@ def _error(e: WebError):
 
 
 def _static(name: str) -> bytes:
-    return resources.files("ccyclegan").joinpath(STATIC, name).read_bytes()
+    return resources.files("ccyclegan.translate").joinpath(STATIC, name).read_bytes()
 
 
 class _Guard:

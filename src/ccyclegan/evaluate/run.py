@@ -30,10 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ccyclegan import identity as face_id  # FaceEmbedder looked up per call: tests replace it
-from ccyclegan.checkpoint import atomic_write_json, atomic_write_text
-from ccyclegan.classifier import classify, load_classifier
-from ccyclegan.data import (
+from ccyclegan.classifier.nets import classify, load_classifier
+from ccyclegan.core.checkpoint import atomic_write_json, atomic_write_text
+from ccyclegan.core.data import (
     EMOTIONS,
     NUM_CLASSES,
     DataError,
@@ -42,14 +41,17 @@ from ccyclegan.data import (
     load_split,
     normalize,
 )
-from ccyclegan.gan_checkpoint import as_ensemble, load_generator, strength_json, strength_text
-from ccyclegan.identity import DLIB_THRESHOLD, FER_THRESHOLD
-from ccyclegan.inception import InceptionFeatures, InceptionWeightsError
-from ccyclegan.inputs import check_intensity
-from ccyclegan.models import one_hot
-from ccyclegan.plots import confusion_image
-from ccyclegan.runtime import resolve_device
-from ccyclegan.visualize import grid_image
+from ccyclegan.core.generator_files import as_ensemble, load_generator, strength_json, strength_text
+from ccyclegan.core.models import one_hot
+from ccyclegan.core.plots import confusion_image
+from ccyclegan.core.runtime import resolve_device
+from ccyclegan.core.visualize import grid_image
+from ccyclegan.evaluate import (
+    identity as face_id,  # FaceEmbedder looked up per call: tests replace it
+)
+from ccyclegan.evaluate.identity import DLIB_THRESHOLD, FER_THRESHOLD
+from ccyclegan.evaluate.inception import InceptionFeatures, InceptionWeightsError
+from ccyclegan.translate.inputs import check_intensity
 
 # Central face box (rows and columns [8, 40) of the 48x48 face): in FER2013's aligned crops it
 # holds the brows, eyes, nose and mouth; outside it are hair, ears, jaw line and background,

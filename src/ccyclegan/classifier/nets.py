@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ccyclegan.checkpoint import (
+from ccyclegan.classifier.config import ClassifierConfig
+from ccyclegan.core.checkpoint import (
     CheckpointError,
     atomic_write_json,
     build_checked,
@@ -47,9 +48,8 @@ from ccyclegan.checkpoint import (
     save_tensors,
     unprefixed,
 )
-from ccyclegan.classifier_config import ClassifierConfig
-from ccyclegan.config import ConfigError
-from ccyclegan.data import (
+from ccyclegan.core.config import ConfigError
+from ccyclegan.core.data import (
     EMOTIONS,
     NUM_CLASSES,
     DataError,
@@ -59,8 +59,8 @@ from ccyclegan.data import (
     load_split,
     rng_for,
 )
-from ccyclegan.plots import confusion_image
-from ccyclegan.runtime import autocast, resolve_device, resolve_precision
+from ccyclegan.core.plots import confusion_image
+from ccyclegan.core.runtime import autocast, resolve_device, resolve_precision
 
 MODEL_NAME = "classifier.safetensors"
 INFO_NAME = "classifier.json"

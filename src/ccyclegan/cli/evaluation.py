@@ -8,18 +8,18 @@ import json
 import sys
 from dataclasses import fields
 
-from ccyclegan.checkpoint import (
+from ccyclegan.classifier.config import ClassifierConfig
+from ccyclegan.classifier.nets import train_classifier
+from ccyclegan.cli.args import add_dataclass_args
+from ccyclegan.core.checkpoint import (
     BUNDLED_JUDGE,
     BUNDLED_SECOND_JUDGE,
     CheckpointError,
     bundled_model_path,
 )
-from ccyclegan.classifier import train_classifier
-from ccyclegan.classifier_config import ClassifierConfig
-from ccyclegan.cli_args import add_dataclass_args
-from ccyclegan.config import ConfigError
-from ccyclegan.evaluate import evaluate
-from ccyclegan.sweep import sweep
+from ccyclegan.core.config import ConfigError
+from ccyclegan.evaluate.run import evaluate
+from ccyclegan.evaluate.sweep import sweep
 
 CLASSIFIER_HELP = {
     "data": "fer2013.csv(.gz) or a folder train/<emotion>/*.jpg (+ test/...)",

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-from ccyclegan.data import NUM_CLASSES
+from ccyclegan.core.data import NUM_CLASSES
 
 OUTPUTS = ("direct", "residual", "attention", "warp")
 MAX_FLOW = 3.0  # the warp output's largest displacement, in pixels of the 48x48 face

@@ -6,7 +6,7 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from ccyclegan.config import ConfigError, check_type, drop_input_blur, show_names, to_float
+from ccyclegan.core.config import ConfigError, check_type, drop_input_blur, show_names, to_float
 
 
 @dataclass

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ccyclegan.checkpoint import CheckpointError
-from ccyclegan.config import ConfigError, drop_input_blur
-from ccyclegan.data import NUM_CLASSES
-from ccyclegan.export import onnx_bytes
-from ccyclegan.faces import FACE_SIZE, TranslateError
-from ccyclegan.gan_checkpoint import load_generator
-from ccyclegan.runtime import resolve_device
+from ccyclegan.core.checkpoint import CheckpointError
+from ccyclegan.core.config import ConfigError, drop_input_blur
+from ccyclegan.core.data import NUM_CLASSES
+from ccyclegan.core.generator_files import load_generator
+from ccyclegan.core.runtime import resolve_device
+from ccyclegan.translate.export import onnx_bytes
+from ccyclegan.translate.faces import FACE_SIZE, TranslateError
 
 # G(x|c) in the parts the photo path uses: the face [B, 1, 48, 48] in [-1, 1], the mask A
 # [B, 1, 48, 48] (share of each pixel taken from the moved input) or None, the displacement

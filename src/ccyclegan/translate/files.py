@@ -10,10 +10,17 @@ from pathlib import Path
 
 from PIL import Image
 
-from ccyclegan.checkpoint import atomic_write_bytes
-from ccyclegan.data import EMOTIONS, natural_key
-from ccyclegan.faces import MIN_FACE, Picture, TranslateError, encode_image, read_image, to_pil
-from ccyclegan.inputs import check_intensity, parse_targets
+from ccyclegan.core.checkpoint import atomic_write_bytes
+from ccyclegan.core.data import EMOTIONS, natural_key
+from ccyclegan.translate.faces import (
+    MIN_FACE,
+    Picture,
+    TranslateError,
+    encode_image,
+    read_image,
+    to_pil,
+)
+from ccyclegan.translate.inputs import check_intensity, parse_targets
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm",
                   ".pgm", ".pnm")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from ccyclegan.data import DataError, check_image_size, max_pixels
+from ccyclegan.core.data import DataError, check_image_size, max_pixels
 
 __all__ = [
     "BORDER_RAMP",

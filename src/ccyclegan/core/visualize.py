@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ccyclegan.data import EMOTIONS, denormalize, normalize
-from ccyclegan.models import Generator, one_hot
+from ccyclegan.core.data import EMOTIONS, denormalize, normalize
+from ccyclegan.core.models import Generator, one_hot
 
 
 @torch.no_grad()

@@ -19,23 +19,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from ccyclegan import losses
-from ccyclegan.augment import diff_augment
-from ccyclegan.batches import Batches
-from ccyclegan.checkpoint import BUNDLED_EXPR_CLASSIFIER, CheckpointError, bundled_model_path
-from ccyclegan.classifier import load_classifier
-from ccyclegan.config import Config, ConfigError
-from ccyclegan.data import FaceData, blur_warning, drop_blank, load_split
-from ccyclegan.gan_checkpoint import (
+from ccyclegan.classifier.nets import load_classifier
+from ccyclegan.core import losses as losses
+from ccyclegan.core.augment import diff_augment
+from ccyclegan.core.checkpoint import BUNDLED_EXPR_CLASSIFIER, CheckpointError, bundled_model_path
+from ccyclegan.core.config import Config, ConfigError
+from ccyclegan.core.data import FaceData, blur_warning, drop_blank, load_split
+from ccyclegan.core.generator_files import (
     CKPT_NAME,
     copy_generator_weights,
     load_checkpoint,
     load_generator,
     verify_checkpoint,
 )
-from ccyclegan.models import Discriminator, Generator, build_models, one_hot
-from ccyclegan.runlog import TIME_UP, NonFiniteLossError, RunLog
-from ccyclegan.runtime import (
+from ccyclegan.core.models import Discriminator, Generator, build_models, one_hot
+from ccyclegan.core.runtime import (
     all_ranks_true,
     autocast,
     ddp,
@@ -45,6 +43,8 @@ from ccyclegan.runtime import (
     rank_device,
     resolve_precision,
 )
+from ccyclegan.train.batches import Batches
+from ccyclegan.train.runlog import TIME_UP, NonFiniteLossError, RunLog
 
 # Fields that may change when a run is resumed; everything else defines the run.
 RESUMABLE_FIELDS = {"data", "out", "epochs", "max_steps", "max_minutes", "device", "precision",

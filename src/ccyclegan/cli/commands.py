@@ -6,30 +6,30 @@ import argparse
 import sys
 from dataclasses import fields
 
-from ccyclegan.checkpoint import CheckpointError
-from ccyclegan.classifier import export_classifier
-from ccyclegan.cli_args import add_dataclass_args
-from ccyclegan.cli_eval import add_eval_parsers
-from ccyclegan.config import RECIPES, Config, ConfigError
-from ccyclegan.data import EMOTIONS, DataError
-from ccyclegan.export import export_onnx, export_safetensors
-from ccyclegan.gan_checkpoint import (
+from ccyclegan.classifier.nets import export_classifier
+from ccyclegan.cli.args import add_dataclass_args
+from ccyclegan.cli.evaluation import add_eval_parsers
+from ccyclegan.core.checkpoint import CheckpointError
+from ccyclegan.core.config import RECIPES, Config, ConfigError
+from ccyclegan.core.data import EMOTIONS, DataError
+from ccyclegan.core.generator_files import (
     as_ensemble,
     load_generator,
     parse_condition_scale,
     parse_strength,
     strength_text,
 )
-from ccyclegan.runlog import NonFiniteLossError
-from ccyclegan.train import train
-from ccyclegan.translate import (
+from ccyclegan.train.loop import train
+from ccyclegan.train.runlog import NonFiniteLossError
+from ccyclegan.translate.api import (
     ExpressionTranslator,
     TranslateError,
     check_intensity,
     parse_targets,
     translate_files,
 )
-from ccyclegan.web import ServeError, require_web, serve
+from ccyclegan.translate.export import export_onnx, export_safetensors
+from ccyclegan.translate.web import ServeError, require_web, serve
 
 HELP = {
     "data": "fer2013.csv(.gz) or a folder train/<emotion>/*.jpg",

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ccyclegan.data import IMAGE_SIZE, NUM_CLASSES, FaceData
+from ccyclegan.core.data import IMAGE_SIZE, NUM_CLASSES, FaceData
 
 # Per emotion: mouth curve (+ corners up), mouth opening, mouth width, brow tilt (+ inner ends
 # down), brow raise, eye opening (half-height), asymmetry. In 48x48 pixels.

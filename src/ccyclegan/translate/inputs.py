@@ -13,8 +13,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ccyclegan.data import EMOTIONS
-from ccyclegan.faces import Picture, TranslateError, check_size, from_pil, read_image, to_pil
+from ccyclegan.core.data import EMOTIONS
+from ccyclegan.translate.faces import (
+    Picture,
+    TranslateError,
+    check_size,
+    from_pil,
+    read_image,
+    to_pil,
+)
 
 
 def parse_targets(to: str) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ccyclegan.checkpoint import (
+from ccyclegan.core.checkpoint import (
     CheckpointError,
     atomic_write_json,
     build_checked,
@@ -30,9 +30,9 @@ from ccyclegan.checkpoint import (
     save_tensors,
     unprefixed,
 )
-from ccyclegan.config import Config, ConfigError
-from ccyclegan.data import EMOTIONS, NUM_CLASSES
-from ccyclegan.models import Ensemble, Generator, build_discriminator, build_generator
+from ccyclegan.core.config import Config, ConfigError
+from ccyclegan.core.data import EMOTIONS, NUM_CLASSES
+from ccyclegan.core.models import Ensemble, Generator, build_discriminator, build_generator
 
 CKPT_NAME = "checkpoint.safetensors"
 GEN_NAME = "generator.safetensors"

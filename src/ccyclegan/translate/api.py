@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from ccyclegan.backends import open_backend
-from ccyclegan.checkpoint import BUNDLED_MODEL, NO_BUNDLED_MODEL, bundled_model_path
-from ccyclegan.data import EMOTIONS, NUM_CLASSES
-from ccyclegan.faces import (
+from ccyclegan.core.checkpoint import BUNDLED_MODEL, NO_BUNDLED_MODEL, bundled_model_path
+from ccyclegan.core.data import EMOTIONS, NUM_CLASSES
+from ccyclegan.translate.backends import open_backend
+from ccyclegan.translate.faces import (
     FACE_SIZE,
     MIN_FACE,
     Box,
@@ -46,8 +46,14 @@ from ccyclegan.faces import (
     warm_up,
     whole_image_frame,
 )
-from ccyclegan.inputs import as_picture, check_intensity, image_name, parse_targets, restore
-from ccyclegan.photo_files import translate_files
+from ccyclegan.translate.files import translate_files
+from ccyclegan.translate.inputs import (
+    as_picture,
+    check_intensity,
+    image_name,
+    parse_targets,
+    restore,
+)
 
 __all__ = [
     "BUNDLED_MODEL",

@@ -22,8 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ccyclegan.batches import Batches
-from ccyclegan.checkpoint import (
+from ccyclegan.core.checkpoint import (
     CheckpointError,
     CheckpointWriteError,
     atomic_write_bytes,
@@ -31,10 +30,11 @@ from ccyclegan.checkpoint import (
     load_tensors,
     oserror_text,
 )
-from ccyclegan.data import NUM_CLASSES, FaceData
-from ccyclegan.gan_checkpoint import CKPT_NAME, save_checkpoint
-from ccyclegan.runtime import maxes_over_ranks
-from ccyclegan.visualize import translation_grid
+from ccyclegan.core.data import NUM_CLASSES, FaceData
+from ccyclegan.core.generator_files import CKPT_NAME, save_checkpoint
+from ccyclegan.core.runtime import maxes_over_ranks
+from ccyclegan.core.visualize import translation_grid
+from ccyclegan.train.batches import Batches
 
 TIME_UP = 1000  # above any signal number: the max_minutes budget is spent
 # what train_step logs, in this order (the columns of metrics.csv between epoch and img_per_s)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from ccyclegan.config import ConfigError
-from ccyclegan.data import NUM_CLASSES, FaceData, normalize, rng_for
+from ccyclegan.core.config import ConfigError
+from ccyclegan.core.data import NUM_CLASSES, FaceData, normalize, rng_for
 
 
 class Batches:

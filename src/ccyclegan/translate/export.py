@@ -7,7 +7,8 @@ float32 [B, 7] (one-hot or a blend, in data.EMOTIONS order); outputs ``translate
 ``mask`` [B, 1, 48, 48] (the share of each pixel taken from the moved input: 1 for models that
 paint no new content) and ``flow`` [B, 2, 48, 48] (the displacement field, (dx, dy) in pixels;
 0 for models without one). The batch dimension is dynamic. The model's config, the emotion order
-and the input range are stored in the ONNX metadata (``ccyclegan.config``, ``ccyclegan.emotions``).
+and the input range are stored in the ONNX metadata (``ccyclegan.config``,
+``ccyclegan.emotions``).
 Needs the export extra (onnx; onnxruntime runs the result). Why the TorchScript exporter:
 docs/notes.md.
 """
@@ -24,10 +25,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ccyclegan.checkpoint import NO_BUNDLED_MODEL, atomic_write_bytes, bundled_model_path
-from ccyclegan.data import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
-from ccyclegan.faces import TranslateError
-from ccyclegan.gan_checkpoint import (
+from ccyclegan.core.checkpoint import NO_BUNDLED_MODEL, atomic_write_bytes, bundled_model_path
+from ccyclegan.core.data import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
+from ccyclegan.core.generator_files import (
     Strength,
     as_ensemble,
     check_condition_scale,
@@ -38,7 +38,8 @@ from ccyclegan.gan_checkpoint import (
     save_generator,
     strength_json,
 )
-from ccyclegan.models import Ensemble, Generator
+from ccyclegan.core.models import Ensemble, Generator
+from ccyclegan.translate.faces import TranslateError
 
 __all__ = ["OPSET", "export_onnx", "export_safetensors", "onnx_bytes"]
 
