@@ -26,7 +26,7 @@ from ccyclegan.translate.api import (
     TranslateError,
     check_intensity,
     parse_targets,
-    translate_files,
+    write_translations,
 )
 from ccyclegan.translate.export import export_onnx, export_safetensors
 from ccyclegan.translate.web import ServeError, require_web, serve
@@ -133,16 +133,16 @@ COMPILE_HELP = ("torch backend: compile the generator at load (~15 s, needs a C+
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    parse_targets(args.to)  # bad arguments fail before the model loads
-    check_intensity(args.intensity)
+    targets = parse_targets(args.to)  # checked once, here: bad arguments fail before the
+    a = check_intensity(args.intensity)  # model loads
     if args.onnx and args.checkpoint:
         raise TranslateError("give --checkpoint or --onnx, not both")
     model = args.onnx or args.checkpoint
     backend = args.backend or ("onnxruntime" if args.onnx else None)
     translator = ExpressionTranslator.load(model, args.device, backend=backend,
                                            threads=args.threads or None, compile=args.compile)
-    written, errors = translate_files(
-        translator, args.inputs, args.to, args.intensity, out=args.output,
+    written, errors = write_translations(
+        translator, args.inputs, targets, a, out=args.output,
         crop_only=args.crop_only, detect=not args.no_detect, min_face=args.min_face,
         overwrite=args.overwrite, keep_going=args.keep_going,
         log=None if args.quiet else print)

@@ -184,26 +184,10 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
                     logs["G_cl"] = g_cl = losses.g_classification(cl_fake, y_t, cfg.cl_loss)
                     logs["G_acc"] = (cl_fake.argmax(1) == y_t).float().mean()
                     loss_g = loss_g + cfg.lambda_adv * g_adv + cfg.lambda_cl * g_cl
-                if st.expr:  # frozen classifiers read the translation as its target
-                    logs["G_expr"] = g_expr = torch.stack([losses.expression(
-                        clf(diff_augment(fake, cfg.expr_augment)), y_t, cfg.expr_confidence)
-                        for clf in st.expr]).mean()
-                    loss_g = loss_g + cfg.lambda_expr * g_expr
-                if cfg.lambda_change > 0:  # the edit itself, before any export strength
-                    logs["G_change"] = g_change = losses.l1(fake, x[src])
-                    loss_g = loss_g + cfg.lambda_change * g_change
-                if mask is not None:
-                    logs["G_mask"] = g_mask = (losses.paint_regularizer(mask) if flow is not None
-                                               else losses.attention_regularizer(mask))
-                    loss_g = loss_g + cfg.lambda_mask * g_mask
-                if flow is not None:
-                    logs["G_flow"] = g_flow = losses.flow_smoothness(flow)
-                    loss_g = loss_g + cfg.lambda_flow * g_flow
-                if st.teacher is not None:  # the teacher's edit of the same face and target
-                    with torch.no_grad():
-                        target = st.teacher(x[src].float(), c_t)
-                    logs["G_distill"] = g_distill = losses.l1(fake, target)
-                    loss_g = loss_g + cfg.lambda_distill * g_distill
+                for name, (weight, term) in _g_options(st, x, src, y_t, c_t, fake, mask,
+                                                       flow).items():
+                    logs[name] = term
+                    loss_g = loss_g + weight * term
             stepped = _backward_step(loss_g, st.opt_G, st.scaler_G)
         finally:
             st.D.requires_grad_(True)
@@ -213,6 +197,30 @@ def train_step(st: TrainState, x: torch.Tensor, y: torch.Tensor, src: torch.Tens
             update_ema(st.G_ema, st.G, cfg.ema_decay)
         logs["loss_G"] = loss_g
     return {k: v.detach().float() for k, v in logs.items()}
+
+
+def _g_options(st: TrainState, x: torch.Tensor, src: torch.Tensor, y_t: torch.Tensor,
+               c_t: torch.Tensor, fake: torch.Tensor, mask: torch.Tensor | None,
+               flow: torch.Tensor | None) -> dict[str, tuple[float, torch.Tensor]]:
+    """G's optional loss terms, by their log name: (weight, term)."""
+    cfg = st.cfg
+    terms: dict[str, tuple[float, torch.Tensor]] = {}
+    if st.expr:  # frozen classifiers read the translation as its target
+        terms["G_expr"] = (cfg.lambda_expr, torch.stack([losses.expression(
+            clf(diff_augment(fake, cfg.expr_augment)), y_t, cfg.expr_confidence)
+            for clf in st.expr]).mean())
+    if cfg.lambda_change > 0:  # the edit itself, before any export strength
+        terms["G_change"] = (cfg.lambda_change, losses.l1(fake, x[src]))
+    if mask is not None:
+        terms["G_mask"] = (cfg.lambda_mask, losses.paint_regularizer(mask) if flow is not None
+                           else losses.attention_regularizer(mask))
+    if flow is not None:
+        terms["G_flow"] = (cfg.lambda_flow, losses.flow_smoothness(flow))
+    if st.teacher is not None:  # the teacher's edit of the same face and target
+        with torch.no_grad():
+            target = st.teacher(x[src].float(), c_t)
+        terms["G_distill"] = (cfg.lambda_distill, losses.l1(fake, target))
+    return terms
 
 
 def uses_d(cfg: Config) -> bool:

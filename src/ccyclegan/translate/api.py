@@ -42,11 +42,12 @@ from ccyclegan.translate.faces import (
     edge_mask,
     frame_box,
     paste_edit,
+    read_image,
     to_pil,
     warm_up,
     whole_image_frame,
 )
-from ccyclegan.translate.files import translate_files
+from ccyclegan.translate.files import Planned, expand_inputs, output_is_folder, outputs
 from ccyclegan.translate.inputs import (
     as_picture,
     check_intensity,
@@ -66,6 +67,7 @@ __all__ = [
     "check_intensity",
     "parse_targets",
     "translate_files",
+    "write_translations",
 ]
 
 
@@ -320,3 +322,58 @@ class ExpressionTranslator:
         if kind == "array" and len(detail) == 3 and detail[2] == 1:
             return strip.pixels[:, :, None] if strip.pixels.ndim == 2 else strip.pixels
         return to_pil(strip) if kind == "pil" else strip.pixels
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+
+def translate_files(translator: ExpressionTranslator, inputs: Sequence[str | os.PathLike[str]],
+                    to: str, intensity: float = 1.0, **options: Any
+                    ) -> tuple[list[Path], list[str]]:
+    """Translate image files and folders and write the results; returns (written, errors).
+    The API's entry: checks `to` and `intensity`, then write_translations (its options)."""
+    return write_translations(translator, inputs, parse_targets(to), check_intensity(intensity),
+                              **options)
+
+
+def write_translations(translator: ExpressionTranslator,
+                       inputs: Sequence[str | os.PathLike[str]], targets: tuple[str, ...],
+                       a: float, *, out: str | os.PathLike[str] | None = None,
+                       crop_only: bool = False, detect: bool = True, min_face: float = MIN_FACE,
+                       overwrite: bool = False, keep_going: bool = False,
+                       log=None) -> tuple[list[Path], list[str]]:
+    """translate_files with targets and intensity already checked (the command line's edge).
+
+    Outputs: photo_happy.jpg beside the input (or in the folder ``out``; ``out`` with an
+    image suffix and a single input is the file itself); several targets: photo_all.jpg, a
+    strip per face; crop_only: photo_happy_face1.png, ... (48x48, or 8 side by side).
+    Everything is computed before anything is written, so an error writes nothing (unless
+    keep_going: then failed inputs are reported and skipped). Never overwrites an input
+    unless overwrite. log gets one line per image, only once its files are written."""
+    files = expand_inputs(inputs)
+    out_path = Path(out) if out is not None else None
+    out_is_dir = output_is_folder(inputs, files, out_path)
+    plan = Planned(files, overwrite)
+    said: list[tuple[str, list[Path]]] = []
+    errors: list[str] = []
+    for src in files:
+        try:
+            pic = read_image(src)
+            result = translator.translate_picture(pic, targets, a, detect, min_face, str(src))
+            blobs = outputs(src, result, targets, pic, crop_only, out_path, out_is_dir)
+            plan.add(src, blobs)
+            n = len(result.faces)
+            where = "; ".join(f"at x={f.box.x} y={f.box.y} {f.box.w}x{f.box.h}"
+                              for f in result.faces)
+            said.append((f"{src}: {n} face{'s' if n != 1 else ''} ({where})",
+                         [d for d, _ in blobs]))
+        except TranslateError as e:
+            if not keep_going:
+                raise
+            errors.append(str(e))
+    written = plan.write()
+    if log is not None:  # only now: a line never claims a file that was not written
+        for what, dests in said:
+            log(f"{what} -> " + ", ".join(str(d) for d in dests))
+    return written, errors
