@@ -11,15 +11,17 @@ from conftest import REAL_FER
 from ccyclegan.classifier.config import ClassifierConfig
 from ccyclegan.classifier.nets import (
     EmotionNet,
-    augment,
-    class_weights,
     classify,
     confusion_matrix,
     features,
-    l2_attack,
     load_classifier,
-    lr_at,
     predict,
+)
+from ccyclegan.classifier.train import (
+    augment,
+    class_weights,
+    l2_attack,
+    lr_at,
     split_validation,
     train_classifier,
 )

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ccyclegan.core import data as D
+from ccyclegan.core import fer2013
 from ccyclegan.core.data import (
     EMOTIONS,
     IMAGE_SIZE,
@@ -243,7 +243,7 @@ def test_csv_empty_or_header_only(tmp_path, content):
 
 def test_csv_bad_row_in_later_chunk_and_gzip(tmp_path, monkeypatch):
     """The numpy fast path works per chunk: the line must still be the file's line."""
-    monkeypatch.setattr(D, "_CSV_CHUNK_ROWS", 2)
+    monkeypatch.setattr(fer2013, "_CSV_CHUNK_ROWS", 2)
     rows = [f"{k % 7},{GOOD},Training" for k in range(8)]
     rows[5] = f"1,{bad_pixels(7, '300')},Training"  # line 7
     path = tmp_path / "chunked.csv.gz"

@@ -19,11 +19,10 @@ from ccyclegan.core.config import Config
 from ccyclegan.core.data import EMOTIONS, denormalize, load_split, normalize
 from ccyclegan.core.generator_files import load_generator, save_generator
 from ccyclegan.core.models import Generator
-from ccyclegan.evaluate.run import (
+from ccyclegan.evaluate.metrics import (
     FACE_BOX,
     _distances,
     box_mask,
-    evaluate,
     fed_floor,
     frechet_distance,
     frechet_from_features,
@@ -37,6 +36,7 @@ from ccyclegan.evaluate.run import (
     ssim,
     unchanged_share,
 )
+from ccyclegan.evaluate.run import evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -463,7 +463,7 @@ def test_evaluate_intensity_blends_like_translate(tiny_models, tmp_path, monkeyp
 
 
 def test_report_names_the_shipped_edit_settings_only_when_set():
-    from ccyclegan.evaluate.run import _edit_note
+    from ccyclegan.evaluate.report import _edit_note
 
     assert _edit_note({"generator_strength": 1.0, "intensity": 1.0,
                        "generator_flip_average": False, "generator_condition_scale": 1.0}) == ""

@@ -32,13 +32,8 @@ from ccyclegan.core.generator_files import (
 )
 from ccyclegan.evaluate import identity as face_id
 from ccyclegan.evaluate.identity import FER_THRESHOLD
-from ccyclegan.evaluate.run import (
-    _translate,
-    fed_floor,
-    frechet_from_features,
-    seeded_subset,
-    translation_pairs,
-)
+from ccyclegan.evaluate.metrics import fed_floor, frechet_from_features
+from ccyclegan.evaluate.run import _translate, seeded_subset, translation_pairs
 
 
 class MeanOfGenerators(torch.nn.Module):

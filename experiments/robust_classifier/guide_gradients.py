@@ -17,7 +17,8 @@ import argparse
 import torch
 from PIL import Image, ImageDraw
 
-from ccyclegan.classifier.nets import l2_attack, load_classifier
+from ccyclegan.classifier.nets import load_classifier
+from ccyclegan.classifier.train import l2_attack
 from ccyclegan.core.data import EMOTIONS, drop_blank, load_split
 from ccyclegan.evaluate.run import seeded_subset
 

@@ -8,8 +8,8 @@ from ccyclegan.classifier.nets import (
     features,
     load_classifier,
     predict,
-    train_classifier,
 )
+from ccyclegan.classifier.train import train_classifier
 
 __all__ = ["accuracy_report", "classify", "export_classifier", "features", "load_classifier",
            "predict", "train_classifier"]

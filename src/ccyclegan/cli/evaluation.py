@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 
 from ccyclegan.classifier.config import ClassifierConfig
-from ccyclegan.classifier.nets import train_classifier
+from ccyclegan.classifier.train import train_classifier
 from ccyclegan.cli.args import add_dataclass_args
 from ccyclegan.core.checkpoint import (
     BUNDLED_JUDGE,

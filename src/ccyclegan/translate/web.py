@@ -5,7 +5,7 @@
 The page (web_static/) posts a photo, an emotion and an intensity to POST /api/translate and
 gets JSON back; ExpressionTranslator.translate_faces does the work on one worker thread.
 Uploads are parsed as they stream in and held in memory only, bounded in size and in queue
-length; nothing is loaded from another site. The reasons: docs/notes.md.
+length (upload.py reads them); nothing is loaded from another site. The reasons: docs/notes.md.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import io
 import ipaddress
 import json
 import logging
@@ -22,16 +21,15 @@ import signal
 import socket
 import threading
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import PurePath
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ccyclegan.core.data import EMOTIONS, DataError, check_image_size, max_pixels
+from ccyclegan.core.data import EMOTIONS, max_pixels
 from ccyclegan.translate.faces import (
     MIN_FACE,
     NoFaceError,
@@ -41,6 +39,13 @@ from ccyclegan.translate.faces import (
     to_pil,
 )
 from ccyclegan.translate.inputs import check_intensity, parse_targets
+from ccyclegan.translate.upload import (
+    WebError,
+    drain,
+    is_rotated,
+    open_upload,
+    read_form,
+)
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_MAX_QUEUE", "DEFAULT_MAX_UPLOAD_MB", "DEFAULT_PORT",
            "ServeError", "create_app", "serve"]
@@ -49,8 +54,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 DEFAULT_MAX_UPLOAD_MB = 10.0
 DEFAULT_MAX_QUEUE = 32
-FIELD_LIMIT = 1024  # bytes of each text field (to, intensity, detect)
-FIELDS_MAX = 16
 DRAIN_MIN = 64 << 20  # a refused body is read and dropped up to max(this, 4 x the limit)
 STATIC = "web_static"
 PAGES = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
@@ -64,16 +67,6 @@ log = logging.getLogger("ccyclegan.translate.web")
 
 class ServeError(RuntimeError):
     """`ccyclegan serve` cannot start: the web extra is missing, or the address is taken."""
-
-
-class WebError(Exception):
-    """A request the page answers with a message (status 4xx/5xx, JSON {"error": ...})."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
 
 
 def require_web():
@@ -91,15 +84,6 @@ def require_web():
     return multipart
 
 
-def _mb(n: float) -> str:
-    return f"{n / 1e6:.1f} MB" if n < 10e6 else f"{n / 1e6:.0f} MB"
-
-
-def _short(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
-
-
 def _b64(mime: str, data: bytes) -> dict[str, str]:
     return {"type": mime, "data": base64.b64encode(data).decode("ascii")}
 
@@ -108,101 +92,6 @@ def _safe_stem(filename: str) -> str:
     stem = PurePath(filename.replace("\\", "/")).stem if filename else ""
     stem = re.sub(r"[^\w.-]+", "_", stem, flags=re.ASCII).strip("._")
     return stem[:60] or "photo"
-
-
-# --------------------------------------------------------------------------------------------
-# Reading the upload: streamed, bounded, in memory
-
-
-class _Form:
-    """multipart/form-data pushed through python-multipart; keeps the text fields and the one
-    file part (the photo, whatever its field name) in memory, refusing anything over the
-    limits as it arrives."""
-
-    def __init__(self, multipart, boundary: bytes, file_limit: int):
-        self.file_limit = file_limit
-        self.fields: dict[str, str] = {}
-        self.filename: str | None = None
-        self.file = bytearray()
-        self._kind = ""  # of the current part: "file" or "field"
-        self._name = ""
-        self._data = bytearray()
-        self._hname = b""
-        self._hvalue = b""
-        self._disposition = b""
-        self._parse_header = multipart.multipart.parse_options_header
-        self.parser = multipart.MultipartParser(boundary, {
-            "on_part_begin": self._begin,
-            "on_part_data": self._part_data,
-            "on_part_end": self._end,
-            "on_header_field": self._header_field,
-            "on_header_value": self._header_value,
-            "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_done,
-            "on_end": self._done,
-        })
-        self.complete = False  # the closing boundary arrived
-
-    def _done(self) -> None:
-        self.complete = True
-
-    def _begin(self) -> None:
-        self._kind, self._name, self._data, self._disposition = "", "", bytearray(), b""
-
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._hname += data[start:end]
-
-    def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self._hvalue += data[start:end]
-
-    def _header_end(self) -> None:
-        if self._hname.strip().lower() == b"content-disposition":
-            self._disposition = self._hvalue
-        self._hname = self._hvalue = b""
-
-    def _headers_done(self) -> None:
-        _, opts = self._parse_header(self._disposition)
-        self._name = opts.get(b"name", b"").decode("utf-8", "replace")
-        if b"filename" in opts:
-            if self.filename is not None:
-                raise WebError(400, "Send one photo per request.")
-            self._kind = "file"
-            self.filename = opts[b"filename"].decode("utf-8", "replace")
-        else:
-            if len(self.fields) >= FIELDS_MAX:
-                raise WebError(400, "Too many form fields.")
-            self._kind = "field"
-
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
-        n = end - start
-        if self._kind == "file":
-            if len(self.file) + n > self.file_limit:
-                raise _TooLarge
-            self.file += data[start:end]
-        else:
-            if len(self._data) + n > FIELD_LIMIT:
-                raise WebError(400, f"Form field {self._name!r} is too long.")
-            self._data += data[start:end]
-
-    def _end(self) -> None:
-        if self._kind == "field" and self._name:
-            self.fields[self._name] = self._data.decode("utf-8", "replace")
-        self._kind = ""
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _drain(request, cap: int) -> None:
-    """Read and drop what is left of a refused body (up to cap bytes), so that the client,
-    which is still sending, gets to read the answer rather than a reset connection."""
-    seen = 0
-    with contextlib.suppress(Exception):
-        async for chunk in request.stream():
-            seen += len(chunk)
-            if seen > cap:
-                break
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,14 +141,15 @@ class _Service:
 
         if self.pending > self.max_queue:  # 1 running + max_queue waiting already
             self.refused += 1
-            await _drain(request, self.drain_cap)
+            await drain(request, self.drain_cap)
             return _error(WebError(
                 503, f"The server is busy ({self.pending} photos ahead); try again in a few "
                      "seconds.", {"Retry-After": "2"}))
         self.pending += 1
         self.peak_pending = max(self.peak_pending, self.pending)
         try:
-            form = await self._read(request)
+            form = await read_form(request, self.multipart, self.max_upload,
+                                   self.drain_cap)
             if form.filename is None:
                 raise WebError(400, "No photo in the request: send it as the form field "
                                     "'image' (multipart/form-data).")
@@ -295,47 +185,6 @@ class _Service:
         finally:
             self.pending -= 1
 
-    async def _read(self, request) -> _Form:
-        ctype, opts = self.multipart.multipart.parse_options_header(
-            request.headers.get("content-type", ""))
-        if ctype != b"multipart/form-data" or not opts.get(b"boundary"):
-            await _drain(request, self.drain_cap)
-            raise WebError(415, "Send the photo as multipart/form-data (field 'image').")
-        body_limit = self.max_upload + FIELDS_MAX * FIELD_LIMIT + 64 * 1024  # + part headers
-        too_large = WebError(413, f"This file is larger than the limit of "
-                                  f"{_mb(self.max_upload)}: please send a smaller photo (a "
-                                  f"JPEG of a few megapixels is plenty).")
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.drain_cap:
-            too_large.headers["Connection"] = "close"  # not worth reading to the end
-            raise too_large
-        form = _Form(self.multipart, opts[b"boundary"], self.max_upload)
-        seen = 0
-        try:
-            async for chunk in request.stream():
-                seen += len(chunk)
-                if seen > body_limit:
-                    raise _TooLarge
-                form.parser.write(chunk)
-            form.parser.finalize()
-            if not form.complete:
-                raise WebError(400, "Malformed upload (the body ended before its closing "
-                                    "boundary).")
-        except _TooLarge:
-            await _drain(request, self.drain_cap)
-            raise too_large from None
-        except WebError:
-            await _drain(request, self.drain_cap)
-            raise
-        except Exception as e:  # python-multipart's FormParserError and friends
-            from starlette.requests import ClientDisconnect
-
-            if isinstance(e, ClientDisconnect):
-                raise
-            await _drain(request, self.drain_cap)
-            raise WebError(400, f"Malformed upload ({_short(e)}).") from None
-        return form
-
     # ---------------------------------------------------------------------------- worker
 
     def _work(self, data: bytes | bytearray, filename: str, to: str, targets: tuple[str, ...],
@@ -351,14 +200,14 @@ class _Service:
                    a: float, detect: bool) -> bytes:
         t0 = time.perf_counter()
         name = filename or "the upload"
-        img = _open_upload(data, name)
+        img = open_upload(data, name)
         try:
             fmt = img.format
             try:
                 result = self.translator.translate_faces(img, to=to, intensity=a,
                                                          detect=detect)
             except NoFaceError:
-                w, h = img.size[::-1] if _rotated(img) else img.size
+                w, h = img.size[::-1] if is_rotated(img) else img.size
                 raise WebError(422, (
                     f"No face found in this {w}×{h} photo. The detector looks for frontal "
                     f"faces at least {MIN_FACE:.0%} of the photo's shorter side; if the photo "
@@ -403,44 +252,6 @@ class _Service:
             "seconds": round(time.perf_counter() - t0, 3),
         }
         return json.dumps(payload).encode()
-
-
-def _rotated(img: Image.Image) -> bool:
-    with contextlib.suppress(Exception):
-        return img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    return False
-
-
-def _open_upload(data: bytes | bytearray, name: str) -> Image.Image:
-    """The upload as a decoded PIL image; its pixel count is checked on the header first."""
-    if not data:
-        raise WebError(400, f"{name} is empty.")
-    with warnings.catch_warnings():
-        # the project's own pixel limit applies (below); Pillow's > 89M pixels warning is noise
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data))
-        except Exception as e:  # a hostile file can make a decoder raise anything
-            why = ("not a known image format" if isinstance(e, UnidentifiedImageError)
-                   else _short(e))
-            raise WebError(415, f"{name} is not an image this server can read (JPEG, PNG, "
-                                f"WebP, BMP, TIFF, GIF, ...): {why}.") from None
-        try:
-            check_image_size(img, name)
-            img.load()  # decode it all now: a truncated file fails here
-        except DataError:
-            img.close()
-            w, h = img.size
-            raise WebError(413, f"{name} is {w}×{h} = {w * h / 1e6:.0f} megapixels, over this "
-                                f"server's limit of {max_pixels() / 1e6:.0f} megapixels: please "
-                                f"send a smaller photo.") from None
-        except Image.DecompressionBombError as e:  # Pillow's own ceiling (2 x 89M pixels)
-            img.close()
-            raise WebError(413, f"{name} is too large to decode ({_short(e)}).") from None
-        except Exception as e:  # OSError, SyntaxError, ValueError, struct.error, EOFError...
-            img.close()
-            raise WebError(415, f"{name} is not a readable image ({_short(e)}).") from None
-    return img
 
 
 def _error(e: WebError):
