@@ -281,3 +281,37 @@ def test_resnet_projection_is_a_strided_1x1_conv():
         h = relu(block.bn1(x))
         ref = conv2d(h, block.proj.weight, stride=2) + block.conv2(relu(block.bn2(block.conv1(h))))
         assert torch.allclose(block(x), ref, atol=1e-5)
+
+
+def test_sigterm_stops_classifier_training_and_resume_continues(tmp_path, tiny_csv):
+    """The run layer shared with the GAN (core/run.py): SIGTERM stops between two steps, exit
+    143, the state of the last finished epoch intact and metrics.csv with its rows; --resume
+    continues from there."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "clf"
+    cmd = [sys.executable, "-m", "ccyclegan", "train-classifier", "--data", str(tiny_csv),
+           "--out", str(out), "--width", "4", "--feature-dim", "8", "--epochs", "40",
+           "--batch-size", "8", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / "state.safetensors").exists():
+        time.sleep(0.1)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err.decode()
+    assert b"--resume" in err
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,loss,train_acc,val_acc,lr") and len(rows) >= 2
+    done = int(rows[-1].split(",")[0])
+    assert done < 40  # stopped early
+    r = subprocess.run([*cmd, "--resume"], capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert [int(x.split(",")[0]) for x in rows[1:]] == list(range(1, 41))

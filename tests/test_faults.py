@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from ccyclegan.cli.commands import main
-from ccyclegan.core import losses as losses
+from ccyclegan.core import losses
 from ccyclegan.core.checkpoint import CheckpointWriteError, load_tensors
 from ccyclegan.core.config import Config, ConfigError
 from ccyclegan.core.generator_files import load_generator
@@ -319,7 +319,7 @@ def test_nonfinite_error_type(tmp_path, tiny_csv, monkeypatch):
 
 FAULTY_RANKS = """
 import errno, os, sys
-from ccyclegan.core import losses as losses
+from ccyclegan.core import losses
 real_loss, calls = losses.d_adversarial, [0]
 def poisoned(*a, **k):  # rank 1 only: a NaN loss_D at step POISON_STEP
     calls[0] += 1

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ccyclegan.core import losses as losses
+from ccyclegan.core import losses
 
 
 def sigmoid(v):

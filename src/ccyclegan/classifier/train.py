@@ -20,7 +20,6 @@ Run directory (`--out`):
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -67,6 +66,7 @@ from ccyclegan.core.data import (
     rng_for,
 )
 from ccyclegan.core.plots import confusion_image
+from ccyclegan.core.run import MetricsLog, StopFlag, resumed_settings
 from ccyclegan.core.runtime import autocast, resolve_device, resolve_precision
 
 INFO_NAME = "classifier.json"
@@ -74,7 +74,6 @@ LAST_NAME = "last.safetensors"
 STATE_NAME = "state.safetensors"
 # May change on --resume; everything else defines the run.
 RESUMABLE_FIELDS = {"data", "out", "device", "precision", "threads"}
-METRIC_FIELDS = ["epoch", "loss", "train_acc", "val_acc", "lr", "seconds", "img_per_s"]
 
 
 # --------------------------------------------------------------------------- pieces
@@ -241,7 +240,7 @@ class _Session:
     model: EmotionNet
     opt: torch.optim.Optimizer
     progress: dict[str, Any]
-    metrics_path: Path
+    metrics: MetricsLog
     log: typing.Callable[[str], None]
     images: torch.Tensor  # the training faces and labels, on the device
     labels: torch.Tensor
@@ -258,9 +257,12 @@ def train_classifier(cfg: ClassifierConfig, resume: bool = False,
     """Train (or resume) the classifier in cfg.out; returns the summary written to
     classifier.json."""
     s = _set_up(cfg, resume, overrides, log)
-    for epoch in range(s.progress["epoch"], s.cfg.epochs):
-        loss_v, train_acc, seen, dt = _train_epoch(s, epoch)
-        _validate_and_select(s, epoch, loss_v, train_acc, seen, dt)
+    with StopFlag() as stop, s.metrics:
+        for epoch in range(s.progress["epoch"], s.cfg.epochs):
+            done = _train_epoch(s, epoch, stop)
+            if done is None:  # a signal: the state of the last finished epoch is kept
+                raise KeyboardInterrupt(stop.signal)
+            _validate_and_select(s, epoch, *done)
     return finish(s.run, s.cfg, s.test_set, s.data_info, s.amp_dtype, log, s.device)
 
 
@@ -271,32 +273,12 @@ def _resumed_config(run: Path, cfg: ClassifierConfig, resume: bool,
         if not (run / STATE_NAME).is_file():
             raise CheckpointError(f"{run / STATE_NAME}: nothing to resume")
         saved = _read_state_config(run / STATE_NAME).to_dict()
-        for k, v in (overrides or {}).items():
-            if k not in RESUMABLE_FIELDS and saved.get(k) != v:
-                raise ConfigError(f"config field '{k}' cannot change when resuming "
-                                  f"(state has {saved.get(k)!r}, got {v!r})")
-            saved[k] = v
-        cfg = ClassifierConfig.from_dict(saved, source=str(run / STATE_NAME))
+        cfg = ClassifierConfig.from_dict(
+            resumed_settings(saved, overrides, RESUMABLE_FIELDS, "state"),
+            source=str(run / STATE_NAME))
     if not cfg.data:
         raise ConfigError("config field 'data': give --data PATH (fer2013.csv or image folder)")
     return cfg
-
-
-def _open_metrics(path: Path, resume: bool, epoch: int) -> Path:
-    """metrics.csv with its header, or on resume its rows up to the state's epoch."""
-    if not resume or not path.exists():
-        with path.open("w", newline="") as f:
-            csv.writer(f).writerow(METRIC_FIELDS)
-    else:  # drop rows past the state, as if the run had not been interrupted
-        with path.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f)  # complete rows only (crash mid-write)
-                    if None not in r and (r.get("epoch") or "").isdigit()
-                    and int(r["epoch"]) <= epoch]
-        with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, METRIC_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-    return path
 
 
 def _load_data(cfg: ClassifierConfig) -> tuple[FaceData, FaceData, FaceData | None, dict]:
@@ -341,7 +323,7 @@ def _set_up(cfg: ClassifierConfig, resume: bool, overrides: dict[str, Any] | Non
         progress = _load_state(run, model, opt)
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run / "config.json", cfg.to_dict())
-    metrics_path = _open_metrics(run / "metrics.csv", resume, progress["epoch"])
+    metrics = MetricsLog(run, progress["epoch"] if resume else None, key="epoch")
 
     log(f"train-classifier: {data_info['n_train']} train / {data_info['n_val']} val / "
         f"{data_info['n_test']} test faces ({data_info['n_blank_dropped']} blank dropped), "
@@ -353,12 +335,14 @@ def _set_up(cfg: ClassifierConfig, resume: bool, overrides: dict[str, Any] | Non
     weight = class_weights(train_set.labels, cfg.class_weight)
     weight = None if weight is None else weight.to(device)
     return _Session(run, cfg, device, amp_dtype, train_set, val_set, test_set, data_info, bs,
-                    steps_per_epoch, model, opt, progress, metrics_path, log, images, labels,
+                    steps_per_epoch, model, opt, progress, metrics, log, images, labels,
                     weight)
 
 
-def _train_epoch(s: _Session, epoch: int) -> tuple[float, float, int, float]:
-    """One pass over the training faces: (mean loss, train accuracy, faces seen, seconds)."""
+def _train_epoch(s: _Session, epoch: int, stop: StopFlag
+                 ) -> tuple[float, float, int, float] | None:
+    """One pass over the training faces: (mean loss, train accuracy, faces seen, seconds);
+    None if a signal asked to stop (checked every step)."""
     cfg, device, amp_dtype, model, opt, bs = s.cfg, s.device, s.amp_dtype, s.model, s.opt, s.bs
     images, labels, total = s.images, s.labels, s.total
     model.train()
@@ -368,6 +352,8 @@ def _train_epoch(s: _Session, epoch: int) -> tuple[float, float, int, float]:
     correct = torch.zeros((), device=device)
     seen = 0
     for i in range(s.steps_per_epoch):
+        if stop.signal is not None:
+            return None
         step = epoch * s.steps_per_epoch + i
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, cfg)
@@ -405,10 +391,9 @@ def _validate_and_select(s: _Session, epoch: int, loss_v: float, train_acc: floa
     row = {"epoch": epoch + 1, "loss": round(loss_v, 5),
            "train_acc": round(train_acc, 5),
            "val_acc": None if val_acc is None else round(val_acc, 5),
-           "lr": f"{s.opt.param_groups[0]['lr']:.3g}", "seconds": round(dt, 1),
+           "lr": float(f"{s.opt.param_groups[0]['lr']:.3g}"), "seconds": round(dt, 1),
            "img_per_s": round(seen / dt, 1)}
-    with s.metrics_path.open("a", newline="") as f:
-        csv.DictWriter(f, METRIC_FIELDS).writerow(row)
+    s.metrics.write(row)
     s.log(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss_v:.4f} train acc {row['train_acc']:.4f}"
           f" val acc {val_acc if val_acc is None else round(val_acc, 4)} "
           f"({dt:.0f} s, {row['img_per_s']} img/s)")

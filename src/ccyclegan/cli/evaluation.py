@@ -70,10 +70,11 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     try:
         summary = train_classifier(ClassifierConfig(**overrides), resume=args.resume,
                                    overrides=overrides)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (StopFlag), between two steps
         print("interrupted: the state after the last finished epoch is kept; continue with "
               "--resume", file=sys.stderr)
-        return 130
+        sig = e.args[0] if e.args and isinstance(e.args[0], int) else 2
+        return 128 + sig
     test = summary.get("test")
     if test:
         print(f"done: test accuracy {test['accuracy']:.4f}; {summary['config']['out']}")

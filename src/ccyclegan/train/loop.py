@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 
 from ccyclegan.classifier.nets import load_classifier
-from ccyclegan.core import losses as losses
+from ccyclegan.core import losses
 from ccyclegan.core.augment import diff_augment
 from ccyclegan.core.checkpoint import BUNDLED_EXPR_CLASSIFIER, CheckpointError, bundled_model_path
 from ccyclegan.core.config import Config, ConfigError
@@ -33,6 +32,7 @@ from ccyclegan.core.generator_files import (
     verify_checkpoint,
 )
 from ccyclegan.core.models import Discriminator, Generator, build_models, one_hot
+from ccyclegan.core.run import StopFlag, resumed_settings
 from ccyclegan.core.runtime import (
     all_ranks_true,
     autocast,
@@ -351,12 +351,7 @@ def train(cfg: Config, resume: bool = False, overrides: dict[str, Any] | None = 
             raise CheckpointError(f"{ckpt_path}: nothing to resume (no checkpoint in {run_dir})")
         saved = verify_checkpoint(ckpt_path).to_dict()
         saved["out"] = cfg.out  # the run is where its checkpoint is (a moved run stays moved)
-        for k, v in (overrides or {}).items():
-            if k not in RESUMABLE_FIELDS and saved.get(k) != v:
-                raise ConfigError(f"config field '{k}' cannot change when resuming "
-                                  f"(checkpoint has {saved.get(k)!r}, got {v!r})")
-            saved[k] = v
-        cfg = Config.from_dict(saved)
+        cfg = Config.from_dict(resumed_settings(saved, overrides, RESUMABLE_FIELDS))
     if not cfg.data:
         raise ConfigError("config field 'data': give --data PATH (fer2013.csv or image folder)")
     with distributed(cfg.device):  # under torchrun: join the group, leave it at the end
@@ -393,7 +388,7 @@ def _train(cfg: Config, resume: bool, progress_bar: bool) -> dict[str, Any]:
                 f"and step count no longer match the original run")
     run.start(total, progress_bar)
     interrupted = None
-    with _StopFlag() as stop, run:
+    with StopFlag() as stop, run:
         while st.step < total:
             x, y, src, y_t = batches.get(st.step)
             lr = lr_at(cfg, st.step, total)
@@ -460,29 +455,3 @@ def _wrap_models(st: TrainState, device: torch.device, world: int, ckpt_path: Pa
     if cfg.compile:
         st.G_train = torch.compile(st.G if st.G_train is None else st.G_train)
         st.D_train = torch.compile(st.D if st.D_train is None else st.D_train)
-
-
-class _StopFlag:
-    """SIGINT/SIGTERM ask the loop to stop after the current step and save; a second
-    Ctrl-C interrupts at once."""
-
-    def __init__(self):
-        self.signal: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self):
-        for s in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal = signum
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)

@@ -10,7 +10,6 @@ and none is left waiting in a collective.
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 import time
@@ -26,12 +25,12 @@ from ccyclegan.core.checkpoint import (
     CheckpointError,
     CheckpointWriteError,
     atomic_write_bytes,
-    atomic_write_text,
     load_tensors,
     oserror_text,
 )
 from ccyclegan.core.data import NUM_CLASSES, FaceData
 from ccyclegan.core.generator_files import CKPT_NAME, save_checkpoint
+from ccyclegan.core.run import MetricsLog
 from ccyclegan.core.runtime import maxes_over_ranks
 from ccyclegan.core.visualize import translation_grid
 from ccyclegan.train.batches import Batches
@@ -285,60 +284,3 @@ def sample_faces(data: FaceData, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         j += 1
     idx = torch.tensor(picks, dtype=torch.long)
     return data.images[idx], data.labels[idx]
-
-
-class MetricsLog:
-    """metrics.csv (always) and TensorBoard (when installed). On resume, rows past the
-    checkpoint are dropped so the log reads like one uninterrupted run."""
-
-    def __init__(self, run_dir: Path, resume_step: int | None):
-        self.path = run_dir / "metrics.csv"
-        self.fields: list[str] | None = None
-        if resume_step is not None and self.path.exists():
-            with self.path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                # a crash can leave a half-written last row: keep complete rows only (G
-                # columns may be empty: a window without a G step, d_steps_per_g > 1)
-                rows = [r for r in reader
-                        if None not in r and None not in r.values()
-                        and r[reader.fieldnames[-1]] and _is_int(r.get("step"))
-                        and int(r["step"]) <= resume_step]
-                self.fields = list(reader.fieldnames or []) or None
-            buf = io.StringIO()
-            if self.fields and rows:
-                w = csv.DictWriter(buf, self.fields)
-                w.writeheader()
-                w.writerows(rows)
-            else:
-                self.fields = None
-            atomic_write_text(self.path, buf.getvalue())
-        elif self.path.exists():
-            self.path.unlink()
-        self.tb = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        except Exception:  # tensorboard is an optional extra
-            self.tb = None
-
-    def write(self, row: dict[str, float | None]) -> None:
-        """Append a row; None (a loss not computed in this window) is an empty cell."""
-        if self.fields is None:
-            self.fields = list(row.keys())
-            with self.path.open("w", newline="") as f:
-                csv.DictWriter(f, self.fields).writeheader()
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step" and v is not None:
-                    self.tb.add_scalar(k, v, int(row["step"]))
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def _is_int(v: str | None) -> bool:
-    return v is not None and v.strip().isdigit()
