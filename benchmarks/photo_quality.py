@@ -1,12 +1,16 @@
 """The photo benchmark: every face of the photos in a folder, in every emotion, judged as the
 user gets it (whole photo, its own resolution) and beside the model's own 48x48 output.
 
-    python benchmarks/photo_quality.py --photos ../shared/data/photos --judge runs/judge \
-        --judge runs/judge2 [--model FILE ...] [--out runs/photo_quality]
+    python benchmarks/photo_quality.py [--photos ../shared/data/photos] [--judge RUN ...]
+        [--model FILE ...] [--paste model|gate:T|legacy ...] [--out runs/photo_quality]
 
-Writes <out>/<model>.json (the summary of ccyclegan.photo_eval.summarize) and prints a table
-per model: photo vs crop accuracy per target for each judge, same person (dlib, 150-pixel chip,
-0.6), sharpness ratio of the face region.
+Judges: the two the package ships, unless given. Pastes: `model` (the translator's own:
+faces.paste_edit), `gate:T` (the same, old detail kept where the paint changes less than T
+grey levels), `legacy` (the paste before it: the 48x48 change added to the luminance under a
+fixed soft ellipse, reproduced here to measure it). Writes <out>/<model>__<paste>.json (the
+summary of ccyclegan.evaluate.photos.summarize) and prints a table per model and paste: photo
+vs crop accuracy per target for each judge, same person (dlib, 150-pixel chip, 0.6),
+sharpness ratio of the face region.
 """
 
 from __future__ import annotations
@@ -17,14 +21,66 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ccyclegan.classifier.nets import load_classifier
+from ccyclegan.classifier import load_classifier
+from ccyclegan.core.checkpoint import BUNDLED_JUDGE, BUNDLED_SECOND_JUDGE, bundled_model_path
 from ccyclegan.core.data import EMOTIONS
 from ccyclegan.evaluate.photos import PhotoReader, summarize, translate_and_judge
-from ccyclegan.translate.api import ExpressionTranslator
+from ccyclegan.translate import ExpressionTranslator
+from ccyclegan.translate.faces import FACE_SIZE, border_fade, paste_edit
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def legacy_mask(size: int = FACE_SIZE) -> np.ndarray:
+    """The paste before paste_edit: a soft ellipse, 1 within 0.29 of the side from the centre,
+    smoothstep to 0 at 0.47 of it (faces.face_mask of commit cba59ad)."""
+    t = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
+    r = np.sqrt((t[None, :] / 0.47) ** 2 + (t[:, None] / 0.47) ** 2)
+    u = np.clip((1.0 - r) / (1.0 - 0.62), 0.0, 1.0)
+    return u * u * (3.0 - 2.0 * u)
+
+
+def legacy_paste(result, emotion: str) -> np.ndarray:
+    """The 48x48 change, upsampled (bicubic) and added to R, G and B alike under the ellipse."""
+    import cv2
+
+    pixels = result.original.pixels.copy()
+    for face in result.faces:
+        f = face.frame
+        d = cv2.resize(face.delta[emotion], (f.w, f.h), interpolation=cv2.INTER_CUBIC
+                       if f.w > FACE_SIZE else cv2.INTER_AREA)
+        m = cv2.resize(legacy_mask(), (f.w, f.h), interpolation=cv2.INTER_LINEAR
+                       if f.w > FACE_SIZE else cv2.INTER_AREA)
+        h, w = pixels.shape[:2]
+        x0, y0, x1, y1 = max(f.x, 0), max(f.y, 0), min(f.x + f.w, w), min(f.y + f.h, h)
+        dm = (d * m)[y0 - f.y:y1 - f.y, x0 - f.x:x1 - f.x]
+        roi = pixels[y0:y1, x0:x1]
+        if roi.ndim == 3:
+            dm = dm[:, :, None]
+        roi[...] = np.clip(np.rint(roi.astype(np.float32) + dm), 0, 255).astype(np.uint8)
+    return pixels
+
+
+def gated_paste(gate: float):
+    def paste(result, emotion: str) -> np.ndarray:
+        pixels = result.original.pixels.copy()
+        for face in result.faces:
+            paste_edit(pixels, face.frame, face.edits[emotion], border_fade(FACE_SIZE), gate)
+        return pixels
+    return paste
+
+
+def paste_of(name: str):
+    if name == "model":
+        return None
+    if name == "legacy":
+        return legacy_paste
+    if name.startswith("gate:"):
+        return gated_paste(float(name[5:]))
+    raise SystemExit(f"unknown paste {name!r} (model, gate:T, legacy)")
 
 
 def table(name: str, s: dict) -> str:
@@ -46,7 +102,9 @@ def table(name: str, s: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--photos", default="../shared/data/photos")
-    p.add_argument("--judge", action="append", required=True, help="classifier run or file")
+    p.add_argument("--judge", action="append", help="classifier run or file (default: the two "
+                                                      "the package ships)")
+    p.add_argument("--paste", action="append", help="model (default), gate:T, legacy")
     p.add_argument("--model", action="append", help="generator file/run (default: bundled)")
     p.add_argument("--out", default="runs/photo_quality")
     p.add_argument("--intensity", type=float, default=1.0)
@@ -57,22 +115,26 @@ def main(argv=None) -> int:
     photos = sorted(q for q in Path(a.photos).iterdir() if q.suffix.lower() in PHOTO_SUFFIXES)
     if not photos:
         sys.exit(f"{a.photos}: no photos")
-    judges = {Path(j).name: load_classifier(j)[0] for j in a.judge}
+    paths = a.judge or [bundled_model_path(BUNDLED_JUDGE), bundled_model_path(BUNDLED_SECOND_JUDGE)]
+    judges = {Path(j).stem: load_classifier(j)[0] for j in paths}
     reader = PhotoReader()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for model in a.model or [None]:
         tr = ExpressionTranslator.load(model, threads=a.threads or None)
-        t0 = time.perf_counter()
-        records, info = translate_and_judge(tr, photos, reader, intensity=a.intensity)
-        s = summarize(records, judges)
-        s.update(info=info, model=str(model or "bundled"), seconds=time.perf_counter() - t0)
-        name = "bundled" if model is None else Path(model).stem if Path(model).is_file() \
-            else Path(model).name
-        if Path(model or "").name == "release.safetensors":
+        name = "bundled" if model is None else Path(model).stem
+        if Path(model or "").name in ("release.safetensors", "generator.safetensors"):
             name = Path(model).parent.name
-        (out / f"{name}.json").write_text(json.dumps(s, indent=1))
-        print(table(name, s), "\n", json.dumps(info), flush=True)
+        for paste in a.paste or ["model"]:
+            t0 = time.perf_counter()
+            records, info = translate_and_judge(tr, photos, reader, intensity=a.intensity,
+                                                paste=paste_of(paste))
+            s = summarize(records, judges)
+            s.update(info=info, model=str(model or "bundled"), paste=paste,
+                     seconds=time.perf_counter() - t0)
+            tag = f"{name}__{paste.replace(':', '')}"
+            (out / f"{tag}.json").write_text(json.dumps(s, indent=1))
+            print(table(tag, s), "\n", json.dumps(info), flush=True)
     return 0
 
 

@@ -151,8 +151,11 @@ class FaceRecord:
 
 def translate_and_judge(translator, photos: Sequence[str | Path], reader: PhotoReader,
                         targets: Sequence[str] = EMOTIONS, intensity: float = 1.0,
-                        keep_images: bool = False) -> tuple[list[FaceRecord], dict[str, Any]]:
-    """Translate every photo to every target and collect what the judges will read.
+                        keep_images: bool = False, paste=None
+                        ) -> tuple[list[FaceRecord], dict[str, Any]]:
+    """Translate every photo to every target and collect what the judges will read. paste
+    (result, emotion) -> pixels makes the edited photo (default: the translator's own,
+    TranslationResult.image), so other ways of pasting can be measured on the same edits.
 
     Faces the independent path does not find in the input photo cannot be judged: they are
     counted (info["not_judged"]), not scored. A face found in the input but not in an output
@@ -171,7 +174,7 @@ def translate_and_judge(translator, photos: Sequence[str | Path], reader: PhotoR
         info["faces_edited"] += len(result.faces)
         original = pic.pixels
         found_in = reader.find(original)
-        outputs = {t: result.image(t) for t in targets}
+        outputs = {t: (paste or type(result).image)(result, t) for t in targets}
         found_out = {t: reader.find(outputs[t]) for t in targets}
         for i, face in enumerate(result.faces):
             src = match(face.frame, found_in)

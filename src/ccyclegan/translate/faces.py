@@ -399,7 +399,8 @@ class FaceEdit:
     weight: np.ndarray | None = None
 
 
-def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray) -> None:
+def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
+               detail_gate: float | None = None) -> None:
     """Apply a 48x48 edit to the photo pixels (HxW or HxWx3 uint8) in frame, in place, at the
     photo's own resolution.
 
@@ -409,7 +410,10 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray)
     that share, and in colour it takes the colour of the unpainted pixels around it, so new
     content (a closed mouth over teeth, say) is skin- and lip-coloured rather than grey.
     fade (same size as edit) scales all of it: 0 on the frame's border, so nothing outside the
-    frame changes and no seam shows. Pixels whose edit is zero keep their exact values."""
+    frame changes and no seam shows. Pixels whose edit is zero keep their exact values.
+    detail_gate (grey levels; None: off, 0: never): take the detail out only in the share
+    |paint| / detail_gate of a painted pixel, so a pixel repainted nearly as it was keeps it
+    (a measured alternative: experiments/photo_release/)."""
     cv2 = _cv2()
     side = frame.w
     n = edit.paint.shape[0]
@@ -444,11 +448,8 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray)
         wgt = np.clip(up(edit.weight, cv2.INTER_LINEAR), 0.0, 1.0) * fade_hr
         coarse = cv2.resize(cv2.resize(y_moved, (n, n), interpolation=cv2.INTER_AREA),
                             (side, side), interpolation=cv2.INTER_CUBIC)
-        mode = os.environ.get("CCY_PASTE", "full")
-        if mode == "gate":
-            wgt_d = wgt * np.clip(np.abs(paint) / float(os.environ.get("CCY_TAU", "24")), 0, 1)
-        elif mode == "none":
-            wgt_d = wgt * 0
+        if detail_gate is not None:  # keep the detail where the paint changes little
+            wgt_d = wgt * np.clip(np.abs(paint) / detail_gate, 0.0, 1.0) if detail_gate else 0
         else:
             wgt_d = wgt
         y_out -= wgt_d * (y_moved - coarse)  # painted pixels lose the detail they painted over
