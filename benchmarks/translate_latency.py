@@ -77,7 +77,13 @@ def main() -> None:
     from ccyclegan.core.models import Generator, init_weights
     from ccyclegan.translate.api import ExpressionTranslator
     from ccyclegan.translate.export import onnx_bytes
-    from ccyclegan.translate.faces import crop_face, detect_faces, face_mask, frame_box, paste_delta
+    from ccyclegan.translate.faces import (
+        border_fade,
+        crop_face,
+        detect_faces,
+        frame_box,
+        paste_edit,
+    )
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
@@ -93,7 +99,7 @@ def main() -> None:
             path = Path(tmp) / "generator.safetensors"
             save_generator(path, G0, cfg, {})
         tr = ExpressionTranslator.load(path, "cpu", threads=args.threads)
-        G = tr._backend.G
+        G = tr._backend.G  # what the file holds: a Generator, or an Ensemble (several passes)
         onnx_path = Path(tmp) / "g.onnx"
         onnx_path.write_bytes(onnx_bytes(G, tr.config.to_dict()))
         tr_onnx = ExpressionTranslator.load(onnx_path, threads=args.threads)
@@ -126,11 +132,11 @@ def main() -> None:
         res["edit_a0.5"] = timed(lambda: tr.edit(crop, ["happy"], 0.5), 2 * n)
         res["edit_compiled"] = timed(lambda: tr_comp.edit(crop, ["happy"], 1.0), 2 * n)
         res["edit_onnxruntime"] = timed(lambda: tr_onnx.edit(crop, ["happy"], 1.0), 2 * n)
-        _, delta = tr.edit(crop, ["happy"], 1.0)
+        edit = tr.edit_parts(crop, ["happy"], 1.0)[2][0][0]
         res["detect"] = timed(lambda: detect_faces(photo), n)
         res["crop"] = timed(lambda: crop_face(photo, frame), n)
-        res["paste"] = timed(lambda: paste_delta(photo.copy(), frame, delta[0, 0], face_mask()),
-                             n)
+        # the edit at the photo's resolution: field, paint, detail and colour (a 727-pixel frame)
+        res["paste"] = timed(lambda: paste_edit(photo.copy(), frame, edit, border_fade(48)), n)
         res["pipeline"] = timed(lambda: tr.translate(photo, to="happy"), n)
         res["pipeline_a0.5"] = timed(lambda: tr.translate(photo, to="happy", intensity=0.5), n)
         res["pipeline_compiled"] = timed(lambda: tr_comp.translate(photo, to="happy"), n)

@@ -121,11 +121,10 @@ class TranslationResult:
 
     def strip(self, tile: int | None = None) -> np.ndarray:
         """One row per face: the face's region in the input, then in each target image, in the
-        image's own colours and resolution (tile x tile, default the frame size within
-        96..256 pixels)."""
+        image's own colours and resolution (tile x tile; default the largest frame's side, so
+        the largest face is shown pixel for pixel, but at least 96 pixels)."""
         if tile is None:
-            side = max(f.frame.w for f in self.faces)
-            tile = int(min(256, max(96, side)))
+            tile = int(max(96, max(f.frame.w for f in self.faces)))
         rows = []
         for face in self.faces:
             tiles = [crop_region(self.original.pixels, face.frame, tile)]
