@@ -454,16 +454,33 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
             wgt_d = wgt
         y_out -= wgt_d * (y_moved - coarse)  # painted pixels lose the detail they painted over
         if colour:
-            sigma = max(1.0, side / 12)
-            keep = 1.0 - wgt
-            near = cv2.GaussianBlur(moved * keep[:, :, None], (0, 0), sigma)
-            near /= np.maximum(cv2.GaussianBlur(keep, (0, 0), sigma), 1e-3)[:, :, None]
             chroma = moved - y_moved[:, :, None]
-            near_chroma = near - luma_f(near)[:, :, None]
+            near_chroma = _colour_around(moved, 1.0 - wgt, n)
+            near_chroma -= luma_f(near_chroma)[:, :, None]
             moved = y_moved[:, :, None] + chroma + wgt[:, :, None] * (near_chroma - chroma)
     out = (moved + (y_out - y_moved)[:, :, None]) if colour else y_out
     part = out[y0 - frame.y:y1 - frame.y, x0 - frame.x:x1 - frame.x]
     pixels[y0:y1, x0:x1] = np.clip(np.rint(part), 0, 255).astype(np.uint8)
+
+
+def _colour_around(rgb: np.ndarray, keep: np.ndarray, n: int) -> np.ndarray:
+    """The mean colour of the kept pixels (weights keep) around each pixel: a Gaussian of a
+    twelfth of the frame, normalised by the weights. Smooth, so computed on an n x n copy and
+    upsampled (a blur of the full frame would cost ~100x more on a large face)."""
+    cv2 = _cv2()
+    side = rgb.shape[0]
+    small = min(side, 2 * n)
+    if small != side:
+        rgb_s = cv2.resize(rgb * keep[:, :, None], (small, small), interpolation=cv2.INTER_AREA)
+        keep_s = cv2.resize(keep, (small, small), interpolation=cv2.INTER_AREA)
+    else:
+        rgb_s, keep_s = rgb * keep[:, :, None], keep
+    sigma = max(1.0, small / 12)
+    near = cv2.GaussianBlur(rgb_s, (0, 0), sigma)
+    near /= np.maximum(cv2.GaussianBlur(keep_s, (0, 0), sigma), 1e-3)[:, :, None]
+    if small != side:
+        near = cv2.resize(near, (side, side), interpolation=cv2.INTER_LINEAR)
+    return near
 
 
 def luma_f(rgb: np.ndarray) -> np.ndarray:
