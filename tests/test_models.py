@@ -201,3 +201,25 @@ def test_mirror_flow_is_the_field_of_the_mirror_image():
     flow = torch.randn(1, 2, 48, 48)
     torch.testing.assert_close(warp(x.flip(-1), mirror_flow(flow)).flip(-1), warp(x, flow),
                                atol=1e-5, rtol=0)
+
+
+def test_a_folded_condition_scale_is_the_ensembles_condition_scale():
+    """fold_condition_scale scales the weights that read the condition: one plain network
+    that decodes exactly what Ensemble(condition_scale=a) does, per emotion too."""
+    import copy
+
+    from ccyclegan.core.models import fold_condition_scale
+
+    G, _ = build_models(Config(gen_channels=8, label_mode="norm", output="attention"))
+    with torch.no_grad():  # a trained label: non-zero weights on the condition
+        for m in G.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.normal_(0, 0.3)
+    scale = (1.75, 1.5, 1.0, 1.25, 0.5, 2.0, 1.0)
+    x = torch.rand(7, 1, 48, 48) * 2 - 1
+    c = torch.eye(7)
+    want = Ensemble([copy.deepcopy(G)], condition_scale=scale)(x, c)
+    fold_condition_scale(G, scale)
+    torch.testing.assert_close(G(x, c), want, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="planes"):
+        fold_condition_scale(Generator(8, label_mode="planes"), 2.0)

@@ -32,7 +32,13 @@ from ccyclegan.core.checkpoint import (
 )
 from ccyclegan.core.config import Config, ConfigError
 from ccyclegan.core.data import EMOTIONS, NUM_CLASSES
-from ccyclegan.core.models import Ensemble, Generator, build_discriminator, build_generator
+from ccyclegan.core.models import (
+    Ensemble,
+    Generator,
+    build_discriminator,
+    build_generator,
+    fold_condition_scale,
+)
 
 CKPT_NAME = "checkpoint.safetensors"
 GEN_NAME = "generator.safetensors"
@@ -277,10 +283,13 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
 
 def copy_generator_weights(G: Generator, path: str | Path) -> None:
     """G's weights from the generator in path (its first network, if the file holds an
-    ensemble); the parts that file lacks, such as the displacement field of a warp output
-    started from an attention generator, keep G's own initialisation. CheckpointError if the
-    rest does not fit."""
-    src = as_ensemble(load_generator(path)[0]).members[0]
+    ensemble, with the file's condition scale folded in: models.fold_condition_scale); the
+    parts that file lacks, such as the displacement field of a warp output started from an
+    attention generator, keep G's own initialisation. CheckpointError if the rest does not
+    fit."""
+    E = as_ensemble(load_generator(path)[0])
+    src = E.members[0]
+    fold_condition_scale(src, E.condition_scale)
     own = src.state_dict()
     target = G.state_dict()
     wrong = [k for k, v in own.items() if k not in target or target[k].shape != v.shape]

@@ -224,6 +224,25 @@ class Generator(nn.Module):
         return out[0] if len(out) == 1 else out
 
 
+@torch.no_grad()
+def fold_condition_scale(G: Generator, scale: float | tuple[float, ...]) -> None:
+    """Make G read a x the condition with a plain condition, by scaling the weights that read
+    it (the transform's label columns, each conditional norm's scale and shift): exact, since
+    the condition enters those layers linearly. What Ensemble's condition_scale does, inside
+    one network."""
+    if scale == 1.0:
+        return
+    if G.label_mode == "planes":
+        raise ValueError("a condition scale cannot be folded into label_mode 'planes'")
+    a = torch.as_tensor(scale, dtype=torch.float32).expand(G.num_classes)
+    lin = G.transform[0]
+    lin.weight[:, -G.num_classes:] *= a.to(lin.weight)
+    for m in G.modules():
+        if isinstance(m, CondInstanceNorm):
+            m.scale.weight *= a.to(m.scale.weight)
+            m.shift.weight *= a.to(m.shift.weight)
+
+
 class Ensemble(nn.Module):
     """Generators of one architecture with the settings a release is exported with, behind
     the generator's own interface (encode, decode, decode_parts, forward), so every path that
