@@ -263,7 +263,8 @@ def train_classifier(cfg: ClassifierConfig, resume: bool = False,
             if done is None:  # a signal: the state of the last finished epoch is kept
                 raise KeyboardInterrupt(stop.signal)
             _validate_and_select(s, epoch, *done)
-    return finish(s.run, s.cfg, s.test_set, s.data_info, s.amp_dtype, log, s.device)
+        # scored under the flag too: a signal now lets the last few seconds finish
+        return finish(s.run, s.cfg, s.test_set, s.data_info, s.amp_dtype, log, s.device)
 
 
 def _resumed_config(run: Path, cfg: ClassifierConfig, resume: bool,
