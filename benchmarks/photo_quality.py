@@ -2,13 +2,16 @@
 user gets it (whole photo, its own resolution) and beside the model's own 48x48 output.
 
     python benchmarks/photo_quality.py [--photos ../shared/data/photos] [--judge RUN ...]
-        [--model FILE ...] [--paste model|gate:T|legacy ...] [--out runs/photo_quality]
+        [--model FILE ...] [--paste model|gate:T+match:N+fade:R|legacy] [--out runs/photo_quality]
 
 Judges: the two the package ships, unless given. Pastes: `model` (the translator's own:
-faces.paste_edit), `gate:T` (the same, old detail kept where the paint changes less than T
-grey levels), `legacy` (the paste before it: the 48x48 change added to the luminance under a
-fixed soft ellipse, reproduced here to measure it). Writes <out>/<model>__<paste>.json (the
-summary of ccyclegan.evaluate.photos.summarize) and prints a table per model and paste: photo
+faces.paste_edit as translate calls it), `gate:T` (old detail kept where the paint changes
+less than T grey levels), `match:N` (N rounds of back-projection, so that the photo seen at
+48x48 shows the faded 48x48 result), `fade:R` (the border ramp, a share of the side), joined
+with `+` (`gate:24+match:3`); `legacy` (the paste before paste_edit: the 48x48 change added
+to the luminance under a fixed soft ellipse, reproduced here to measure it). Writes
+<out>/<model>__<paste>.json (the summary of ccyclegan.evaluate.photos.summarize) and prints a
+table per model and paste: photo
 vs crop accuracy per target for each judge, same person (dlib, 150-pixel chip, 0.6),
 sharpness ratio of the face region.
 """
@@ -64,11 +67,17 @@ def legacy_paste(result, emotion: str) -> np.ndarray:
     return pixels
 
 
-def gated_paste(gate: float):
+def paste_with(gate: float | None = None, match: int | None = None,
+               fade: float | None = None):
+    """paste_edit with some of its settings changed (None: as translate calls it)."""
+    kwargs = {} if match is None else {"match": match}
+    ramp = {} if fade is None else {"ramp": fade}
+
     def paste(result, emotion: str) -> np.ndarray:
         pixels = result.original.pixels.copy()
         for face in result.faces:
-            paste_edit(pixels, face.frame, face.edits[emotion], border_fade(FACE_SIZE), gate)
+            paste_edit(pixels, face.frame, face.edits[emotion], border_fade(FACE_SIZE, **ramp),
+                       gate, **kwargs)
         return pixels
     return paste
 
@@ -78,9 +87,14 @@ def paste_of(name: str):
         return None
     if name == "legacy":
         return legacy_paste
-    if name.startswith("gate:"):
-        return gated_paste(float(name[5:]))
-    raise SystemExit(f"unknown paste {name!r} (model, gate:T, legacy)")
+    settings = {}
+    for part in name.split("+"):
+        key, _, value = part.partition(":")
+        if key not in ("gate", "match", "fade") or not value:
+            raise SystemExit(f"unknown paste {name!r} (model, gate:T, match:N, fade:R joined "
+                             "with +, legacy)")
+        settings[key] = int(value) if key == "match" else float(value)
+    return paste_with(**settings)
 
 
 def table(name: str, s: dict) -> str:
@@ -132,7 +146,7 @@ def main(argv=None) -> int:
             s = summarize(records, judges)
             s.update(info=info, model=str(model or "bundled"), paste=paste,
                      seconds=time.perf_counter() - t0)
-            tag = f"{name}__{paste.replace(':', '')}"
+            tag = f"{name}__{paste.replace(':', '').replace('+', '_')}"
             (out / f"{tag}.json").write_text(json.dumps(s, indent=1))
             print(table(tag, s), "\n", json.dumps(info), flush=True)
     return 0

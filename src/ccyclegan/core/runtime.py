@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -42,7 +43,19 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return None
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("config field 'precision': fp16 needs CUDA; use bf16 on CPU")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        warnings.warn(f"precision bf16: this CPU ({torch.backends.cpu.get_cpu_capability()}) "
+                      "has no native bf16 (AVX512-BF16 or AMX), so bf16 autocast is emulated "
+                      "and about 15x slower than fp32 here; use --precision fp32", stacklevel=2)
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (else autocast emulates it, slowly)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True  # cannot tell: say nothing
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

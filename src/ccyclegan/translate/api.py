@@ -148,11 +148,11 @@ def _face_edit(face: np.ndarray, delta: np.ndarray, a: float, mask: np.ndarray |
     whole change is painted over the photo's own detail)."""
     weight = None if mask is None else np.clip(a * (1.0 - mask), 0.0, 1.0)
     if flow is None or a == 0.0 or np.abs(flow).max() < 1e-3:
-        return FaceEdit(delta, None, weight)
+        return FaceEdit(delta, None, weight, delta)
     f = np.moveaxis(flow, 0, -1) * a  # [48, 48, 2]
     moved = warp_face(face.astype(np.float32), f)
     paint = face.astype(np.float32) + delta - moved
-    return FaceEdit(paint.astype(np.float32), f.astype(np.float32), weight)
+    return FaceEdit(paint.astype(np.float32), f.astype(np.float32), weight, delta)
 
 
 def warp_face(face: np.ndarray, flow: np.ndarray) -> np.ndarray:

@@ -392,15 +392,18 @@ class FaceEdit:
     flow: [48, 48, 2] (dx, dy) in pixels of the 48x48 face, or None: the input is sampled at
     p + flow(p). paint: [48, 48] grey levels added after the move (new content). weight:
     [48, 48] in [0, 1], the share of each pixel painted anew (its old detail goes), or None
-    (nothing is painted: all detail stays)."""
+    (nothing is painted: all detail stays). delta: [48, 48], the model's whole change of the
+    48x48 face (output - input), or None: what the photo, seen at 48x48, should show
+    (paste_edit's match)."""
 
     paint: np.ndarray
     flow: np.ndarray | None = None
     weight: np.ndarray | None = None
+    delta: np.ndarray | None = None
 
 
 def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
-               detail_gate: float | None = None) -> None:
+               detail_gate: float | None = None, match: int = 0) -> None:
     """Apply a 48x48 edit to the photo pixels (HxW or HxWx3 uint8) in frame, in place, at the
     photo's own resolution.
 
@@ -413,7 +416,11 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     frame changes and no seam shows. Pixels whose edit is zero keep their exact values.
     detail_gate (grey levels; None: off, 0: never): take the detail out only in the share
     |paint| / detail_gate of a painted pixel, so a pixel repainted nearly as it was keeps it
-    (a measured alternative: experiments/photo_release/)."""
+    (a measured alternative: experiments/photo_release/).
+    match: rounds of back-projection (Irani and Peleg's, as in super-resolution): the photo's
+    face, shrunk to 48x48 as a crop is, is compared with the faded 48x48 result (input +
+    fade x delta) and the smooth difference, upsampled, is added to the luminance, so the
+    photo seen at the model's scale shows what the model made (needs edit.delta)."""
     cv2 = _cv2()
     side = frame.w
     n = edit.paint.shape[0]
@@ -458,6 +465,11 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
             near_chroma = _colour_around(moved, 1.0 - wgt, n)
             near_chroma -= luma_f(near_chroma)[:, :, None]
             moved = y_moved[:, :, None] + chroma + wgt[:, :, None] * (near_chroma - chroma)
+    if match and edit.delta is not None:
+        y_in = luma_f(region) if colour else region
+        target = _resize(y_in, n) + edit.delta * fade
+        for _ in range(match):
+            y_out += up((target - _resize(y_out, n)) * fade, cv2.INTER_CUBIC)
     out = (moved + (y_out - y_moved)[:, :, None]) if colour else y_out
     part = out[y0 - frame.y:y1 - frame.y, x0 - frame.x:x1 - frame.x]
     pixels[y0:y1, x0:x1] = np.clip(np.rint(part), 0, 255).astype(np.uint8)
