@@ -66,7 +66,7 @@ from ccyclegan.core.data import (
     rng_for,
 )
 from ccyclegan.core.plots import confusion_image
-from ccyclegan.core.run import MetricsLog, StopFlag, resumed_settings
+from ccyclegan.core.run import MetricsLog, StopFlag, resumed_settings, say
 from ccyclegan.core.runtime import autocast, resolve_device, resolve_precision
 
 INFO_NAME = "classifier.json"
@@ -253,7 +253,7 @@ class _Session:
 
 def train_classifier(cfg: ClassifierConfig, resume: bool = False,
                      overrides: dict[str, Any] | None = None,
-                     log: typing.Callable[[str], None] = print) -> dict[str, Any]:
+                     log: typing.Callable[[str], None] = say) -> dict[str, Any]:
     """Train (or resume) the classifier in cfg.out; returns the summary written to
     classifier.json."""
     s = _set_up(cfg, resume, overrides, log)
@@ -409,7 +409,7 @@ def _validate_and_select(s: _Session, epoch: int, loss_v: float, train_acc: floa
 
 
 def finish(run: Path, cfg: ClassifierConfig, test_set: FaceData | None, data_info: dict,
-           amp_dtype: torch.dtype | None, log: typing.Callable[[str], None] = print,
+           amp_dtype: torch.dtype | None, log: typing.Callable[[str], None] = say,
            device: torch.device | str = "cpu") -> dict[str, Any]:
     """Score the judge (and the last epoch) on the test split; write classifier.json and
     confusion.png."""

@@ -13,7 +13,13 @@ from typing import Any
 from ccyclegan.core.checkpoint import atomic_write_text
 from ccyclegan.core.config import ConfigError
 
-__all__ = ["MetricsLog", "StopFlag", "resumed_settings"]
+__all__ = ["MetricsLog", "StopFlag", "resumed_settings", "say"]
+
+
+def say(message: str) -> None:
+    """print, flushed: a run's lines reach a log file as they happen (redirected stdout is
+    block-buffered, so `nohup ... > log` would show nothing for an hour)."""
+    print(message, flush=True)
 
 
 def resumed_settings(saved: dict[str, Any], overrides: dict[str, Any] | None,

@@ -45,6 +45,7 @@ from ccyclegan.core.data import (
 from ccyclegan.core.generator_files import as_ensemble, load_generator, strength_json
 from ccyclegan.core.models import one_hot
 from ccyclegan.core.plots import confusion_image
+from ccyclegan.core.run import say
 from ccyclegan.core.runtime import resolve_device
 from ccyclegan.core.visualize import grid_image
 from ccyclegan.evaluate import (
@@ -97,7 +98,7 @@ def _translate(G, faces: torch.Tensor, batch_size: int, intensity: float = 1.0) 
 
 def same_person(images: torch.Tensor, fakes: torch.Tensor, src: np.ndarray, tgt: np.ndarray,
                 labels: np.ndarray, enabled: bool | None, max_faces: int, seed: int,
-                log: typing.Callable[[str], None] = print) -> dict[str, Any] | None:
+                log: typing.Callable[[str], None] = say) -> dict[str, Any] | None:
     """dlib's face-descriptor distance between each face and its translations (the first
     max_faces faces), and as a reference between each face and a real face of the target
     emotion, which is another person. None when disabled or (enabled None) not installed."""
@@ -388,7 +389,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, classifier: str | Path,
              batch_size: int = 128, device: str = "auto", threads: int = 0,
              kid_subset_size: int = KID_SUBSET_SIZE, kid_subsets: int = KID_SUBSETS,
              inception: typing.Callable[[torch.Tensor], np.ndarray] | None = None,
-             use_inception: bool = True, log: typing.Callable[[str], None] = print,
+             use_inception: bool = True, log: typing.Callable[[str], None] = say,
              second_classifier: str | Path | None = None, identity: bool | None = None,
              identity_faces: int = 200, intensity: float = 1.0) -> dict[str, Any]:
     """Evaluate a generator on the test split; writes metrics.json, report.md and figures

@@ -20,6 +20,7 @@ from typing import Any
 from ccyclegan.core.checkpoint import atomic_write_json, atomic_write_text
 from ccyclegan.core.config import Config, ConfigError
 from ccyclegan.core.plots import bar_chart
+from ccyclegan.core.run import say
 from ccyclegan.evaluate.run import evaluate
 from ccyclegan.train.loop import train
 
@@ -79,7 +80,7 @@ def sweep(data: str, out: str | Path, classifier: str | Path, lrs: list[float],
           lambda_cls: list[float], lambda_cycs: list[float], max_steps: int,
           eval_limit: int = 500, seed: int = 0, base: dict[str, Any] | None = None,
           fid: bool = False, inception_weights: str | None = None, threads: int = 0,
-          progress_bar: bool = True, log: typing.Callable[[str], None] = print
+          progress_bar: bool = True, log: typing.Callable[[str], None] = say
           ) -> dict[str, Any]:
     """Train and evaluate every setting of the grid (skipping what is already done)."""
     if max_steps <= 0:
