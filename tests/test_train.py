@@ -285,3 +285,14 @@ def test_distillation_alone_trains_g_towards_the_teacher_and_no_d(tmp_path, tiny
         Config(lambda_distill=1.0)
     with pytest.raises(CheckpointError, match="does not fit"):
         run(tmp_path, tiny_csv, "wrong", max_steps=1, init_from=str(teacher), gen_channels=16)
+
+
+def test_progress_lines_count_down_the_budget(tmp_path, tiny_csv, capsys):
+    """Without a bar, each metrics row prints a line whose time left is the --max-minutes budget
+    when that ends the run first (not the time to finish every epoch)."""
+    run(tmp_path, tiny_csv, "t", max_steps=100000, max_minutes=0.05, log_every=1,
+        ckpt_every=100000, sample_every=100000, epochs=10000)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step ")]
+    assert lines, "no progress line"
+    left = [int(ln.rsplit("~", 1)[1].split()[0]) for ln in lines if "min left" in ln]
+    assert left and max(left) == 0  # 3 s of budget; all 100,000 steps would take hours

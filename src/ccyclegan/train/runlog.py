@@ -172,7 +172,11 @@ class RunLog:
         losses = "".join(f", {k} {row[k]:.3f}" for k in ("loss_D", "loss_G", "G_distill")
                          if row.get(k) is not None)
         spent = time.perf_counter() - self._t_run
-        left = f", ~{spent * (1 - done) / done / 60:.0f} min left" if done > 0 else ""
+        left_s = spent * (1 - done) / done if done > 0 else None
+        if self.cfg.max_minutes:  # the budget ends the run first when it is shorter
+            budget_s = max(60 * self.cfg.max_minutes - self.train_seconds(), 0.0)
+            left_s = budget_s if left_s is None else min(left_s, budget_s)
+        left = f", ~{left_s / 60:.0f} min left" if left_s is not None else ""
         return (f"step {step}/{self.total} ({step / self.total:.0%}), "
                 f"{row['img_per_s']:.0f} img/s{losses}{left}")
 
