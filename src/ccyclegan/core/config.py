@@ -48,8 +48,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     "stargan": {**_PAPER, "adv_loss": "wgan-gp", "lambda_gp": 10.0, "d_steps_per_g": 5,
                 "cycle_mode": "cycle", "lambda_cyc": 10.0, "label_mode": "planes", "lr": 1e-4},
     # a first model in 15 minutes on a laptop CPU: the bundled model's recipe (conditional
-    # norm, attention output, the package's frozen loss classifier) for 13 minutes of training
+    # norm, attention output, the package's frozen loss classifier) for 13 minutes of training,
+    # with batch 32 and a D of half the width, so that a slow CPU makes the ~1,000 steps after
+    # which the edits show (README "Train")
     "quick": {**_PAPER, "output": "attention", "label_mode": "norm", "lr": 5e-4,
+              "batch_size": 32, "disc_channels": 32,
               "ema_decay": 0.995, "expr_classifier": "bundled", "lambda_expr": 1.0,
               "expr_confidence": 0.75, "max_minutes": 13.0, "log_every": 25,
               "sample_every": 250, "ckpt_every": 100},
