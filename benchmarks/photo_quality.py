@@ -6,9 +6,10 @@ user gets it (whole photo, its own resolution) and beside the model's own 48x48 
 
 Judges: the two the package ships, unless given. Pastes: `model` (the translator's own:
 faces.paste_edit as translate calls it), `gate:T` (old detail kept where the paint changes
-less than T grey levels), `match:N` (N rounds of back-projection, so that the photo seen at
-48x48 shows the faded 48x48 result), `fade:R` (the border ramp, a share of the side), joined
-with `+` (`gate:24+match:3`); `legacy` (the paste before paste_edit: the 48x48 change added
+less than T grey levels; `gate:off`: taken out wherever painted), `match:N` (N rounds of
+back-projection, so that the photo seen at 48x48 shows the faded 48x48 result), `fade:R` (the
+border ramp, a share of the side), joined with `+` (`gate:off+match:0+fade:0.1`: the paste
+before these defaults); `legacy` (the paste before paste_edit: the 48x48 change added
 to the luminance under a fixed soft ellipse, reproduced here to measure it). Writes
 <out>/<model>__<paste>.json (the summary of ccyclegan.evaluate.photos.summarize) and prints a
 table per model and paste: photo
@@ -67,17 +68,17 @@ def legacy_paste(result, emotion: str) -> np.ndarray:
     return pixels
 
 
-def paste_with(gate: float | None = None, match: int | None = None,
-               fade: float | None = None):
-    """paste_edit with some of its settings changed (None: as translate calls it)."""
-    kwargs = {} if match is None else {"match": match}
-    ramp = {} if fade is None else {"ramp": fade}
+def paste_with(**settings):
+    """paste_edit with some of its settings changed (gate, match, fade); the rest as translate
+    calls it."""
+    kwargs = {{"gate": "detail_gate"}.get(k, k): v for k, v in settings.items() if k != "fade"}
+    ramp = {"ramp": settings["fade"]} if "fade" in settings else {}
 
     def paste(result, emotion: str) -> np.ndarray:
         pixels = result.original.pixels.copy()
         for face in result.faces:
             paste_edit(pixels, face.frame, face.edits[emotion], border_fade(FACE_SIZE, **ramp),
-                       gate, **kwargs)
+                       **kwargs)
         return pixels
     return paste
 
@@ -93,7 +94,8 @@ def paste_of(name: str):
         if key not in ("gate", "match", "fade") or not value:
             raise SystemExit(f"unknown paste {name!r} (model, gate:T, match:N, fade:R joined "
                              "with +, legacy)")
-        settings[key] = int(value) if key == "match" else float(value)
+        settings[key] = (int(value) if key == "match" else None if value == "off"
+                         else float(value))
     return paste_with(**settings)
 
 

@@ -22,6 +22,7 @@ from ccyclegan.translate.faces import (
     NoFaceError,
     TranslateError,
     border_fade,
+    crop_face,
     detect_faces,
     frame_box,
     paste_edit,
@@ -175,6 +176,29 @@ def test_painted_content_takes_the_colour_around_it():
     gap = np.abs(out[92:100, 95].astype(int) - out[92:100, 92]).max()
     assert gap < 30  # the gap between the teeth (detail finer than the 48x48 grid) is gone
     assert np.array_equal(out[:10], photo[:10])
+
+
+def test_back_projection_makes_the_photo_show_the_48px_result():
+    """paste_edit's match: the pasted photo, cropped to 48x48 again as the model's input was,
+    shows the faded 48x48 result (input + fade x delta) far more closely than an upsampled
+    paste alone, on a photo with its own fine detail; outside the frame nothing changes."""
+    rng = np.random.default_rng(0)
+    photo = rng.integers(40, 216, (300, 300, 3)).astype(np.uint8)  # detail finer than 48 px
+    frame = Box(30, 30, 240, 240)
+    delta = np.zeros((48, 48), np.float32)
+    delta[::3, :] = 40.0  # an edit as fine as the 48x48 grid: what upsampling loses
+    delta[20:30, 10:38] -= 30.0
+    fade = border_fade(48)
+    target = crop_face(photo, frame).astype(np.float32) + delta * fade
+
+    def error(match: int) -> float:
+        out = photo.copy()
+        paste_edit(out, frame, FaceEdit(delta, None, None, delta), fade, match=match)
+        assert np.array_equal(out[:30], photo[:30]) and np.array_equal(out[:, 270:], photo[:, 270:])
+        return float(np.abs(crop_face(out, frame).astype(np.float32) - target).mean())
+
+    assert error(3) < 0.3 * error(0)
+    assert error(1) < error(0)
 
 
 def test_only_luminance_changes(tr, astronaut, other):

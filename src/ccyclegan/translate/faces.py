@@ -27,6 +27,8 @@ from ccyclegan.core.data import DataError, check_image_size, max_pixels
 
 __all__ = [
     "BORDER_RAMP",
+    "DETAIL_GATE",
+    "MATCH_ROUNDS",
     "FACE_SIZE",
     "FRAME_SCALE",
     "FRAME_SHIFT",
@@ -49,7 +51,12 @@ DETECT_SIZE = 640  # detect on a copy whose longest side is at most this
 MIN_FACE = 0.08  # smallest face searched for, as a fraction of the photo's shorter side
 _HAAR_WINDOW = 24  # the cascade's own window: nothing smaller can be found
 _SEARCH_FACE = 30  # the smallest face, in pixels of the searched copy
-BORDER_RAMP = 0.1  # the edit fades to nothing over this share of the frame at each side
+BORDER_RAMP = 0.05  # the edit fades to nothing over this share of the frame at each side
+# paste_edit's defaults, chosen on the photo benchmark (experiments/photo_release/): old detail
+# is kept where the paint changes a pixel by less than DETAIL_GATE grey levels, and MATCH_ROUNDS
+# of back-projection make the photo seen at 48x48 show the model's (faded) result
+DETAIL_GATE = 24.0
+MATCH_ROUNDS = 3
 
 
 class TranslateError(ValueError):
@@ -403,7 +410,7 @@ class FaceEdit:
 
 
 def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
-               detail_gate: float | None = None, match: int = 0) -> None:
+               detail_gate: float | None = DETAIL_GATE, match: int = MATCH_ROUNDS) -> None:
     """Apply a 48x48 edit to the photo pixels (HxW or HxWx3 uint8) in frame, in place, at the
     photo's own resolution.
 
@@ -414,9 +421,9 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     content (a closed mouth over teeth, say) is skin- and lip-coloured rather than grey.
     fade (same size as edit) scales all of it: 0 on the frame's border, so nothing outside the
     frame changes and no seam shows. Pixels whose edit is zero keep their exact values.
-    detail_gate (grey levels; None: off, 0: never): take the detail out only in the share
-    |paint| / detail_gate of a painted pixel, so a pixel repainted nearly as it was keeps it
-    (a measured alternative: experiments/photo_release/).
+    detail_gate (grey levels; None: the whole painted share, 0: never): take the detail out
+    only in the share |paint| / detail_gate of a painted pixel, so a pixel repainted nearly as
+    it was keeps it (measured: experiments/photo_release/).
     match: rounds of back-projection (Irani and Peleg's, as in super-resolution): the photo's
     face, shrunk to 48x48 as a crop is, is compared with the faded 48x48 result (input +
     fade x delta) and the smooth difference, upsampled, is added to the luminance, so the
