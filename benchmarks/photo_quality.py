@@ -4,7 +4,7 @@ user gets it (whole photo, its own resolution) and beside the model's own 48x48 
     python benchmarks/photo_quality.py [--photos ../shared/data/photos] [--judge RUN ...]
         [--model FILE ...] [--paste model|gate:T+match:N+fade:R|legacy] [--out runs/photo_quality]
 
-Judges: the two the package ships, unless given. Pastes: `model` (the translator's own:
+Judges: those the package ships, unless given. Pastes: `model` (the translator's own:
 faces.paste_edit as translate calls it), `gate:T` (old detail kept where the paint changes
 less than T grey levels; `gate:off`: taken out wherever painted), `match:N` (N rounds of
 back-projection, so that the photo seen at 48x48 shows the faded 48x48 result), `fade:R` (the
@@ -131,7 +131,8 @@ def main(argv=None) -> int:
     photos = sorted(q for q in Path(a.photos).iterdir() if q.suffix.lower() in PHOTO_SUFFIXES)
     if not photos:
         sys.exit(f"{a.photos}: no photos")
-    paths = a.judge or [bundled_model_path(BUNDLED_JUDGE), bundled_model_path(BUNDLED_SECOND_JUDGE)]
+    paths = a.judge or [p for p in (bundled_model_path(BUNDLED_JUDGE),
+                                    bundled_model_path(BUNDLED_SECOND_JUDGE)) if p is not None]
     judges = {Path(j).stem: load_classifier(j)[0] for j in paths}
     reader = PhotoReader()
     out = Path(a.out)

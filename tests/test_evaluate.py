@@ -353,6 +353,11 @@ def test_cli_evaluate_uses_the_bundled_judges_by_default(tiny_models, tmp_path, 
     assert m["second_judge"]["path"] == str(second)
     assert main([*base, "--classifier", str(clf), "--out", str(tmp_path / "b")]) == 0
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["second_judge"] is None
+    del shipped[checkpoint.BUNDLED_SECOND_JUDGE]  # an install with the first judge only
+    assert main([*base, "--out", str(tmp_path / "d")]) == 0
+    m = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert m["classifier"]["path"] == str(shipped[checkpoint.BUNDLED_JUDGE])
+    assert m["second_judge"] is None
     monkeypatch.setattr(cli_eval, "bundled_model_path", lambda name: None)
     capsys.readouterr()
     assert main([*base, "--out", str(tmp_path / "c")]) == 2

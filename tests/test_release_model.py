@@ -59,3 +59,39 @@ def test_on_real_test_faces_it_changes_the_face_more_than_the_border():
     border = np.concatenate([change[:8].ravel(), change[40:].ravel(),
                              change[8:40, :8].ravel(), change[8:40, 40:].ravel()]).mean()
     assert inside > border > 0
+
+
+def _judge_paths():
+    from ccyclegan.core.checkpoint import BUNDLED_JUDGE, BUNDLED_SECOND_JUDGE
+
+    first = bundled_model_path(BUNDLED_JUDGE)
+    assert first is not None, "the judge is missing from src/ccyclegan/weights/"
+    second = bundled_model_path(BUNDLED_SECOND_JUDGE)
+    return {"vgg": first, **({"resnet": second} if second is not None else {})}
+
+
+def test_the_judges_ship_fp16_each_of_its_architecture():
+    from ccyclegan.classifier import load_classifier
+
+    for arch, path in _judge_paths().items():
+        assert path.stat().st_size <= 15 * 2 ** 20
+        tensors, _ = load_tensors(path)
+        assert all(t.dtype == torch.float16 for t in tensors.values() if t.is_floating_point())
+        assert load_classifier(path)[1]["config"]["arch"] == arch
+
+
+def test_the_judges_read_real_test_faces():
+    """Each shipped judge reads real PublicTest faces about as its card says (300 faces: well
+    above chance, 14 %, and the majority class, 25 %), and predicts every emotion."""
+    from ccyclegan.classifier import load_classifier
+    from ccyclegan.classifier.nets import predict
+    from ccyclegan.core.data import load_split
+
+    if not REAL_FER.exists():
+        pytest.skip(f"real FER2013 not at {REAL_FER}")
+    test = load_split(REAL_FER, "test").subset(slice(0, 300))
+    for path in _judge_paths().values():
+        pred = predict(load_classifier(path)[0], test.images).argmax(1)
+        acc = (pred == test.labels).float().mean().item()
+        assert acc > 0.55, f"{path.name}: {acc:.3f} on 300 PublicTest faces"
+        assert set(pred.tolist()) == set(range(7)), f"{path.name} never predicts some emotion"

@@ -84,13 +84,15 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 
 
 def judges(classifier: str | None, second: str | None) -> tuple[str, str | None]:
-    """The judges of `evaluate`: yours, or the two bundled with the package (the second one
-    by default only when the first is bundled too: yours stays alone unless you name another).
+    """The judges of `evaluate`: yours, or those bundled with the package (the second one by
+    default only when the first is bundled too, and only where this install ships it: yours
+    stays alone unless you name another).
     """
     if second is not None and second.lower() == "none":
         second = None
     elif second is None and classifier is None:
-        second = _bundled(BUNDLED_SECOND_JUDGE)
+        path = bundled_model_path(BUNDLED_SECOND_JUDGE)
+        second = None if path is None else str(path)
     if classifier is None:
         classifier = _bundled(BUNDLED_JUDGE)
     return classifier, second

@@ -39,9 +39,10 @@ class CheckpointWriteError(CheckpointError):
     the folder is read-only, ... The message says what the last good checkpoint on disk is."""
 
 
-# The evaluation classifiers shipped with the package: the two judges of every figure in the
-# docs (Training rows only, never in a training loss), fp16; docs/model_card.md says how each
-# was trained and how it scores.
+# The evaluation classifiers shipped with the package (Training rows only, never in a training
+# loss), fp16; docs/evaluate.md says how each was trained and how it scores. The second judge
+# (a ResNet, another architecture family) is used where the install has it: it does not ship
+# yet (docs/evaluate.md: a 10-epoch CPU run never predicted disgust, so it was not shipped).
 BUNDLED_JUDGE = "weights/judge_vgg64.safetensors"
 BUNDLED_SECOND_JUDGE = "weights/judge_resnet48.safetensors"
 # ... and the frozen classifier of the expression loss (`--expr-classifier bundled`, the quick
