@@ -5,7 +5,7 @@ user gets it (whole photo, its own resolution) and beside the model's own 48x48 
         [--model FILE ...] [--paste model|gate:T+match:N+fade:R|legacy] [--out runs/photo_quality]
 
 Judges: those the package ships, unless given. Pastes: `model` (the translator's own:
-faces.paste_edit as translate calls it), `gate:T` (old detail kept where the paint changes
+paste.paste_edit as translate calls it), `gate:T` (old detail kept where the paint changes
 less than T grey levels; `gate:off`: taken out wherever painted), `match:N` (N rounds of
 back-projection, so that the photo seen at 48x48 shows the faded 48x48 result), `fade:R` (the
 border ramp, a share of the side), joined with `+` (`gate:off+match:0+fade:0.1`: the paste
@@ -33,7 +33,8 @@ from ccyclegan.core.checkpoint import BUNDLED_JUDGE, BUNDLED_SECOND_JUDGE, bundl
 from ccyclegan.core.data import EMOTIONS
 from ccyclegan.evaluate.photos import PhotoReader, summarize, translate_and_judge
 from ccyclegan.translate import ExpressionTranslator
-from ccyclegan.translate.faces import FACE_SIZE, border_fade, paste_edit
+from ccyclegan.translate.faces import FACE_SIZE
+from ccyclegan.translate.paste import border_fade, paste_edit
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -99,19 +100,26 @@ def paste_of(name: str):
     return paste_with(**settings)
 
 
+def _f(value, spec: str) -> str:
+    """A figure, or n/a where the summary has none (no face found again, say)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def table(name: str, s: dict) -> str:
     head = "| judge | read on | overall | " + " | ".join(e[:3] for e in EMOTIONS) + " |"
+    sharp = s["sharpness"]
     lines = [f"### {name}", "", f"{s['faces']} faces, {s['translations']} translations; found "
-             f"again in the output: {s['found_again']:.1%}; same person (dlib 0.6, full "
-             f"resolution): {s['same_person']:.1%} (median distance {s['median_distance']:.3f}); "
-             f"sharpness ratio mean {s['sharpness']['mean']:.3f}, min {s['sharpness']['min']:.3f}, "
-             f"share >= 0.9: {s['sharpness']['share_at_least_0.9']:.1%}", "", head,
+             f"again in the output: {_f(s['found_again'], '.1%')}; same person (dlib 0.6, full "
+             f"resolution): {_f(s['same_person'], '.1%')} (median distance "
+             f"{_f(s['median_distance'], '.3f')}); sharpness ratio mean "
+             f"{_f(sharp['mean'], '.3f')}, min {_f(sharp['min'], '.3f')}, share >= 0.9: "
+             f"{_f(sharp['share_at_least_0.9'], '.1%')}", "", head,
              "|" + "---|" * (3 + len(EMOTIONS))]
     for judge, res in s["judges"].items():
         for kind in ("photo", "crop", "input"):
             r = res[kind]
-            lines.append(f"| {judge} | {kind} | {r['overall']:.1%} | "
-                         + " | ".join(f"{r[e]:.0%}" for e in EMOTIONS) + " |")
+            lines.append(f"| {judge} | {kind} | {_f(r['overall'], '.1%')} | "
+                         + " | ".join(_f(r[e], ".0%") for e in EMOTIONS) + " |")
     return "\n".join(lines)
 
 

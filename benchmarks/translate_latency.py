@@ -77,13 +77,8 @@ def main() -> None:
     from ccyclegan.core.models import Generator, init_weights
     from ccyclegan.translate.api import ExpressionTranslator
     from ccyclegan.translate.export import onnx_bytes
-    from ccyclegan.translate.faces import (
-        border_fade,
-        crop_face,
-        detect_faces,
-        frame_box,
-        paste_edit,
-    )
+    from ccyclegan.translate.faces import crop_face, detect_faces, frame_box
+    from ccyclegan.translate.paste import border_fade, paste_edit
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)

@@ -89,3 +89,38 @@ def test_a_photo_without_people_is_counted_not_scored(reader, tmp_path, gen_path
     assert records == [] and info["no_face"] == ["wall.png"]
     with pytest.raises(ValueError, match="no judged faces"):
         summarize(records, {})
+
+
+def test_the_benchmark_script_runs_and_compares_pastes(reader, photo_file, gen_path, tmp_path,
+                                                       capsys):
+    """benchmarks/photo_quality.py, whose tables are in experiments/photo_release and the model
+    card, runs end to end on one photo with a tiny generator and judge: a table and a summary
+    per paste, the default paste equal to translate's own image."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from ccyclegan.classifier.nets import _save_model
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "photo_quality.py"
+    spec = importlib.util.spec_from_file_location("photo_quality", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    cfg = ClassifierConfig(width=4, feature_dim=8)
+    _save_model(tmp_path / "judge.safetensors", build_classifier(cfg).eval(), cfg, {})
+    photos = photo_file.parent
+    pastes = ["model", "gate:off+match:0+fade:0.1", "legacy"]
+    argv = ["--photos", str(photos), "--judge", str(tmp_path / "judge.safetensors"),
+            "--model", str(gen_path), "--out", str(tmp_path / "out"), "--threads", "1"]
+    assert bench.main(argv + [a for p in pastes for a in ("--paste", p)]) == 0
+    out = capsys.readouterr().out
+    for tag in ("model", "gateoff_match0_fade0.1", "legacy"):
+        assert f"__{tag}" in out
+        s = json.loads(next((tmp_path / "out").glob(f"*__{tag}.json")).read_text())
+        assert s["faces"] == 1 and s["translations"] == len(EMOTIONS)
+    with pytest.raises(SystemExit, match="unknown paste"):
+        bench.paste_of("match")
+    tr = ExpressionTranslator.load(gen_path)
+    result = tr.translate_faces(str(photo_file), to="all")
+    assert np.array_equal(bench.paste_with()(result, "sad"), result.image("sad"))

@@ -18,16 +18,14 @@ from ccyclegan.translate.api import ExpressionTranslator
 from ccyclegan.translate.faces import (
     FACE_SIZE,
     Box,
-    FaceEdit,
     NoFaceError,
     TranslateError,
-    border_fade,
     crop_face,
     detect_faces,
     frame_box,
-    paste_edit,
 )
 from ccyclegan.translate.files import expand_inputs
+from ccyclegan.translate.paste import FaceEdit, border_fade, paste_edit
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -13,7 +13,7 @@ How the last layer makes the face (`output`):
   the change stays where the mask opens.
 * "warp": A W(x, F) + (1 - A) C: the input moved by a smooth displacement field F (predicted
   at 24x24, at most MAX_FLOW pixels), plus new content C only where the mask opens. A photo
-  path can apply F to the photo's own sharp pixels at any resolution (faces.paste_edit), so the
+  path can apply F to the photo's own sharp pixels at any resolution (paste.paste_edit), so the
   part of the edit that moves features (mouth corners, lids, brows) is as sharp as the photo.
 """
 

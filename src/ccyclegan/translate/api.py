@@ -7,7 +7,7 @@
     result = tr.translate_faces("photo.jpg", to="all")    # boxes, crops, changes, ...
 
 Per face: find it (faces.detect_faces), frame it as FER2013 does (48x48 grey), edit it, and
-apply the edit to the full-resolution colour photo (faces.paste_edit): the model's displacement
+apply the edit to the full-resolution colour photo (paste.paste_edit): the model's displacement
 field moves the photo's own pixels, its new content is painted where its mask says. The edit,
 with a the intensity in [0, 1]: out = x + a (G(x|target) - x) (and the field a F); the face is
 encoded once and decoded once per target. The generator runs in backends.py; the command's
@@ -31,17 +31,13 @@ from ccyclegan.translate.faces import (
     FACE_SIZE,
     MIN_FACE,
     Box,
-    FaceEdit,
     NoFaceError,
     Picture,
     TranslateError,
-    border_fade,
     crop_face,
     crop_region,
     detect_faces,
-    edge_mask,
     frame_box,
-    paste_edit,
     read_image,
     to_pil,
     warm_up,
@@ -55,6 +51,7 @@ from ccyclegan.translate.inputs import (
     parse_targets,
     restore,
 )
+from ccyclegan.translate.paste import FaceEdit, border_fade, edge_mask, paste_edit
 
 __all__ = [
     "BUNDLED_MODEL",

@@ -1,0 +1,173 @@
+"""The model's 48x48 edit applied to a photo at the photo's own resolution, in colour, without
+a seam: the displacement field moves the photo's own pixels, the painted change is added to the
+luminance where the model put it (in the colour of the pixels around it), back-projection makes
+the photo seen at 48x48 show the model's result, and a narrow fade at the frame's border keeps
+the edge seamless. Measured: experiments/photo_release/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ccyclegan.translate.faces import Box, _cv2, _region, _resize
+
+__all__ = ["BORDER_RAMP", "DETAIL_GATE", "MATCH_ROUNDS", "FaceEdit", "border_fade", "edge_mask",
+           "luma_f", "paste_edit"]
+
+BORDER_RAMP = 0.05  # the edit fades to nothing over this share of the frame at each side
+# paste_edit's defaults, chosen on the photo benchmark (experiments/photo_release/): old detail
+# is kept where the paint changes a pixel by less than DETAIL_GATE grey levels, and MATCH_ROUNDS
+# of back-projection make the photo seen at 48x48 show the model's (faded) result
+DETAIL_GATE = 24.0
+MATCH_ROUNDS = 3
+
+
+# --------------------------------------------------------------------------------------------
+# Paste-back
+
+
+def border_fade(size: int, ramp: float = BORDER_RAMP) -> np.ndarray:
+    """1 inside the frame, a smoothstep over the outer ``ramp`` of each side to 0 on its
+    outermost pixels: the edit may go anywhere the model puts it, and still never leaves a
+    seam at the frame's edge."""
+    t = (np.arange(size, dtype=np.float32) + 0.5) / size
+    u = np.clip((np.minimum(t, 1.0 - t) - 1.0 / size) / ramp, 0.0, 1.0)
+    u = u * u * (3.0 - 2.0 * u)
+    return u[:, None] * u[None, :]
+
+
+def edge_mask(size: int, frame: Box, shape: tuple[int, ...], ramp: float = 0.12) -> np.ndarray:
+    """--no-detect: 1 everywhere, except a ramp along any side where the frame cuts the image
+    (a non-square image), so that even there no edge shows."""
+    h, w = shape[:2]
+    t = (np.arange(size, dtype=np.float32) + 0.5) / size
+    up = np.clip(t / ramp, 0.0, 1.0)
+    down = up[::-1]
+    mx = np.ones(size, np.float32)
+    my = np.ones(size, np.float32)
+    if frame.x > 0:
+        mx *= up
+    if frame.x + frame.w < w:
+        mx *= down
+    if frame.y > 0:
+        my *= up
+    if frame.y + frame.h < h:
+        my *= down
+    return my[:, None] * mx[None, :]
+
+
+@dataclass
+class FaceEdit:
+    """The model's edit of one 48x48 face, in parts a photo can use at its own resolution.
+
+    flow: [48, 48, 2] (dx, dy) in pixels of the 48x48 face, or None: the input is sampled at
+    p + flow(p). paint: [48, 48] grey levels added after the move (new content). weight:
+    [48, 48] in [0, 1], the share of each pixel painted anew (its old detail goes), or None
+    (nothing is painted: all detail stays). delta: [48, 48], the model's whole change of the
+    48x48 face (output - input), or None: what the photo, seen at 48x48, should show
+    (paste_edit's match)."""
+
+    paint: np.ndarray
+    flow: np.ndarray | None = None
+    weight: np.ndarray | None = None
+    delta: np.ndarray | None = None
+
+
+def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
+               detail_gate: float | None = DETAIL_GATE, match: int = MATCH_ROUNDS) -> None:
+    """Apply a 48x48 edit to the photo pixels (HxW or HxWx3 uint8) in frame, in place, at the
+    photo's own resolution.
+
+    The displacement field, upsampled, moves the photo's own pixels (bicubic), so what the
+    model moves stays as sharp as the photo. The painted change is upsampled and added to the
+    luminance; where a pixel is painted anew (weight w), its old fine detail is taken out in
+    that share, and in colour it takes the colour of the unpainted pixels around it, so new
+    content (a closed mouth over teeth, say) is skin- and lip-coloured rather than grey.
+    fade (same size as edit) scales all of it: 0 on the frame's border, so nothing outside the
+    frame changes and no seam shows. Pixels whose edit is zero keep their exact values.
+    detail_gate (grey levels; None: the whole painted share, 0: never): take the detail out
+    only in the share |paint| / detail_gate of a painted pixel, so a pixel repainted nearly as
+    it was keeps it (measured: experiments/photo_release/).
+    match: rounds of back-projection (Irani and Peleg's, as in super-resolution): the photo's
+    face, shrunk to 48x48 as a crop is, is compared with the faded 48x48 result (input +
+    fade x delta) and the smooth difference, upsampled, is added to the luminance, so the
+    photo seen at the model's scale shows what the model made (needs edit.delta)."""
+    cv2 = _cv2()
+    side = frame.w
+    n = edit.paint.shape[0]
+    h, w = pixels.shape[:2]
+    x0, y0 = max(frame.x, 0), max(frame.y, 0)
+    x1, y1 = min(frame.x + frame.w, w), min(frame.y + frame.h, h)
+    if x0 >= x1 or y0 >= y1:
+        return
+
+    def up(a: np.ndarray, how: int) -> np.ndarray:
+        a = np.ascontiguousarray(a, np.float32)
+        if a.shape[0] == side:
+            return a
+        return cv2.resize(a, (side, side), interpolation=how if side > n else cv2.INTER_AREA)
+
+    fade_hr = up(fade, cv2.INTER_LINEAR)
+    region = _region(pixels, frame).astype(np.float32)
+    moved = region
+    if edit.flow is not None and np.abs(edit.flow).max() > 1e-3:
+        flow = up(edit.flow, cv2.INTER_LINEAR) * (side / n) * fade_hr[:, :, None]
+        grid = np.arange(side, dtype=np.float32)
+        map_x = grid[None, :] + flow[:, :, 0]
+        map_y = grid[:, None] + flow[:, :, 1]
+        moved = cv2.remap(region, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        still = (np.abs(flow) < 1e-3).all(axis=2)
+        moved[still] = region[still]  # no resampling where nothing moves
+    paint = up(edit.paint, cv2.INTER_CUBIC) * fade_hr
+    colour = moved.ndim == 3
+    y_moved = luma_f(moved) if colour else moved
+    y_out = y_moved + paint
+    if edit.weight is not None and edit.weight.max() > 1e-3:
+        wgt = np.clip(up(edit.weight, cv2.INTER_LINEAR), 0.0, 1.0) * fade_hr
+        coarse = cv2.resize(cv2.resize(y_moved, (n, n), interpolation=cv2.INTER_AREA),
+                            (side, side), interpolation=cv2.INTER_CUBIC)
+        if detail_gate is not None:  # keep the detail where the paint changes little
+            wgt_d = wgt * np.clip(np.abs(paint) / detail_gate, 0.0, 1.0) if detail_gate else 0
+        else:
+            wgt_d = wgt
+        y_out -= wgt_d * (y_moved - coarse)  # painted pixels lose the detail they painted over
+        if colour:
+            chroma = moved - y_moved[:, :, None]
+            near_chroma = _colour_around(moved, 1.0 - wgt, n)
+            near_chroma -= luma_f(near_chroma)[:, :, None]
+            moved = y_moved[:, :, None] + chroma + wgt[:, :, None] * (near_chroma - chroma)
+    if match and edit.delta is not None:
+        y_in = luma_f(region) if colour else region
+        target = _resize(y_in, n) + edit.delta * fade
+        for _ in range(match):
+            y_out += up((target - _resize(y_out, n)) * fade, cv2.INTER_CUBIC)
+    out = (moved + (y_out - y_moved)[:, :, None]) if colour else y_out
+    part = out[y0 - frame.y:y1 - frame.y, x0 - frame.x:x1 - frame.x]
+    pixels[y0:y1, x0:x1] = np.clip(np.rint(part), 0, 255).astype(np.uint8)
+
+
+def _colour_around(rgb: np.ndarray, keep: np.ndarray, n: int) -> np.ndarray:
+    """The mean colour of the kept pixels (weights keep) around each pixel: a Gaussian of a
+    twelfth of the frame, normalised by the weights. Smooth, so computed on an n x n copy and
+    upsampled (a blur of the full frame would cost ~100x more on a large face)."""
+    cv2 = _cv2()
+    side = rgb.shape[0]
+    small = min(side, 2 * n)
+    if small != side:
+        rgb_s = cv2.resize(rgb * keep[:, :, None], (small, small), interpolation=cv2.INTER_AREA)
+        keep_s = cv2.resize(keep, (small, small), interpolation=cv2.INTER_AREA)
+    else:
+        rgb_s, keep_s = rgb * keep[:, :, None], keep
+    sigma = max(1.0, small / 12)
+    near = cv2.GaussianBlur(rgb_s, (0, 0), sigma)
+    near /= np.maximum(cv2.GaussianBlur(keep_s, (0, 0), sigma), 1e-3)[:, :, None]
+    if small != side:
+        near = cv2.resize(near, (side, side), interpolation=cv2.INTER_LINEAR)
+    return near
+
+
+def luma_f(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 Y of float HxWx3 RGB, as luma() on uint8."""
+    return rgb @ np.array([0.299, 0.587, 0.114], np.float32)
