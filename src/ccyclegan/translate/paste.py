@@ -20,7 +20,7 @@ BORDER_RAMP = 0.05  # the edit fades to nothing over this share of the frame at 
 # paste_edit's defaults, chosen on the photo benchmark (experiments/photo_release/): old detail
 # is kept where the paint changes a pixel by less than DETAIL_GATE grey levels, and MATCH_ROUNDS
 # of back-projection make the photo seen at 48x48 show the model's (faded) result
-DETAIL_GATE = 24.0
+DETAIL_GATE = 64.0
 MATCH_ROUNDS = 3
 
 
