@@ -128,7 +128,8 @@ def main(argv=None) -> int:
     p.add_argument("--photos", default="../shared/data/photos")
     p.add_argument("--judge", action="append", help="classifier run or file (default: the two "
                                                       "the package ships)")
-    p.add_argument("--paste", action="append", help="model (default), gate:T, legacy")
+    p.add_argument("--paste", action="append",
+                   help="model (default), gate:T|off+match:N+fade:R, legacy; repeatable")
     p.add_argument("--model", action="append", help="generator file/run (default: bundled)")
     p.add_argument("--out", default="runs/photo_quality")
     p.add_argument("--intensity", type=float, default=1.0)

@@ -13,6 +13,7 @@ from ccyclegan.classifier.nets import (
     EmotionNet,
     classify,
     confusion_matrix,
+    export_classifier,
     features,
     load_classifier,
     predict,
@@ -21,7 +22,9 @@ from ccyclegan.classifier.train import (
     augment,
     class_weights,
     l2_attack,
+    logit_bias,
     lr_at,
+    set_logit_bias,
     split_validation,
     train_classifier,
 )
@@ -57,7 +60,9 @@ def test_learns_generated_faces_well_above_chance(trained):
     summary, out = trained
     assert summary["test"]["accuracy"] > 0.45  # chance is 1/7
     assert summary["test"]["n"] == 70
+    counts = summary["data"].pop("train_class_counts")
     assert summary["data"] == {"n_train": 189, "n_val": 21, "n_test": 70, "n_blank_dropped": 0}
+    assert sum(counts) == 189 and len(counts) == 7 and summary["logit_bias"] is None
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == list(range(1, 9))
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
@@ -69,6 +74,7 @@ def test_run_directory_and_loading(trained, faces_csv):
                  "state.safetensors", "metrics.csv", "confusion.png", "config.json"):
         assert (out / name).is_file(), name
     info = json.loads((out / "classifier.json").read_text())
+    info["data"].pop("train_class_counts")
     assert info == json.loads(json.dumps(summary))
     cm = info["test"]["confusion"]
     assert sum(map(sum, cm)) == 70 and sum(cm[k][k] for k in range(7)) / 70 == \
@@ -315,3 +321,46 @@ def test_sigterm_stops_classifier_training_and_resume_continues(tmp_path, tiny_c
     assert r.returncode == 0, r.stderr.decode()
     rows = (out / "metrics.csv").read_text().splitlines()
     assert [int(x.split(",")[0]) for x in rows[1:]] == list(range(1, 151))
+
+
+def test_logit_adjustment_rescores_a_finished_run_and_exports_baked_in(tmp_path, trained,
+                                                                       faces_csv):
+    """--logit-adjust: -tau log(class share) is added to the saved judge's logits (rare classes
+    gain), a finished run is rescored with a new tau on --resume, and export bakes it in."""
+    import math
+    import shutil
+
+    bias = logit_bias([900, 10, 90, 0, 0, 0, 0], 0.5)
+    assert bias[1] - bias[0] == pytest.approx(0.5 * math.log(90)) and all(map(math.isfinite, bias))
+    assert logit_bias([1] * 7, 0.0) is None
+    _, out = trained
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    test = load_split(faces_csv, "test")
+    raw = predict(load_classifier(run)[0], test.images, tta=False)
+    set_logit_bias(run / "classifier.safetensors", [0.0, 50.0, 0, 0, 0, 0, 0])
+    assert (predict(load_classifier(run)[0], test.images).argmax(1) == 1).all()
+    tensors, _ = load_tensors(run / "classifier.safetensors")  # the weights as trained
+    before, _ = load_tensors(out / "classifier.safetensors")
+    assert all(torch.equal(tensors[k], v) for k, v in before.items())
+
+    summary = train_classifier(ClassifierConfig(data=str(faces_csv), out=str(run)), resume=True,
+                               overrides={"out": str(run), "logit_adjust": 1.0},
+                               log=lambda _: None)
+    counts = summary["data"]["train_class_counts"]
+    assert summary["config"]["logit_adjust"] == 1.0
+    assert summary["logit_bias"] == pytest.approx(logit_bias(counts, 1.0), abs=1e-5)
+    _, meta = load_classifier(run)
+    assert meta["logit_bias"] == summary["logit_bias"]
+    shares = torch.tensor(counts, dtype=torch.float) / sum(counts)
+    want = raw / shares  # softmax(z - log p) is proportional to softmax(z) / p
+    adjusted = predict(load_classifier(run)[0], test.images, tta=False)
+    assert torch.allclose(adjusted, want / want.sum(1, keepdim=True), atol=1e-5)
+
+    exported = export_classifier(run, tmp_path / "judge.safetensors", half=False)
+    model, meta = load_classifier(exported)
+    assert "logit_bias" not in meta and meta["logit_bias_applied"] == summary["logit_bias"]
+    assert torch.allclose(predict(model, test.images, tta=False), adjusted, atol=1e-5)
+    set_logit_bias(run / "classifier.safetensors", [0.0] * 6)
+    with pytest.raises(CheckpointError, match="logit_bias"):
+        load_classifier(run)

@@ -30,6 +30,12 @@ class ClassifierConfig:
     # (disgust: 1.5 % of the Training rows) is learnt as well as a common one; for a loss
     # classifier whose gradient must know every target, not for the judges
     class_weight: Literal["none", "balanced"] = "none"
+    # post-hoc logit adjustment (Menon et al., 2021): the saved judge adds -tau log(share of
+    # each class in the training rows) to its logits, so a rare emotion is predicted where its
+    # evidence is as strong as a common one's (0 = off). Translations ask for every emotion
+    # equally often; a judge of them should not fall back on the common ones. May change on
+    # --resume: a finished run is then scored again with the new tau, without retraining
+    logit_adjust: float = 0.0
     # adversarial training (Madry et al.): train on the worst face within an L2 ball of this
     # radius (pixels in [-1, 1]; 0 = off), found by adv_steps of projected gradient ascent.
     # A robust classifier's input gradient points at visible features, not at noise: a loss
@@ -62,7 +68,8 @@ class ClassifierConfig:
         for name in ("width", "feature_dim", "epochs", "batch_size", "adv_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"config field '{name}' must be > 0, got {getattr(self, name)}")
-        for name in ("lr", "shift", "scale", "rotate", "jitter", "limit", "threads", "adv_eps"):
+        for name in ("lr", "shift", "scale", "rotate", "jitter", "limit", "threads", "adv_eps",
+                     "logit_adjust"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"config field '{name}' must be >= 0, got {getattr(self, name)}")
         for name in ("dropout", "warmup", "label_smoothing", "val_fraction"):

@@ -9,6 +9,7 @@ features, accuracy reports); and the classifier's files (load, export). Its trai
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,14 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu"
         tensors = unprefixed("model", tensors)
     model = build_checked(lambda: build_classifier(cfg), tensors, "classifier", path)
     load_module(model, tensors, "classifier", path)
+    if "logit_bias" in meta:  # post-hoc logit adjustment (train-classifier --logit-adjust)
+        bias = meta["logit_bias"]
+        if (not isinstance(bias, list) or len(bias) != NUM_CLASSES
+                or not all(isinstance(b, (int, float)) and math.isfinite(b) for b in bias)):
+            raise CheckpointError(f"{path}: metadata 'logit_bias' must be {NUM_CLASSES} "
+                                  f"finite numbers")
+        with torch.no_grad():
+            model.head[-1].bias += torch.tensor(bias, dtype=model.head[-1].bias.dtype)
     model = model.to(device).to(memory_format=torch.channels_last).eval()
     return model, meta
 
@@ -235,6 +244,9 @@ def export_classifier(src: str | Path, out: str | Path, half: bool = True) -> Pa
           for k, v in model.state_dict().items()}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if "logit_bias" in meta:  # now part of the head's bias: kept as a record, not reapplied
+        meta = {**{k: v for k, v in meta.items() if k != "logit_bias"},
+                "logit_bias_applied": meta["logit_bias"]}
     save_tensors(out, sd, {**meta, "kind": "classifier"})
     return out
 

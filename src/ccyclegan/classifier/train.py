@@ -73,7 +73,7 @@ INFO_NAME = "classifier.json"
 LAST_NAME = "last.safetensors"
 STATE_NAME = "state.safetensors"
 # May change on --resume; everything else defines the run.
-RESUMABLE_FIELDS = {"data", "out", "device", "precision", "threads"}
+RESUMABLE_FIELDS = {"data", "out", "device", "precision", "threads", "logit_adjust"}
 
 
 # --------------------------------------------------------------------------- pieces
@@ -295,7 +295,9 @@ def _load_data(cfg: ClassifierConfig) -> tuple[FaceData, FaceData, FaceData | No
     except DataError:
         test_set = None
     info = {"n_train": len(train_set), "n_val": len(val_set),
-            "n_test": len(test_set) if test_set is not None else 0, "n_blank_dropped": n_blank}
+            "n_test": len(test_set) if test_set is not None else 0, "n_blank_dropped": n_blank,
+            "train_class_counts": torch.bincount(train_set.labels.long().flatten(),
+                                                 minlength=NUM_CLASSES).tolist()}
     return train_set, val_set, test_set, info
 
 
@@ -408,11 +410,33 @@ def _validate_and_select(s: _Session, epoch: int, loss_v: float, train_acc: floa
     _save_state(run, model, s.opt, cfg, progress)
 
 
+def logit_bias(class_counts: list[int], tau: float) -> list[float] | None:
+    """-tau log(share of each class) (Menon et al.'s post-hoc logit adjustment), or None for
+    tau 0. A class without training rows is counted once, so its bias stays finite."""
+    if not tau:
+        return None
+    counts = torch.tensor(class_counts, dtype=torch.float64).clamp_min(1)
+    return [round(float(b), 6) for b in -tau * torch.log(counts / counts.sum())]
+
+
+def set_logit_bias(path: Path, bias: list[float] | None) -> None:
+    """Record the bias in a saved classifier's metadata (load_classifier adds it to the
+    logits); the weights stay as trained, so a rescore with another tau starts from them."""
+    tensors, meta = load_tensors(path)
+    if meta.get("logit_bias") == bias:
+        return
+    meta.pop("logit_bias", None)
+    save_tensors(path, tensors, {**meta, **({"logit_bias": bias} if bias is not None else {})})
+
+
 def finish(run: Path, cfg: ClassifierConfig, test_set: FaceData | None, data_info: dict,
            amp_dtype: torch.dtype | None, log: typing.Callable[[str], None] = say,
            device: torch.device | str = "cpu") -> dict[str, Any]:
     """Score the judge (and the last epoch) on the test split; write classifier.json and
     confusion.png."""
+    bias = logit_bias(data_info["train_class_counts"], cfg.logit_adjust)
+    for name in (MODEL_NAME, LAST_NAME):
+        set_logit_bias(run / name, bias)
     best, meta_best = load_classifier(run / MODEL_NAME, device)
     last, meta_last = load_classifier(run / LAST_NAME, device)
     summary: dict[str, Any] = {
@@ -420,6 +444,7 @@ def finish(run: Path, cfg: ClassifierConfig, test_set: FaceData | None, data_inf
         "selected_epoch": meta_best.get("epoch"), "val_acc": meta_best.get("val_acc"),
         "last_epoch": meta_last.get("epoch"), "last_val_acc": meta_last.get("val_acc"),
         "test_split": "test (FER2013 PublicTest)", "tta": "mean of the face and its mirror",
+        "logit_bias": bias,
     }
     if test_set is not None and len(test_set):
         rep = accuracy_report(best, test_set, amp_dtype=amp_dtype)

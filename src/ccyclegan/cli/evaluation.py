@@ -37,6 +37,9 @@ CLASSIFIER_HELP = {
     "warmup": "share of the steps for the linear warm-up (then cosine decay)",
     "label_smoothing": "label smoothing of the cross-entropy",
     "class_weight": "none, or balanced: each class weighs n / (7 n_class) in the loss",
+    "logit_adjust": "post-hoc logit adjustment: the saved classifier adds -TAU log(class share) "
+                    "to its logits so rare emotions are predicted too (0 = off; may change on "
+                    "--resume, which then rescores a finished run)",
     "adv_eps": "adversarial training: L2 radius of the worst-case perturbation, pixels in "
                "[-1, 1] (0 = off; 0.5 for a robust loss classifier whose gradient is visible)",
     "adv_steps": "adversarial training: projected gradient steps per batch",

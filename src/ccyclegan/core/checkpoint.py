@@ -41,10 +41,9 @@ class CheckpointWriteError(CheckpointError):
 
 # The evaluation classifiers shipped with the package (Training rows only, never in a training
 # loss), fp16; docs/evaluate.md says how each was trained and how it scores. The second judge
-# (a ResNet, another architecture family) is used where the install has it: it does not ship
-# yet (docs/evaluate.md: a 10-epoch CPU run never predicted disgust, so it was not shipped).
+# (a ResNet, another architecture family) is used where the install has it.
 BUNDLED_JUDGE = "weights/judge_vgg64.safetensors"
-BUNDLED_SECOND_JUDGE = "weights/judge_resnet48.safetensors"
+BUNDLED_SECOND_JUDGE = "weights/judge_resnet32.safetensors"
 # ... and the frozen classifier of the expression loss (`--expr-classifier bundled`, the quick
 # recipe): another network, never a judge
 BUNDLED_EXPR_CLASSIFIER = "weights/expr_vgg32.safetensors"
