@@ -120,6 +120,15 @@ def table(name: str, s: dict) -> str:
             r = res[kind]
             lines.append(f"| {judge} | {kind} | {_f(r['overall'], '.1%')} | "
                          + " | ".join(_f(r[e], ".0%") for e in EMOTIONS) + " |")
+    bands = s["translations_by_size"]
+    lines += ["", "| judge | face side (px): translations | photo | crop | gap |",
+              "|---|---|---|---|---|"]
+    for judge, res in s["judges"].items():
+        for band, n in bands.items():
+            photo, crop = res["by_size"]["photo"][band], res["by_size"]["crop"][band]
+            gap = None if photo is None else 100 * (crop - photo)
+            lines.append(f"| {judge} | {band}: {n} | {_f(photo, '.1%')} | {_f(crop, '.1%')} | "
+                         f"{_f(gap, '.1f')} |")
     return "\n".join(lines)
 
 

@@ -73,6 +73,11 @@ def test_an_untouched_photo_reads_as_untouched(reader, photo_file, gen_path):
     s = summarize(records, {"tiny": judge})
     res = s["judges"]["tiny"]
     assert res["photo"] == res["input"]
+    band = next(b for b, n in s["translations_by_size"].items() if n)  # the one face's size
+    assert s["translations_by_size"][band] == len(EMOTIONS)
+    assert sum(s["translations_by_size"].values()) == len(EMOTIONS)
+    assert res["by_size"]["photo"][band] == res["photo"]["overall"]
+    assert res["by_size"]["crop"][band] == res["crop"]["overall"]
     assert s["same_person"] == 1.0 and s["found_again"] == 1.0
     assert s["translations"] == len(EMOTIONS) and s["sharpness"]["min"] == 1.0
     # one judge answer for the input: exactly one target (its reading) is a hit

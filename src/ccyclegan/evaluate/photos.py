@@ -200,11 +200,16 @@ def translate_and_judge(translator, photos: Sequence[str | Path], reader: PhotoR
     return records, info
 
 
+# face sizes (frame side in the photo, pixels) of summarize's breakdown: where the paste loses
+# its points (a face under 64 pixels has less to show than the 48x48 edit made)
+SIZE_BANDS = ((0, 64), (64, 128), (128, 0))
+
+
 def summarize(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
               targets: Sequence[str] = EMOTIONS) -> dict[str, Any]:
     """Per judge: the share of translations read as their target on the photo and on the
     model's 48x48 output, overall and per target, and for the unedited input (doing nothing);
-    the same person at full resolution; the sharpness ratio."""
+    the same person at full resolution; the sharpness ratio; the readings by face size."""
     pairs = [(r, t) for r in records for t in targets]
     if not pairs:
         raise ValueError("no judged faces: nothing to summarize")
@@ -216,10 +221,14 @@ def summarize(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
         "crop": [r.model[t] for r, t in pairs],
         "input": [r.before for r, t in pairs],
     }
+    side = np.array([r.side for r, _ in pairs])
+    bands = {f"{lo}-{hi - 1}" if hi else f">={lo}": (side >= lo) & ((side < hi) if hi else True)
+             for lo, hi in SIZE_BANDS}
     out: dict[str, Any] = {"faces": len(records), "translations": len(pairs),
-                           "found_again": float(found.mean()), "judges": {}}
+                           "found_again": float(found.mean()), "judges": {},
+                           "translations_by_size": {b: int(m.sum()) for b, m in bands.items()}}
     for name, model in judges.items():
-        res = {}
+        res: dict[str, Any] = {"by_size": {}}
         for kind, faces in stacks.items():
             x = torch.from_numpy(np.stack(faces))[:, None]
             hit = predict(model, x).argmax(1).numpy() == tgt
@@ -227,6 +236,8 @@ def summarize(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
                 hit &= found  # a face lost in the output is a miss
             res[kind] = {"overall": float(hit.mean()),
                          **{t: float(hit[tgt == EMOTIONS.index(t)].mean()) for t in targets}}
+            res["by_size"][kind] = {b: float(hit[m].mean()) if m.any() else None
+                                    for b, m in bands.items()}
         out["judges"][name] = res
     dist = np.array([r.distance[t] for r, t in pairs if r.distance[t] is not None])
     sharp = np.array([r.sharpness[t] for r, t in pairs])
