@@ -116,19 +116,19 @@ def table(name: str, s: dict) -> str:
              f"{_f(sharp['share_at_least_0.9'], '.1%')}", "", head,
              "|" + "---|" * (3 + len(EMOTIONS))]
     for judge, res in s["judges"].items():
-        for kind in ("photo", "crop", "input"):
+        for kind in ("photo", "edit_frame", "crop", "input"):
             r = res[kind]
             lines.append(f"| {judge} | {kind} | {_f(r['overall'], '.1%')} | "
                          + " | ".join(_f(r[e], ".0%") for e in EMOTIONS) + " |")
     bands = s["translations_by_size"]
-    lines += ["", "| judge | face side (px): translations | photo | crop | gap |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| judge | face side (px): translations | photo | edit_frame | crop | gap |",
+              "|---|---|---|---|---|---|"]
     for judge, res in s["judges"].items():
         for band, n in bands.items():
-            photo, crop = res["by_size"]["photo"][band], res["by_size"]["crop"][band]
+            photo, own, crop = (res["by_size"][k][band] for k in ("photo", "edit_frame", "crop"))
             gap = None if photo is None else 100 * (crop - photo)
-            lines.append(f"| {judge} | {band}: {n} | {_f(photo, '.1%')} | {_f(crop, '.1%')} | "
-                         f"{_f(gap, '.1f')} |")
+            lines.append(f"| {judge} | {band}: {n} | {_f(photo, '.1%')} | {_f(own, '.1%')} | "
+                         f"{_f(crop, '.1%')} | {_f(gap, '.1f')} |")
     return "\n".join(lines)
 
 

@@ -68,11 +68,13 @@ def test_an_untouched_photo_reads_as_untouched(reader, photo_file, gen_path):
     assert all(d == 0.0 for d in rec.distance.values())
     assert all(s == 1.0 for s in rec.sharpness.values())
     assert all(np.array_equal(rec.photo_crop[t], rec.before) for t in EMOTIONS)
+    assert all(np.array_equal(rec.edit_frame[t], rec.model[t]) for t in EMOTIONS)
     torch.manual_seed(0)
     judge = build_classifier(ClassifierConfig(width=4, feature_dim=8)).eval()
     s = summarize(records, {"tiny": judge})
     res = s["judges"]["tiny"]
     assert res["photo"] == res["input"]
+    assert res["edit_frame"] == res["crop"]  # the photo cut as its crop was: the crop itself
     band = next(b for b, n in s["translations_by_size"].items() if n)  # the one face's size
     assert s["translations_by_size"][band] == len(EMOTIONS)
     assert sum(s["translations_by_size"].values()) == len(EMOTIONS)

@@ -146,6 +146,9 @@ class FaceRecord:
     photo_crop: dict[str, np.ndarray | None]  # target -> the output photo's face, re-found
     distance: dict[str, float | None]  # target -> dlib distance, input vs output photo
     sharpness: dict[str, float]  # target -> output / input variance of the Laplacian
+    # target -> the output photo's face in the frame the translator edited, as its crop was
+    # cut: what the paste alone loses, without the independent framing's share
+    edit_frame: dict[str, np.ndarray] = field(default_factory=dict)
     images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
@@ -189,6 +192,7 @@ def translate_and_judge(translator, photos: Sequence[str | Path], reader: PhotoR
                 out = outputs[t]
                 hit = match(face.frame, found_out[t])
                 rec.photo_crop[t] = None if hit is None else crop_face(out, hit.fer_frame())
+                rec.edit_frame[t] = crop_face(out, face.frame)
                 rec.distance[t] = (None if hit is None else float(
                     np.linalg.norm(reader.descriptor(out, hit) - desc_in)))
                 rec.sharpness[t] = sharpness(out, face.frame) / max(sharp_in, 1e-9)
@@ -209,6 +213,8 @@ def summarize(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
               targets: Sequence[str] = EMOTIONS) -> dict[str, Any]:
     """Per judge: the share of translations read as their target on the photo and on the
     model's 48x48 output, overall and per target, and for the unedited input (doing nothing);
+    the photo also cut in the translator's own frame (edit_frame: the paste's share of the gap,
+    without the independent framing's);
     the same person at full resolution; the sharpness ratio; the readings by face size."""
     pairs = [(r, t) for r in records for t in targets]
     if not pairs:
@@ -218,6 +224,7 @@ def summarize(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
     found = np.array([r.photo_crop[t] is not None for r, t in pairs])
     stacks = {
         "photo": [r.photo_crop[t] if r.photo_crop[t] is not None else blank for r, t in pairs],
+        "edit_frame": [r.edit_frame[t] for r, t in pairs],
         "crop": [r.model[t] for r, t in pairs],
         "input": [r.before for r, t in pairs],
     }
