@@ -95,12 +95,17 @@ def split_validation(data: FaceData, fraction: float, seed: int) -> tuple[FaceDa
     return data.subset(mask), data.subset(val_idx)
 
 
+def class_counts(labels: torch.Tensor) -> torch.Tensor:
+    """Rows per emotion (NUM_CLASSES long, int64)."""
+    return torch.bincount(labels.long().flatten(), minlength=NUM_CLASSES)
+
+
 def class_weights(labels: torch.Tensor, mode: str) -> torch.Tensor | None:
     """None, or sklearn's "balanced" weights n / (K n_k) (a class absent from the data gets 0:
     it has no rows to weigh)."""
     if mode == "none":
         return None
-    counts = torch.bincount(labels.long().flatten(), minlength=NUM_CLASSES).float()
+    counts = class_counts(labels).float()
     return torch.where(counts > 0, counts.sum() / (NUM_CLASSES * counts.clamp_min(1)), 0.0)
 
 
@@ -296,8 +301,7 @@ def _load_data(cfg: ClassifierConfig) -> tuple[FaceData, FaceData, FaceData | No
         test_set = None
     info = {"n_train": len(train_set), "n_val": len(val_set),
             "n_test": len(test_set) if test_set is not None else 0, "n_blank_dropped": n_blank,
-            "train_class_counts": torch.bincount(train_set.labels.long().flatten(),
-                                                 minlength=NUM_CLASSES).tolist()}
+            "train_class_counts": class_counts(train_set.labels).tolist()}
     return train_set, val_set, test_set, info
 
 
@@ -425,8 +429,10 @@ def set_logit_bias(path: Path, bias: list[float] | None) -> None:
     tensors, meta = load_tensors(path)
     if meta.get("logit_bias") == bias:
         return
-    meta.pop("logit_bias", None)
-    save_tensors(path, tensors, {**meta, **({"logit_bias": bias} if bias is not None else {})})
+    meta = {k: v for k, v in meta.items() if k != "logit_bias"}
+    if bias is not None:
+        meta["logit_bias"] = bias
+    save_tensors(path, tensors, meta)
 
 
 def finish(run: Path, cfg: ClassifierConfig, test_set: FaceData | None, data_info: dict,

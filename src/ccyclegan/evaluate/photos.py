@@ -214,8 +214,8 @@ def summarize(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
     """Per judge: the share of translations read as their target on the photo and on the
     model's 48x48 output, overall and per target, and for the unedited input (doing nothing);
     the photo also cut in the translator's own frame (edit_frame: the paste's share of the gap,
-    without the independent framing's);
-    the same person at full resolution; the sharpness ratio; the readings by face size."""
+    without the independent framing's); the same person at full resolution; the sharpness
+    ratio; the readings by face size."""
     pairs = [(r, t) for r in records for t in targets]
     if not pairs:
         raise ValueError("no judged faces: nothing to summarize")
