@@ -1,0 +1,186 @@
+"""One plain generator, one pass, that makes the bundled pair's edits (issue 30, item 4).
+
+The bundled model is two generators, each run on the face and its mirror image (four passes),
+with a strength and a condition scale per target. Its edit of a face is deterministic, so a
+student can learn it by regression; the expensive part is the teacher, so it runs once per
+(face, target) into a cache instead of at every step (the `--teacher` option of `ccyclegan
+train` calls it at every step: about five times slower on a CPU). The teacher averages each
+member over the face and its mirror image, so its edit of a mirrored face is the mirrored edit:
+flipping a cached pair is exact, and the student trains with flips for free.
+
+    python experiments/one_pass/distill.py cache --data fer2013.csv.gz --out runs/teacher.npy
+    python experiments/one_pass/distill.py train --data fer2013.csv.gz --cache runs/teacher.npy \
+        --out runs/student16 --width 16 --minutes 90        # --resume continues it
+
+The student is saved as a run's generator.safetensors (EMA weights, one plain network, no
+release settings), so `ccyclegan evaluate`, `export` and the photo benchmark read it as any run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ccyclegan.core import losses
+from ccyclegan.core.checkpoint import atomic_write_json, load_tensors, prefixed, save_tensors
+from ccyclegan.core.config import Config
+from ccyclegan.core.data import denormalize, drop_blank, load_split, normalize
+from ccyclegan.core.faces_data import NUM_CLASSES
+from ccyclegan.core.generator_files import load_generator, save_generator
+from ccyclegan.core.models import build_models, one_hot
+from ccyclegan.train.loop import update_ema
+
+BUNDLED = "src/ccyclegan/weights/ccyclegan_fer2013.safetensors"
+
+
+def training_faces(data: str) -> torch.Tensor:
+    """FER2013's Training faces as `ccyclegan train` sees them (blank faces dropped), uint8."""
+    faces, _ = drop_blank(load_split(data, "train"))
+    return faces.images
+
+
+@torch.inference_mode()
+def cache(args: argparse.Namespace) -> None:
+    """teacher(x | t) for every training face and target, uint8 [N, 7, 48, 48]; resumable
+    (a chunk at a time into a memory map, the count done in a side file)."""
+    torch.set_num_threads(args.threads)
+    images = training_faces(args.data)
+    teacher = load_generator(args.teacher)[0].float().eval()
+    out, done_file = Path(args.out), Path(args.out + ".done")
+    shape = (len(images), NUM_CLASSES, 48, 48)
+    mode = "r+" if out.exists() and done_file.exists() else "w+"
+    arr = np.lib.format.open_memmap(out, mode=mode, dtype=np.uint8, shape=shape)
+    done = int(done_file.read_text()) if mode == "r+" else 0
+    start = time.time()
+    for lo in range(done, len(images), args.chunk):
+        x = normalize(images[lo:lo + args.chunk])
+        feats = teacher.encode(x)
+        for t in range(NUM_CLASSES):
+            c = one_hot(torch.full((len(x),), t, dtype=torch.long))
+            arr[lo:lo + len(x), t] = denormalize(teacher.decode(feats, c))[:, 0].numpy()
+        arr.flush()
+        done_file.write_text(str(lo + len(x)))
+        rate = (lo + len(x) - done) / (time.time() - start)
+        print(f"{lo + len(x)}/{len(images)} faces, {rate:.1f} faces/s", flush=True)
+
+
+def student_config(args: argparse.Namespace) -> Config:
+    return Config(data=args.data, out=args.out, gen_channels=args.width, label_mode="norm",
+                  output="attention", lambda_adv=0.0, lambda_cl=0.0, lambda_cyc=0.0,
+                  teacher=args.teacher, lambda_distill=1.0, lambda_mask=args.lambda_mask,
+                  lr=args.lr, batch_size=args.batch,
+                  ema_decay=args.ema, seed=args.seed, precision="fp32", threads=args.threads)
+
+
+def train(args: argparse.Namespace) -> None:
+    """L1 to the cached teacher on random (face, target, flip) draws, plus a prior on the
+    attention mask (copy unless the edit needs new paint: the cache holds the teacher's output,
+    not its mask, and the photo paste reads the mask); Adam, EMA; checkpoints
+    (atomic) every --ckpt-every steps and at the end; stops after --minutes."""
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = student_config(args)
+    cfg.save(out / "config.json")
+    images = training_faces(args.data)
+    target = torch.from_numpy(np.load(args.cache))  # uint8 [N, 7, 48, 48], 0.46 GB
+    if target.shape[0] != len(images):
+        raise SystemExit(f"{args.cache}: {target.shape[0]} faces, the data has {len(images)}")
+    G, _ = build_models(cfg)
+    G_ema = build_models(cfg)[0]
+    G_ema.load_state_dict(G.state_dict())
+    G_ema.requires_grad_(False)
+    opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.9, 0.999))
+    step, ckpt = 0, out / "checkpoint.safetensors"
+    if args.resume and ckpt.exists():
+        tensors, meta = load_tensors(ckpt)
+        G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
+        G_ema.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("G_ema.")})
+        opt_state = torch.load(out / "optimizer.pt", weights_only=True)
+        opt.load_state_dict(opt_state)
+        step = meta["step"]
+        print(f"resumed at step {step}")
+    log = (out / "metrics.csv").open("a")
+    g = torch.Generator().manual_seed(args.seed)
+    deadline = time.time() + 60 * args.minutes
+    run_l1 = 0.0
+    while time.time() < deadline and step < args.max_steps:
+        g.manual_seed(args.seed * 1_000_003 + step)  # a resumed run draws what it would have
+        idx = torch.randint(0, len(images), (args.batch,), generator=g)
+        t = torch.randint(0, NUM_CLASSES, (args.batch,), generator=g)
+        flip = (torch.rand(args.batch, generator=g) < 0.5)[:, None, None, None]
+        x = normalize(images[idx])
+        y = normalize(target[idx, t][:, None])
+        x, y = torch.where(flip, x.flip(-1), x), torch.where(flip, y.flip(-1), y)
+        lr = args.lr * min(1.0, 2 * (1 - step / args.max_steps)) if args.decay else args.lr
+        for group in opt.param_groups:
+            group["lr"] = lr
+        pred, mask, _ = G(x, one_hot(t), with_mask=True)
+        l1 = (pred - y).abs().mean()
+        loss = l1 + args.lambda_mask * losses.paint_regularizer(mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        update_ema(G_ema, G, args.ema)
+        step += 1
+        run_l1 = 0.98 * run_l1 + 0.02 * l1.item() if step > 1 else l1.item()
+        if step % 100 == 0:
+            print(f"step {step}, L1 {run_l1:.4f} ({run_l1 * 127.5:.2f} grey levels), lr {lr:.2e}",
+                  flush=True)
+            log.write(f"{step},{run_l1:.5f}\n")
+            log.flush()
+        if step % args.ckpt_every == 0:
+            save(out, G, G_ema, opt, cfg, step)
+    save(out, G, G_ema, opt, cfg, step)
+    print(f"done: {step} steps; generator in {out / 'generator.safetensors'}")
+
+
+def save(out: Path, G, G_ema, opt, cfg: Config, step: int) -> None:
+    """Training state (atomic: tensors, then optimizer, each written to a temp file and
+    renamed) and the EMA generator as a plain generator file."""
+    tensors = {**prefixed("G", G.state_dict()), **prefixed("G_ema", G_ema.state_dict())}
+    tmp = out / "optimizer.pt.tmp"
+    torch.save(opt.state_dict(), tmp)
+    tmp.replace(out / "optimizer.pt")
+    save_tensors(out / "checkpoint.safetensors", tensors, {"kind": "student", "step": step})
+    save_generator(out / "generator.safetensors", G_ema, cfg, {"step": step})
+    atomic_write_json(out / "progress.json", {"step": step})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("cache", "train"):
+        s = sub.add_parser(name)
+        s.add_argument("--data", required=True)
+        s.add_argument("--teacher", default=BUNDLED)
+        s.add_argument("--out", required=True)
+        s.add_argument("--threads", type=int, default=2)
+    sub.choices["cache"].add_argument("--chunk", type=int, default=512)
+    t = sub.choices["train"]
+    t.add_argument("--cache", required=True)
+    t.add_argument("--width", type=int, default=16)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--ema", type=float, default=0.999)
+    t.add_argument("--lambda-mask", type=float, default=0.02,
+                   help="weight of mean (1 - A) + TV(A): the student paints only where the "
+                   "teacher's edit needs it, so the photo keeps its own detail elsewhere")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--minutes", type=float, default=90)
+    t.add_argument("--max-steps", type=int, default=1_000_000)
+    t.add_argument("--decay", action="store_true", help="lr to 0 over the second half of max-steps")
+    t.add_argument("--ckpt-every", type=int, default=500)
+    t.add_argument("--resume", action="store_true")
+    args = p.parse_args()
+    print(json.dumps(vars(args)))
+    (cache if args.cmd == "cache" else train)(args)
+
+
+if __name__ == "__main__":
+    main()
