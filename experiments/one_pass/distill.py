@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ccyclegan.classifier import load_classifier
 from ccyclegan.core import losses
 from ccyclegan.core.checkpoint import atomic_write_json, load_tensors, prefixed, save_tensors
 from ccyclegan.core.config import Config
@@ -36,6 +37,7 @@ from ccyclegan.core.models import build_models, one_hot
 from ccyclegan.train.loop import update_ema
 
 BUNDLED = "src/ccyclegan/weights/ccyclegan_fer2013.safetensors"
+EXPR_CLASSIFIER = "src/ccyclegan/weights/expr_vgg32.safetensors"
 
 
 def training_faces(data: str) -> torch.Tensor:
@@ -96,6 +98,9 @@ def train(args: argparse.Namespace) -> None:
     G_ema.load_state_dict(G.state_dict())
     G_ema.requires_grad_(False)
     opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.9, 0.999))
+    judge = None
+    if args.lambda_feat:
+        judge = load_classifier(args.expr_classifier)[0].float().requires_grad_(False)
     step, ckpt = 0, out / "checkpoint.safetensors"
     if args.resume and ckpt.exists():
         tensors, meta = load_tensors(ckpt)
@@ -125,6 +130,8 @@ def train(args: argparse.Namespace) -> None:
         pred, mask, _ = G(x, one_hot(t), with_mask=True)
         l1 = (pred - y).abs().mean()
         loss = l1 + args.lambda_mask * losses.paint_regularizer(mask)
+        if judge is not None:
+            loss = loss + args.lambda_feat * feature_match(judge, pred, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -140,6 +147,20 @@ def train(args: argparse.Namespace) -> None:
             save(out, G, G_ema, opt, cfg, step)
     save(out, G, G_ema, opt, cfg, step)
     print(f"done: {step} steps; generator in {out / 'generator.safetensors'}")
+
+
+def feature_match(net: torch.nn.Module, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The student's output and the teacher's as a frozen expression classifier sees them:
+    L1 between penultimate features plus KL between class distributions. Pixel L1 weighs a
+    grey level of cheek like one of eyelid; the classifier weighs what makes the expression,
+    which is what the pixel loss leaves out (experiments/one_pass/README.md)."""
+    with torch.no_grad():
+        f_t = net.features(y)
+        p_t = torch.log_softmax(net.head(f_t), dim=1)
+    f_s = net.features(pred)
+    p_s = torch.log_softmax(net.head(f_s), dim=1)
+    kl = torch.nn.functional.kl_div(p_s, p_t, log_target=True, reduction="batchmean")
+    return (f_s - f_t).abs().mean() + kl
 
 
 def reframe(x: torch.Tensor, y: torch.Tensor, amount: float, g: torch.Generator
@@ -197,6 +218,9 @@ def main() -> None:
     t.add_argument("--lambda-mask", type=float, default=0.02,
                    help="weight of mean (1 - A) + TV(A): the student paints only where the "
                    "teacher's edit needs it, so the photo keeps its own detail elsewhere")
+    t.add_argument("--lambda-feat", type=float, default=0.0,
+                   help="weight of feature_match with --expr-classifier (never a judge)")
+    t.add_argument("--expr-classifier", default=EXPR_CLASSIFIER)
     t.add_argument("--jitter", type=float, default=0.0,
                    help="re-cut half of each batch, face and edit alike (scale 1 +- J, shift "
                    "up to J of the side): an edit that survives the photo's framing")
