@@ -32,7 +32,7 @@ from ccyclegan.core.checkpoint import atomic_write_json, load_tensors, prefixed,
 from ccyclegan.core.config import Config
 from ccyclegan.core.data import denormalize, drop_blank, load_split, normalize
 from ccyclegan.core.faces_data import NUM_CLASSES
-from ccyclegan.core.generator_files import load_generator, save_generator
+from ccyclegan.core.generator_files import copy_generator_weights, load_generator, save_generator
 from ccyclegan.core.models import build_models, one_hot
 from ccyclegan.train.loop import update_ema
 
@@ -94,6 +94,8 @@ def train(args: argparse.Namespace) -> None:
     if target.shape[0] != len(images):
         raise SystemExit(f"{args.cache}: {target.shape[0]} faces, the data has {len(images)}")
     G, _ = build_models(cfg)
+    if args.init:  # a member of the teacher, its condition scale folded: starts near the edit
+        copy_generator_weights(G, args.init)
     G_ema = build_models(cfg)[0]
     G_ema.load_state_dict(G.state_dict())
     G_ema.requires_grad_(False)
@@ -224,6 +226,9 @@ def main() -> None:
     t.add_argument("--jitter", type=float, default=0.0,
                    help="re-cut half of each batch, face and edit alike (scale 1 +- J, shift "
                    "up to J of the side): an edit that survives the photo's framing")
+    t.add_argument("--init", default="",
+                   help="start from this generator file's first network (condition scale "
+                   "folded in; --width must match it): e.g. the teacher itself")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--minutes", type=float, default=90)
     t.add_argument("--max-steps", type=int, default=1_000_000)
