@@ -11,6 +11,8 @@ from PIL import Image
 
 from ccyclegan.cli import commands as cli
 from ccyclegan.core.checkpoint import load_tensors
+from ccyclegan.core.generator_files import load_generator
+from ccyclegan.core.models import Generator
 from ccyclegan.core.synthetic import synthetic_faces
 from ccyclegan.translate.api import ExpressionTranslator, bundled_model_path
 
@@ -31,6 +33,15 @@ def test_file_is_small_fp16_and_describes_itself(bundled):
     assert all(t.dtype == torch.float16 for t in tensors.values() if t.is_floating_point())
     assert not meta["config"].get("input_blur")  # trained on sharp faces (FER2013 version 2)
     assert meta["progress"]["step"] > 0
+
+
+def test_it_is_one_plain_generator_in_one_pass(bundled):
+    """Issue 30, item 4: no second network, no mirror pass, no strength or condition scale."""
+    G, _, _ = load_generator(bundled)
+    assert type(G) is Generator
+    _, meta = load_tensors(bundled)
+    assert meta["members"] == 1 and meta["flip_average"] is False
+    assert meta["strength"] == 1.0 and meta["condition_scale"] == 1.0
 
 
 def test_default_api_and_cli_use_it(bundled, tmp_path):

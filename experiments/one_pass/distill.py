@@ -1,7 +1,9 @@
-"""One plain generator, one pass, that makes the bundled pair's edits (issue 30, item 4).
+"""One plain generator, one pass, that makes the pair's edits (issue 30, item 4).
 
-The bundled model is two generators, each run on the face and its mirror image (four passes),
-with a strength and a condition scale per target. Its edit of a face is deterministic, so a
+The pair, the bundled model before this study (`git show b17094f:src/ccyclegan/weights/
+ccyclegan_fer2013.safetensors > runs/one_pass/pair.safetensors`, path without the line break),
+is two generators, each run on the face and its mirror image (four passes), with a strength
+and a condition scale per target. Its edit of a face is deterministic, so a
 student can learn it by regression; the expensive part is the teacher, so it runs once per
 (face, target) into a cache instead of at every step (the `--teacher` option of `ccyclegan
 train` calls it at every step: about five times slower on a CPU). The teacher averages each
@@ -10,7 +12,8 @@ flipping a cached pair is exact, and the student trains with flips for free.
 
     python experiments/one_pass/distill.py cache --data fer2013.csv.gz --out runs/teacher.npy
     python experiments/one_pass/distill.py train --data fer2013.csv.gz --cache runs/teacher.npy \
-        --out runs/student16 --width 16 --minutes 90        # --resume continues it
+        --out runs/s32 --width 32 --init runs/one_pass/pair.safetensors --lr 3e-4 \
+        --lambda-feat 0.1 --max-steps 2500 --decay         # --resume continues it
 
 The student is saved as a run's generator.safetensors (EMA weights, one plain network, no
 release settings), so `ccyclegan evaluate`, `export` and the photo benchmark read it as any run.
@@ -36,7 +39,7 @@ from ccyclegan.core.generator_files import copy_generator_weights, load_generato
 from ccyclegan.core.models import build_models, one_hot
 from ccyclegan.train.loop import update_ema
 
-BUNDLED = "src/ccyclegan/weights/ccyclegan_fer2013.safetensors"
+PAIR = "runs/one_pass/pair.safetensors"  # the teacher: see above
 EXPR_CLASSIFIER = "src/ccyclegan/weights/expr_vgg32.safetensors"
 
 
@@ -207,7 +210,7 @@ def main() -> None:
     for name in ("cache", "train"):
         s = sub.add_parser(name)
         s.add_argument("--data", required=True)
-        s.add_argument("--teacher", default=BUNDLED)
+        s.add_argument("--teacher", default=PAIR)
         s.add_argument("--out", required=True)
         s.add_argument("--threads", type=int, default=2)
     sub.choices["cache"].add_argument("--chunk", type=int, default=512)
