@@ -111,9 +111,12 @@ def train(args: argparse.Namespace) -> None:
         tensors, meta = load_tensors(ckpt)
         G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
         G_ema.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("G_ema.")})
-        opt_state = torch.load(out / "optimizer.pt", weights_only=True)
-        opt.load_state_dict(opt_state)
         step = meta["step"]
+        saved = torch.load(out / "optimizer.pt", weights_only=True)
+        if saved.get("step") == step:  # written after the weights: a crash between leaves it older
+            opt.load_state_dict(saved["state"])
+        else:
+            print(f"optimizer.pt is not of step {step}: Adam's moments start afresh")
         print(f"resumed at step {step}")
     log = (out / "metrics.csv").open("a")
     g = torch.Generator().manual_seed(args.seed)
@@ -193,13 +196,14 @@ def reframe(x: torch.Tensor, y: torch.Tensor, amount: float, g: torch.Generator
 
 
 def save(out: Path, G, G_ema, opt, cfg: Config, step: int) -> None:
-    """Training state (atomic: tensors, then optimizer, each written to a temp file and
-    renamed) and the EMA generator as a plain generator file."""
+    """Training state (atomic: the weights, then the optimizer tagged with their step, each
+    written to a temp file and renamed; resume trusts the optimizer only if the steps agree)
+    and the EMA generator as a plain generator file."""
     tensors = {**prefixed("G", G.state_dict()), **prefixed("G_ema", G_ema.state_dict())}
-    tmp = out / "optimizer.pt.tmp"
-    torch.save(opt.state_dict(), tmp)
-    tmp.replace(out / "optimizer.pt")
     save_tensors(out / "checkpoint.safetensors", tensors, {"kind": "student", "step": step})
+    tmp = out / "optimizer.pt.tmp"
+    torch.save({"step": step, "state": opt.state_dict()}, tmp)
+    tmp.replace(out / "optimizer.pt")
     save_generator(out / "generator.safetensors", G_ema, cfg, {"step": step})
     atomic_write_json(out / "progress.json", {"step": step})
 
