@@ -98,7 +98,7 @@ def train(args: argparse.Namespace) -> None:
         raise SystemExit(f"{args.cache}: {target.shape[0]} faces, the data has {len(images)}")
     G, _ = build_models(cfg)
     if args.init:  # a member of the teacher, its condition scale folded: starts near the edit
-        copy_generator_weights(G, args.init)
+        init_weights(G, args.init, args.width)
     G_ema = build_models(cfg)[0]
     G_ema.load_state_dict(G.state_dict())
     G_ema.requires_grad_(False)
@@ -155,6 +155,65 @@ def train(args: argparse.Namespace) -> None:
             save(out, G, G_ema, opt, cfg, step)
     save(out, G, G_ema, opt, cfg, step)
     print(f"done: {step} steps; generator in {out / 'generator.safetensors'}")
+
+
+def init_weights(G: torch.nn.Module, path: str, width: int) -> None:
+    """G from the generator file at path; a wider one is first narrowed to G's width by
+    narrow_state (its channels that the next layers weigh most), so a smaller student starts
+    from a working edit instead of from noise."""
+    src = load_generator(path)[0]
+    src_width = getattr(src, "members", [src])[0].enc[0][0].out_channels
+    if src_width == width:
+        copy_generator_weights(G, path)
+        return
+    if src_width < width:
+        raise SystemExit(f"--init {path}: width {src_width}, narrower than --width {width}")
+    tmp = build_models(Config(gen_channels=src_width, label_mode="norm", output="attention"))[0]
+    copy_generator_weights(tmp, path)
+    G.load_state_dict(narrow_state(tmp.state_dict(), src_width, width))
+    print(f"--init {path}: narrowed from width {src_width} to {width}")
+
+
+def narrow_state(sd: dict[str, torch.Tensor], c: int, w: int) -> dict[str, torch.Tensor]:
+    """The state of a width-c Generator (label_mode "norm", output "attention") cut to width w.
+
+    Each group of channels (an encoder stage, the bottleneck, the transform, the expand and
+    decoder stages) keeps the w/c of its channels whose outgoing weights, summed over every
+    layer that reads them (a skip is read twice), are largest in L1: a channel no layer reads
+    strongly changes the output least when it goes. Conv weights are [out, in, ...], transposed
+    convs' [in, out, ...], linears' [out, in]."""
+    size = {"e0": c, "e1": 2 * c, "e2": 4 * c, "e3": 8 * c, "b": 8 * c, "t": 8 * c, "X": 8 * c,
+            "d0": 4 * c, "d1": 2 * c, "d2": c}
+    # (key, dim, group, offset): which slice of which weight reads / writes each group
+    reads = [("enc.1.0.weight", 1, "e0", 0), ("out.weight", 0, "e0", c),
+             ("enc.2.0.weight", 1, "e1", 0), ("dec.2.0.weight", 0, "e1", 2 * c),
+             ("enc.3.0.weight", 1, "e2", 0), ("dec.1.0.weight", 0, "e2", 4 * c),
+             ("bottleneck.0.weight", 1, "e3", 0), ("dec.0.0.weight", 0, "e3", 8 * c),
+             ("transform.0.weight", 1, "b", 0), ("expand.0.weight", 0, "t", 0),
+             ("dec.0.0.weight", 0, "X", 0), ("dec.1.0.weight", 0, "d0", 0),
+             ("dec.2.0.weight", 0, "d1", 0), ("out.weight", 0, "d2", 0)]
+    writes = [("enc.0.0", 0, "e0"), ("enc.1.0.weight", 0, "e1"), ("enc.1.1", 0, "e1"),
+              ("enc.2.0.weight", 0, "e2"), ("enc.2.1", 0, "e2"), ("enc.3.0.weight", 0, "e3"),
+              ("enc.3.1", 0, "e3"), ("bottleneck.0", 0, "b"), ("transform.0", 0, "t"),
+              ("expand.0.weight", 1, "X"), ("expand.1", 0, "X"), ("dec.0.0.weight", 1, "d0"),
+              ("dec.0.1", 0, "d0"), ("dec.1.0.weight", 1, "d1"), ("dec.1.1", 0, "d1"),
+              ("dec.2.0.weight", 1, "d2"), ("dec.2.1", 0, "d2")]
+    score = {g: torch.zeros(n) for g, n in size.items()}
+    for key, dim, g, off in reads:
+        part = sd[key].float().abs().narrow(dim, off, size[g]).transpose(0, dim)
+        score[g] += part.flatten(1).mean(1)
+    keep = {g: score[g].topk(n * w // c).indices.sort().values for g, n in size.items()}
+    out = {k: v.clone() for k, v in sd.items()}
+    for prefix, dim, g in writes:
+        for key in [k for k in out if k == prefix or k.startswith(prefix + ".")]:
+            if out[key].dim() > dim:
+                out[key] = out[key].index_select(dim, keep[g])
+    for key, dim in {(key, dim) for key, dim, _, _ in reads}:
+        segs = sorted((off, g) for k2, d2, g, off in reads if (k2, d2) == (key, dim))
+        end = segs[-1][0] + size[segs[-1][1]]  # what follows (the transform's label) stays
+        idx = [keep[g] + off for off, g in segs] + [torch.arange(end, sd[key].shape[dim])]
+        out[key] = out[key].index_select(dim, torch.cat(idx))
+    return out
 
 
 def feature_match(net: torch.nn.Module, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
