@@ -35,8 +35,14 @@ from ccyclegan.core.checkpoint import atomic_write_json, load_tensors, prefixed,
 from ccyclegan.core.config import Config
 from ccyclegan.core.data import denormalize, drop_blank, load_split, normalize
 from ccyclegan.core.faces_data import NUM_CLASSES
-from ccyclegan.core.generator_files import copy_generator_weights, load_generator, save_generator
-from ccyclegan.core.models import build_models, one_hot
+from ccyclegan.core.generator_files import (
+    as_ensemble,
+    copy_generator_weights,
+    load_generator,
+    save_generator,
+    strength_json,
+)
+from ccyclegan.core.models import build_models, fold_condition_scale, one_hot
 from ccyclegan.train.loop import update_ema
 
 PAIR = "runs/one_pass/pair.safetensors"  # the teacher: see above
@@ -301,9 +307,27 @@ def main() -> None:
     t.add_argument("--decay", action="store_true", help="lr to 0 over the second half of max-steps")
     t.add_argument("--ckpt-every", type=int, default=500)
     t.add_argument("--resume", action="store_true")
+    f = sub.add_parser("fold", help="a one-network file's condition scale folded into its "
+                       "weights: one plain generator, no release settings")
+    f.add_argument("src")
+    f.add_argument("-o", "--out", required=True)
     args = p.parse_args()
     print(json.dumps(vars(args)))
-    (cache if args.cmd == "cache" else train)(args)
+    {"cache": cache, "train": train, "fold": fold}[args.cmd](args)
+
+
+def fold(args: argparse.Namespace) -> None:
+    """What `ccyclegan export --condition-scale A` ships as a setting, made part of the
+    network (exact: models.fold_condition_scale), saved as the bundled file is (fp16)."""
+    G, cfg, progress = load_generator(args.src)
+    E = as_ensemble(G)
+    if len(E.members) != 1 or E.flip_average or E.strength != 1.0:
+        raise SystemExit(f"{args.src}: only a condition scale can be folded into one network")
+    net = E.members[0]
+    fold_condition_scale(net, E.condition_scale)
+    progress = {**progress, "folded_condition_scale": strength_json(E.condition_scale)}
+    save_generator(Path(args.out), net, cfg, progress, half=True)
+    print(f"wrote {args.out}: one plain generator")
 
 
 if __name__ == "__main__":
