@@ -167,17 +167,21 @@ def init_weights(G: torch.nn.Module, path: str, width: int) -> None:
     """G from the generator file at path; a wider one is first narrowed to G's width by
     narrow_state (its channels that the next layers weigh most), so a smaller student starts
     from a working edit instead of from noise."""
-    src = load_generator(path)[0]
-    src_width = getattr(src, "members", [src])[0].enc[0][0].out_channels
-    if src_width == width:
+    src, src_cfg, _ = load_generator(path)
+    if src_cfg.gen_channels == width:
         copy_generator_weights(G, path)
         return
-    if src_width < width:
-        raise SystemExit(f"--init {path}: width {src_width}, narrower than --width {width}")
-    tmp = build_models(Config(gen_channels=src_width, label_mode="norm", output="attention"))[0]
-    copy_generator_weights(tmp, path)
-    G.load_state_dict(narrow_state(tmp.state_dict(), src_width, width))
-    print(f"--init {path}: narrowed from width {src_width} to {width}")
+    if src_cfg.gen_channels < width:
+        raise SystemExit(f"--init {path}: width {src_cfg.gen_channels}, narrower than "
+                         f"--width {width}")
+    if (src_cfg.label_mode, src_cfg.output) != ("norm", "attention"):
+        raise SystemExit(f"--init {path}: only label_mode norm, output attention can be "
+                         f"narrowed (it is {src_cfg.label_mode}, {src_cfg.output})")
+    E = as_ensemble(src)  # its first network, condition scale folded, as copy_generator_weights
+    net = E.members[0]
+    fold_condition_scale(net, E.condition_scale)
+    G.load_state_dict(narrow_state(net.state_dict(), src_cfg.gen_channels, width))
+    print(f"--init {path}: narrowed from width {src_cfg.gen_channels} to {width}")
 
 
 def narrow_state(sd: dict[str, torch.Tensor], c: int, w: int) -> dict[str, torch.Tensor]:
@@ -212,8 +216,7 @@ def narrow_state(sd: dict[str, torch.Tensor], c: int, w: int) -> dict[str, torch
     out = {k: v.clone() for k, v in sd.items()}
     for prefix, dim, g in writes:
         for key in [k for k in out if k == prefix or k.startswith(prefix + ".")]:
-            if out[key].dim() > dim:
-                out[key] = out[key].index_select(dim, keep[g])
+            out[key] = out[key].index_select(dim, keep[g])
     for key, dim in {(key, dim) for key, dim, _, _ in reads}:
         segs = sorted((off, g) for k2, d2, g, off in reads if (k2, d2) == (key, dim))
         end = segs[-1][0] + size[segs[-1][1]]  # what follows (the transform's label) stays
