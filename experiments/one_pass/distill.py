@@ -82,9 +82,9 @@ def cache(args: argparse.Namespace) -> None:
 
 def student_config(args: argparse.Namespace) -> Config:
     return Config(data=args.data, out=args.out, gen_channels=args.width, label_mode="norm",
-                  output="attention", lambda_adv=0.0, lambda_cl=0.0, lambda_cyc=0.0,
+                  output=args.output, lambda_adv=0.0, lambda_cl=0.0, lambda_cyc=0.0,
                   teacher=args.teacher, lambda_distill=1.0, lambda_mask=args.lambda_mask,
-                  lr=args.lr, batch_size=args.batch,
+                  lambda_flow=args.lambda_flow, lr=args.lr, batch_size=args.batch,
                   ema_decay=args.ema, seed=args.seed, precision="fp32", threads=args.threads)
 
 
@@ -102,13 +102,7 @@ def train(args: argparse.Namespace) -> None:
     target = torch.from_numpy(np.load(args.cache))  # uint8 [N, 7, 48, 48], 0.46 GB
     if target.shape[0] != len(images):
         raise SystemExit(f"{args.cache}: {target.shape[0]} faces, the data has {len(images)}")
-    G, _ = build_models(cfg)
-    if args.init:  # a member of the teacher, its condition scale folded: starts near the edit
-        init_weights(G, args.init, args.width)
-    G_ema = build_models(cfg)[0]
-    G_ema.load_state_dict(G.state_dict())
-    G_ema.requires_grad_(False)
-    opt = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.9, 0.999))
+    G, G_ema, opt = student(args, cfg)
     judge = None
     if args.lambda_feat:
         judge = load_classifier(args.expr_classifier)[0].float().requires_grad_(False)
@@ -140,10 +134,12 @@ def train(args: argparse.Namespace) -> None:
             x, y = reframe(x, y, args.jitter, g)
         lr = args.lr * min(1.0, 2 * (1 - step / args.max_steps)) if args.decay else args.lr
         for group in opt.param_groups:
-            group["lr"] = lr
-        pred, mask, _ = G(x, one_hot(t), with_mask=True)
+            group["lr"] = lr * group["mult"]
+        pred, mask, flow = G(x, one_hot(t), with_mask=True)
         l1 = (pred - y).abs().mean()
         loss = l1 + args.lambda_mask * losses.paint_regularizer(mask)
+        if flow is not None:
+            loss = loss + args.lambda_flow * losses.flow_smoothness(flow)
         if judge is not None:
             loss = loss + args.lambda_feat * feature_match(judge, pred, y)
         opt.zero_grad(set_to_none=True)
@@ -161,6 +157,30 @@ def train(args: argparse.Namespace) -> None:
             save(out, G, G_ema, opt, cfg, step)
     save(out, G, G_ema, opt, cfg, step)
     print(f"done: {step} steps; generator in {out / 'generator.safetensors'}")
+
+
+def student(args: argparse.Namespace, cfg: Config
+            ) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer]:
+    """The student, its EMA copy and Adam; a warp student's displacement head learns at
+    --flow-lr times the rate (it starts from zero while the rest starts trained)."""
+    G, _ = build_models(cfg)
+    if args.init:  # a member of the teacher, its condition scale folded: starts near the edit
+        init_weights(G, args.init, args.width)
+        if args.output == "warp" and load_generator(args.init)[1].output != "warp":
+            with torch.no_grad():  # no displacement yet: the start makes the init's edit exactly
+                G.flow.weight.zero_()
+                G.flow.bias.zero_()
+    G_ema = build_models(cfg)[0]
+    G_ema.load_state_dict(G.state_dict())
+    G_ema.requires_grad_(False)
+    params = dict(G.named_parameters())
+    groups = [{"params": [p for n, p in params.items() if not n.startswith("flow.")],
+               "mult": 1.0}]
+    if any(n.startswith("flow.") for n in params):
+        groups.append({"params": [p for n, p in params.items() if n.startswith("flow.")],
+                       "mult": args.flow_lr})
+    opt = torch.optim.Adam(groups, lr=args.lr, betas=(0.9, 0.999))
+    return G, G_ema, opt
 
 
 def init_weights(G: torch.nn.Module, path: str, width: int) -> None:
@@ -295,6 +315,15 @@ def main() -> None:
     t.add_argument("--lambda-mask", type=float, default=0.02,
                    help="weight of mean (1 - A) + TV(A): the student paints only where the "
                    "teacher's edit needs it, so the photo keeps its own detail elsewhere")
+    t.add_argument("--output", choices=("attention", "warp"), default="attention",
+                   help="warp: also a displacement field that moves the face's own pixels (a "
+                   "photo keeps them sharp); from an attention --init it starts at zero")
+    t.add_argument("--lambda-flow", type=float, default=1.0,
+                   help="warp: weight of the field's smoothness (mean squared neighbour "
+                   "difference, pixels)")
+    t.add_argument("--flow-lr", type=float, default=10.0,
+                   help="warp: the displacement head's learning rate, as a multiple of --lr "
+                   "(it starts from zero while the rest is trained)")
     t.add_argument("--lambda-feat", type=float, default=0.0,
                    help="weight of feature_match with --expr-classifier (never a judge)")
     t.add_argument("--expr-classifier", default=EXPR_CLASSIFIER)
