@@ -2,7 +2,8 @@
 user gets it (whole photo, its own resolution) and beside the model's own 48x48 output.
 
     python benchmarks/photo_quality.py [--photos ../shared/data/photos] [--judge RUN ...]
-        [--model FILE ...] [--paste model|gate:T+match:N+fade:R|legacy] [--out runs/photo_quality]
+        [--model FILE ...] [--paste model|gate:T+match:N+fade:R|legacy] [--frame-scale S]
+        [--out runs/photo_quality]
 
 Judges: those the package ships, unless given. Pastes: `model` (the translator's own:
 paste.paste_edit as translate calls it), `gate:T` (old detail kept where the paint changes
@@ -20,6 +21,7 @@ sharpness ratio of the face region.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -32,8 +34,8 @@ from ccyclegan.classifier import load_classifier
 from ccyclegan.core.checkpoint import BUNDLED_JUDGE, BUNDLED_SECOND_JUDGE, bundled_model_path
 from ccyclegan.core.data import EMOTIONS
 from ccyclegan.evaluate.photos import PhotoReader, summarize, translate_and_judge
-from ccyclegan.translate import ExpressionTranslator
-from ccyclegan.translate.faces import FACE_SIZE
+from ccyclegan.translate import ExpressionTranslator, api
+from ccyclegan.translate.faces import FACE_SIZE, FRAME_SCALE, frame_box
 from ccyclegan.translate.paste import border_fade, paste_edit
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -143,6 +145,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/photo_quality")
     p.add_argument("--intensity", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--frame-scale", type=float, default=FRAME_SCALE,
+                   help=f"the translator's frame: the Haar box enlarged by this (default "
+                   f"{FRAME_SCALE}, the package's); to measure the framing")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -155,6 +160,16 @@ def main(argv=None) -> int:
     reader = PhotoReader()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    api.frame_box = functools.partial(frame_box, scale=a.frame_scale)
+    try:
+        run(a, photos, judges, reader, out)
+    finally:
+        api.frame_box = frame_box
+    return 0
+
+
+def run(a: argparse.Namespace, photos: list[Path], judges: dict, reader: PhotoReader,
+        out: Path) -> None:
     for model in a.model or [None]:
         tr = ExpressionTranslator.load(model, threads=a.threads or None)
         name = "bundled" if model is None else Path(model).stem
@@ -166,11 +181,14 @@ def main(argv=None) -> int:
                                                 paste=paste_of(paste))
             s = summarize(records, judges)
             s.update(info=info, model=str(model or "bundled"), paste=paste,
+                     frame_side_median=float(np.median([r.side for r in records])),
                      seconds=time.perf_counter() - t0)
             tag = f"{name}__{paste.replace(':', '').replace('+', '_')}"
+            if a.frame_scale != FRAME_SCALE:
+                tag += f"__frame{a.frame_scale:g}"
+                s["frame_scale"] = a.frame_scale
             (out / f"{tag}.json").write_text(json.dumps(s, indent=1))
             print(table(tag, s), "\n", json.dumps(info), flush=True)
-    return 0
 
 
 if __name__ == "__main__":

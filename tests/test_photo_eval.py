@@ -128,6 +128,16 @@ def test_the_benchmark_script_runs_and_compares_pastes(reader, photo_file, gen_p
         assert s["faces"] == 1 and s["translations"] == len(EMOTIONS)
     with pytest.raises(SystemExit, match="unknown paste"):
         bench.paste_of("match")
+    # --frame-scale: the translator frames wider, and only for that run
+    from ccyclegan.translate import api
+    from ccyclegan.translate.faces import frame_box
+
+    assert bench.main(argv + ["--frame-scale", "1.3"]) == 0
+    assert api.frame_box is frame_box
+    wide = json.loads(next((tmp_path / "out").glob("*__model__frame1.3.json")).read_text())
+    assert wide["frame_scale"] == 1.3 and wide["translations"] == len(EMOTIONS)
+    own = json.loads(next((tmp_path / "out").glob("*__model.json")).read_text())
+    assert wide["frame_side_median"] > 1.2 * own["frame_side_median"]
     tr = ExpressionTranslator.load(gen_path)
     result = tr.translate_faces(str(photo_file), to="all")
     assert np.array_equal(bench.paste_with()(result, "sad"), result.image("sad"))
