@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -343,9 +344,13 @@ def main() -> None:
                        "weights: one plain generator, no release settings")
     f.add_argument("src")
     f.add_argument("-o", "--out", required=True)
+    d = sub.add_parser("drop-flow", help="a warp generator without its displacement head: "
+                       "the attention generator of the same weights")
+    d.add_argument("src")
+    d.add_argument("-o", "--out", required=True)
     args = p.parse_args()
     print(json.dumps(vars(args)))
-    {"cache": cache, "train": train, "fold": fold}[args.cmd](args)
+    {"cache": cache, "train": train, "fold": fold, "drop-flow": drop_flow}[args.cmd](args)
 
 
 def fold(args: argparse.Namespace) -> None:
@@ -360,6 +365,19 @@ def fold(args: argparse.Namespace) -> None:
     progress = {**progress, "folded_condition_scale": strength_json(E.condition_scale)}
     save_generator(Path(args.out), net, cfg, progress, half=True)
     print(f"wrote {args.out}: one plain generator")
+
+
+def drop_flow(args: argparse.Namespace) -> None:
+    """What a warp student's edit is without its field (measured: the README's warp section)."""
+    G, cfg, progress = load_generator(args.src)
+    if not isinstance(G, torch.nn.Module) or getattr(G, "output", None) != "warp":
+        raise SystemExit(f"{args.src}: not a plain warp generator")
+    cfg = replace(cfg, output="attention")
+    A = build_models(cfg)[0]
+    A.load_state_dict({k: v for k, v in G.state_dict().items() if not k.startswith("flow.")})
+    save_generator(Path(args.out), A, cfg, {**progress, "dropped": "displacement head"},
+                   half=False)
+    print(f"wrote {args.out}: attention generator")
 
 
 if __name__ == "__main__":
