@@ -107,6 +107,14 @@ def _f(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def framing_line(f: dict | None) -> str:
+    if not f:
+        return "framing: no face found by both paths"
+    return (f"framing, the independent path's frame against the translator's (quartiles over "
+            f"{f['faces']} faces): side ratio {f['side_ratio_q1_median_q3']}, centre offset x "
+            f"{f['dx_q1_median_q3']}, y {f['dy_q1_median_q3']} (share of the side)")
+
+
 def table(name: str, s: dict) -> str:
     head = "| judge | read on | overall | " + " | ".join(e[:3] for e in EMOTIONS) + " |"
     sharp = s["sharpness"]
@@ -115,7 +123,8 @@ def table(name: str, s: dict) -> str:
              f"resolution): {_f(s['same_person'], '.1%')} (median distance "
              f"{_f(s['median_distance'], '.3f')}); sharpness ratio mean "
              f"{_f(sharp['mean'], '.3f')}, min {_f(sharp['min'], '.3f')}, share >= 0.9: "
-             f"{_f(sharp['share_at_least_0.9'], '.1%')}", "", head,
+             f"{_f(sharp['share_at_least_0.9'], '.1%')}", "", framing_line(s.get("framing")),
+             "", head,
              "|" + "---|" * (3 + len(EMOTIONS))]
     for judge, res in s["judges"].items():
         for kind in ("photo", "edit_frame", "crop", "input"):

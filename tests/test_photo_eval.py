@@ -84,6 +84,11 @@ def test_an_untouched_photo_reads_as_untouched(reader, photo_file, gen_path):
     assert s["translations"] == len(EMOTIONS) and s["sharpness"]["min"] == 1.0
     # one judge answer for the input: exactly one target (its reading) is a hit
     assert sum(res["input"][t] for t in EMOTIONS) == pytest.approx(1.0)
+    # the two framings of the one face: the same numbers as the frames themselves give
+    f, g = rec.frame, rec.reader_frame
+    lo, mid, hi = s["framing"]["side_ratio_q1_median_q3"]
+    assert s["framing"]["faces"] == 1 and lo == mid == hi == round(g.w / f.w, 3)
+    assert s["framing"]["dx_q1_median_q3"][1] == round((g.x + g.w / 2 - f.x - f.w / 2) / f.w, 3)
 
 
 def test_a_photo_without_people_is_counted_not_scored(reader, tmp_path, gen_path):

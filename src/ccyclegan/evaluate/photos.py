@@ -149,6 +149,8 @@ class FaceRecord:
     # target -> the output photo's face in the frame the translator edited, as its crop was
     # cut: what the paste alone loses, without the independent framing's share
     edit_frame: dict[str, np.ndarray] = field(default_factory=dict)
+    # the independent path's FER2013 frame of the input face: how the two framings differ
+    reader_frame: Box | None = None
     images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
@@ -187,7 +189,8 @@ def translate_and_judge(translator, photos: Sequence[str | Path], reader: PhotoR
             desc_in = reader.descriptor(original, src)
             sharp_in = sharpness(original, face.frame)
             rec = FaceRecord(Path(path).name, i, face.frame, face.frame.w,
-                             crop_face(original, src.fer_frame()), dict(face.after), {}, {}, {})
+                             crop_face(original, src.fer_frame()), dict(face.after), {}, {}, {},
+                             reader_frame=src.fer_frame())
             for t in targets:
                 out = outputs[t]
                 hit = match(face.frame, found_out[t])
@@ -258,4 +261,22 @@ def summarize(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
                         "share_at_least_0.9": float((sharp >= 0.9).mean())}
     out["sharpness_by_target"] = {t: float(np.mean([r.sharpness[t] for r in records]))
                                   for t in targets}
+    out["framing"] = framing(records)
     return out
+
+
+def framing(records: Sequence[FaceRecord]) -> dict[str, Any] | None:
+    """The independent path's frame against the translator's: side ratio and centre offset
+    (a share of the translator's side, + right / down), quartiles over the faces."""
+    pairs = [(r.frame, r.reader_frame) for r in records if r.reader_frame is not None]
+    if not pairs:
+        return None
+    ratio = [b.w / a.w for a, b in pairs]
+    dx = [((b.x + b.w / 2) - (a.x + a.w / 2)) / a.w for a, b in pairs]
+    dy = [((b.y + b.h / 2) - (a.y + a.h / 2)) / a.w for a, b in pairs]
+
+    def q(v: list[float]) -> list[float]:
+        return [round(float(x), 3) for x in np.percentile(v, [25, 50, 75])]
+
+    return {"faces": len(pairs), "side_ratio_q1_median_q3": q(ratio),
+            "dx_q1_median_q3": q(dx), "dy_q1_median_q3": q(dy)}
