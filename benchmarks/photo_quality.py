@@ -9,8 +9,9 @@ Judges: those the package ships, unless given. Pastes: `model` (the translator's
 paste.paste_edit as translate calls it), `gate:T` (old detail kept where the paint changes
 less than T grey levels; `gate:off`: taken out wherever painted), `match:N` (N rounds of
 back-projection, so that the photo seen at 48x48 shows the faded 48x48 result), `fade:R` (the
-border ramp, a share of the side), joined with `+` (`gate:off+match:0+fade:0.1`: the paste
-before these defaults); `legacy` (the paste before paste_edit: the 48x48 change added
+border ramp, a share of the side), `seamless:0|1` (the change less its harmonic fill from the
+frame's border), joined with `+` (`gate:off+match:0+fade:0.1+seamless:0`: the paste before
+these defaults); `legacy` (the paste before paste_edit: the 48x48 change added
 to the luminance under a fixed soft ellipse, reproduced here to measure it). Writes
 <out>/<model>__<paste>.json (the summary of ccyclegan.evaluate.photos.summarize) and prints a
 table per model and paste: photo
@@ -72,8 +73,8 @@ def legacy_paste(result, emotion: str) -> np.ndarray:
 
 
 def paste_with(**settings):
-    """paste_edit with some of its settings changed (gate, match, fade); the rest as translate
-    calls it."""
+    """paste_edit with some of its settings changed (gate, match, fade, seamless); the rest as
+    translate calls it."""
     kwargs = {{"gate": "detail_gate"}.get(k, k): v for k, v in settings.items() if k != "fade"}
     ramp = {"ramp": settings["fade"]} if "fade" in settings else {}
 
@@ -94,11 +95,11 @@ def paste_of(name: str):
     settings = {}
     for part in name.split("+"):
         key, _, value = part.partition(":")
-        if key not in ("gate", "match", "fade") or not value:
-            raise SystemExit(f"unknown paste {name!r} (model, gate:T, match:N, fade:R joined "
-                             "with +, legacy)")
-        settings[key] = (int(value) if key == "match" else None if value == "off"
-                         else float(value))
+        if key not in ("gate", "match", "fade", "seamless") or not value:
+            raise SystemExit(f"unknown paste {name!r} (model, gate:T, match:N, fade:R, "
+                             "seamless:0|1 joined with +, legacy)")
+        settings[key] = (int(value) if key == "match" else bool(int(value)) if key == "seamless"
+                         else None if value == "off" else float(value))
     return paste_with(**settings)
 
 

@@ -25,7 +25,7 @@ from ccyclegan.translate.faces import (
     frame_box,
 )
 from ccyclegan.translate.files import expand_inputs
-from ccyclegan.translate.paste import FaceEdit, border_fade, paste_edit
+from ccyclegan.translate.paste import FaceEdit, border_fade, harmonic_fill, paste_edit
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -535,3 +535,46 @@ def test_compile_failure_falls_back_to_eager(gen_path, tr, monkeypatch, capsys):
     np.testing.assert_array_equal(eager.generate(faces, c), tr.generate(faces, c))
     with pytest.raises(TranslateError, match="torch backend only"):
         ExpressionTranslator.load(gen_path, backend="onnxruntime", compile=True)
+
+
+def test_harmonic_fill_keeps_the_border_and_is_harmonic_inside():
+    """paste.harmonic_fill solves the discrete Laplace equation: the ring is a's, every inner
+    value the mean of its four neighbours; a change minus its fill is zero on the ring and
+    keeps a harmonic change's interior at zero (nothing but a smooth ramp is taken out)."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 20, (48, 48)).astype(np.float32)
+    h = harmonic_fill(a)
+    ring = np.ones((48, 48), bool)
+    ring[1:-1, 1:-1] = False
+    assert np.allclose(h[ring], a[ring], atol=1e-4)
+    neighbours = (h[:-2, 1:-1] + h[2:, 1:-1] + h[1:-1, :-2] + h[1:-1, 2:]) / 4
+    assert np.abs(h[1:-1, 1:-1] - neighbours).max() < 1e-3
+    y, x = np.mgrid[0:48, 0:48].astype(np.float32)
+    plane = 3.0 * x - 2.0 * y + 5.0  # harmonic: its own fill
+    assert np.abs(harmonic_fill(plane) - plane).max() < 1e-2
+
+
+def test_a_seamless_paste_takes_out_only_what_the_border_needs():
+    """seamless: a uniform change (a shift of the whole frame) is its own harmonic fill, so
+    nothing of it is pasted and no edge can show; fine detail a couple of pixels from the
+    frame's edge survives a narrow fade, where the default 5 % fade takes most of it out;
+    outside the frame nothing changes."""
+    photo = np.full((260, 260, 3), 120, np.uint8)
+    frame = Box(10, 10, 240, 240)
+    shift = np.full((48, 48), 30.0, np.float32)
+    out = photo.copy()
+    paste_edit(out, frame, FaceEdit(shift, None, None, shift), border_fade(48, 0.02),
+               seamless=True)
+    assert np.abs(out.astype(int) - 120).max() <= 1
+    delta = np.zeros((48, 48), np.float32)
+    delta[2, 4:44:2] = -40.0  # a fine stripe on the second row in from the edge
+    near = crop_face(photo, frame).astype(np.float32)
+    kept = {}
+    for seamless, ramp in ((False, 0.05), (True, 0.02)):
+        out = photo.copy()
+        paste_edit(out, frame, FaceEdit(delta, None, None, delta), border_fade(48, ramp),
+                   seamless=seamless)
+        assert np.array_equal(out[:10], photo[:10]) and np.array_equal(out[:, 250:], photo[:, 250:])
+        got = crop_face(out, frame).astype(np.float32) - near
+        kept[seamless] = float(np.abs(got[2, 4:44:2] - got[2, 5:45:2]).mean())  # stripe contrast
+    assert kept[True] > 1.3 * kept[False] and kept[True] > 20

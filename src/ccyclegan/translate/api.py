@@ -51,7 +51,7 @@ from ccyclegan.translate.inputs import (
     parse_targets,
     restore,
 )
-from ccyclegan.translate.paste import FaceEdit, border_fade, edge_mask, paste_edit
+from ccyclegan.translate.paste import SEAMLESS, FaceEdit, border_fade, edge_mask, paste_edit
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -109,7 +109,8 @@ class TranslationResult:
             for face in self.faces:
                 fade = (border_fade(FACE_SIZE) if self.detect
                         else edge_mask(FACE_SIZE, face.frame, pixels.shape))
-                paste_edit(pixels, face.frame, face.edits[emotion], fade)
+                paste_edit(pixels, face.frame, face.edits[emotion], fade,
+                           seamless=SEAMLESS and self.detect)
             self._images[emotion] = pixels
         return self._images[emotion]
 

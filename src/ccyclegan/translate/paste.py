@@ -7,14 +7,15 @@ the edge seamless. Measured: experiments/photo_release/.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from ccyclegan.translate.faces import Box, _cv2, _region, _resize
 
-__all__ = ["BORDER_RAMP", "DETAIL_GATE", "MATCH_ROUNDS", "FaceEdit", "border_fade", "edge_mask",
-           "luma_f", "paste_edit"]
+__all__ = ["BORDER_RAMP", "DETAIL_GATE", "MATCH_ROUNDS", "SEAMLESS", "FaceEdit", "border_fade",
+           "edge_mask", "harmonic_fill", "luma_f", "paste_edit"]
 
 BORDER_RAMP = 0.05  # the edit fades to nothing over this share of the frame at each side
 # paste_edit's defaults, chosen on the photo benchmark (experiments/photo_release/): old detail
@@ -22,6 +23,11 @@ BORDER_RAMP = 0.05  # the edit fades to nothing over this share of the frame at 
 # of back-projection make the photo seen at 48x48 show the model's (faded) result
 DETAIL_GATE = 64.0
 MATCH_ROUNDS = 3
+# the painted change less the harmonic fill of its border values (seamless cloning), so it is
+# zero at the frame's edge without a fade taking the edit out over a band: off, since it keeps
+# the edit in the translator's own frame (+1.8 points) but not through an independent
+# framing, which cuts that band off (experiments/photo_release/)
+SEAMLESS = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -36,6 +42,37 @@ def border_fade(size: int, ramp: float = BORDER_RAMP) -> np.ndarray:
     u = np.clip((np.minimum(t, 1.0 - t) - 1.0 / size) / ramp, 0.0, 1.0)
     u = u * u * (3.0 - 2.0 * u)
     return u[:, None] * u[None, :]
+
+
+def harmonic_fill(a: np.ndarray) -> np.ndarray:
+    """The harmonic function (discrete Laplace equation) with a's values on its outermost ring.
+
+    a - harmonic_fill(a) is zero on the ring and keeps a's detail inside: Perez et al.'s
+    seamless cloning with the edit as the guidance field. A change the model makes at the
+    frame's edge (a global shift, the jaw) becomes a smooth ramp that dies out inward, rather
+    than the whole band being faded out. Solved exactly in the sine basis (the Dirichlet
+    Laplacian's eigenvectors): a few small matrix products."""
+    a = np.asarray(a, np.float64)
+    n = a.shape[0]
+    m = n - 2
+    rhs = np.zeros((m, m))
+    rhs[0, :] += a[0, 1:-1]
+    rhs[-1, :] += a[-1, 1:-1]
+    rhs[:, 0] += a[1:-1, 0]
+    rhs[:, -1] += a[1:-1, -1]
+    s, lam = _sine_basis(m)
+    out = a.copy()
+    out[1:-1, 1:-1] = s @ ((s @ rhs @ s) / (lam[:, None] + lam[None, :])) @ s
+    return out.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _sine_basis(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The orthonormal DST-I matrix of size m (symmetric, its own inverse) and the eigenvalues
+    of the 1-D Dirichlet Laplacian tridiag(-1, 2, -1)."""
+    k = np.arange(1, m + 1)
+    s = np.sqrt(2.0 / (m + 1)) * np.sin(np.pi * np.outer(k, k) / (m + 1))
+    return s, 2.0 - 2.0 * np.cos(np.pi * k / (m + 1))
 
 
 def edge_mask(size: int, frame: Box, shape: tuple[int, ...], ramp: float = 0.12) -> np.ndarray:
@@ -76,7 +113,8 @@ class FaceEdit:
 
 
 def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
-               detail_gate: float | None = DETAIL_GATE, match: int = MATCH_ROUNDS) -> None:
+               detail_gate: float | None = DETAIL_GATE, match: int = MATCH_ROUNDS,
+               seamless: bool = SEAMLESS) -> None:
     """Apply a 48x48 edit to the photo pixels (HxW or HxWx3 uint8) in frame, in place, at the
     photo's own resolution.
 
@@ -93,7 +131,11 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     match: rounds of back-projection (Irani and Peleg's, as in super-resolution): the photo's
     face, shrunk to 48x48 as a crop is, is compared with the faded 48x48 result (input +
     fade x delta) and the smooth difference, upsampled, is added to the luminance, so the
-    photo seen at the model's scale shows what the model made (needs edit.delta)."""
+    photo seen at the model's scale shows what the model made (needs edit.delta).
+    seamless: the painted change and the delta matched lose their harmonic fill from the
+    frame's border (harmonic_fill), so they are zero there before the fade: the fade can be
+    narrow and the edit near the border stays (measured: experiments/photo_release/). Not for
+    a frame that is not a face's (--no-detect: the whole image)."""
     cv2 = _cv2()
     side = frame.w
     n = edit.paint.shape[0]
@@ -120,7 +162,12 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
         moved = cv2.remap(region, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         still = (np.abs(flow) < 1e-3).all(axis=2)
         moved[still] = region[still]  # no resampling where nothing moves
-    paint = up(edit.paint, cv2.INTER_CUBIC) * fade_hr
+    paint48, delta48 = edit.paint, edit.delta
+    if seamless:
+        paint48 = paint48 - harmonic_fill(paint48)
+        if delta48 is not None:
+            delta48 = delta48 - harmonic_fill(delta48)
+    paint = up(paint48, cv2.INTER_CUBIC) * fade_hr
     colour = moved.ndim == 3
     y_moved = luma_f(moved) if colour else moved
     y_out = y_moved + paint
@@ -138,9 +185,9 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
             near_chroma = _colour_around(moved, 1.0 - wgt, n)
             near_chroma -= luma_f(near_chroma)[:, :, None]
             moved = y_moved[:, :, None] + chroma + wgt[:, :, None] * (near_chroma - chroma)
-    if match and edit.delta is not None:
+    if match and delta48 is not None:
         y_in = luma_f(region) if colour else region
-        target = _resize(y_in, n) + edit.delta * fade
+        target = _resize(y_in, n) + delta48 * fade
         for _ in range(match):
             y_out += up((target - _resize(y_out, n)) * fade, cv2.INTER_CUBIC)
     out = (moved + (y_out - y_moved)[:, :, None]) if colour else y_out
