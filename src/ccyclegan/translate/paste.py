@@ -132,10 +132,8 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     face, shrunk to 48x48 as a crop is, is compared with the faded 48x48 result (input +
     fade x delta) and the smooth difference, upsampled, is added to the luminance, so the
     photo seen at the model's scale shows what the model made (needs edit.delta).
-    seamless: the painted change and the delta matched lose their harmonic fill from the
-    frame's border (harmonic_fill), so they are zero there before the fade: the fade can be
-    narrow and the edit near the border stays (measured: experiments/photo_release/). Not for
-    a frame that is not a face's (--no-detect: the whole image)."""
+    seamless: the paint and the delta matched lose their harmonic fill from the frame's border
+    (harmonic_fill), zero there before the fade (not for --no-detect's whole-image frame)."""
     cv2 = _cv2()
     side = frame.w
     n = edit.paint.shape[0]
