@@ -43,7 +43,7 @@ from ccyclegan.core.generator_files import (
     save_generator,
     strength_json,
 )
-from ccyclegan.core.models import build_models, fold_condition_scale, one_hot
+from ccyclegan.core.models import Generator, build_models, fold_condition_scale, one_hot
 from ccyclegan.train.loop import update_ema
 
 PAIR = "runs/one_pass/pair.safetensors"  # the teacher: see above
@@ -166,8 +166,8 @@ def student(args: argparse.Namespace, cfg: Config
     --flow-lr times the rate (it starts from zero while the rest starts trained)."""
     G, _ = build_models(cfg)
     if args.init:  # a member of the teacher, its condition scale folded: starts near the edit
-        init_weights(G, args.init, args.width)
-        if args.output == "warp" and load_generator(args.init)[1].output != "warp":
+        src_cfg = init_weights(G, args.init, args.width)
+        if args.output == "warp" and src_cfg.output != "warp":
             with torch.no_grad():  # no displacement yet: the start makes the init's edit exactly
                 G.flow.weight.zero_()
                 G.flow.bias.zero_()
@@ -184,14 +184,14 @@ def student(args: argparse.Namespace, cfg: Config
     return G, G_ema, opt
 
 
-def init_weights(G: torch.nn.Module, path: str, width: int) -> None:
+def init_weights(G: torch.nn.Module, path: str, width: int) -> Config:
     """G from the generator file at path; a wider one is first narrowed to G's width by
     narrow_state (its channels that the next layers weigh most), so a smaller student starts
-    from a working edit instead of from noise."""
+    from a working edit instead of from noise. Returns the file's config."""
     src, src_cfg, _ = load_generator(path)
     if src_cfg.gen_channels == width:
         copy_generator_weights(G, path)
-        return
+        return src_cfg
     if src_cfg.gen_channels < width:
         raise SystemExit(f"--init {path}: width {src_cfg.gen_channels}, narrower than "
                          f"--width {width}")
@@ -203,6 +203,7 @@ def init_weights(G: torch.nn.Module, path: str, width: int) -> None:
     fold_condition_scale(net, E.condition_scale)
     G.load_state_dict(narrow_state(net.state_dict(), src_cfg.gen_channels, width))
     print(f"--init {path}: narrowed from width {src_cfg.gen_channels} to {width}")
+    return src_cfg
 
 
 def narrow_state(sd: dict[str, torch.Tensor], c: int, w: int) -> dict[str, torch.Tensor]:
@@ -370,7 +371,7 @@ def fold(args: argparse.Namespace) -> None:
 def drop_flow(args: argparse.Namespace) -> None:
     """What a warp student's edit is without its field (measured: the README's warp section)."""
     G, cfg, progress = load_generator(args.src)
-    if not isinstance(G, torch.nn.Module) or getattr(G, "output", None) != "warp":
+    if not isinstance(G, Generator) or G.output != "warp":  # an Ensemble is not one network
         raise SystemExit(f"{args.src}: not a plain warp generator")
     cfg = replace(cfg, output="attention")
     A = build_models(cfg)[0]

@@ -188,9 +188,10 @@ def translate_and_judge(translator, photos: Sequence[str | Path], reader: PhotoR
                 continue
             desc_in = reader.descriptor(original, src)
             sharp_in = sharpness(original, face.frame)
+            fer = src.fer_frame()
             rec = FaceRecord(Path(path).name, i, face.frame, face.frame.w,
-                             crop_face(original, src.fer_frame()), dict(face.after), {}, {}, {},
-                             reader_frame=src.fer_frame())
+                             crop_face(original, fer), dict(face.after), {}, {}, {},
+                             reader_frame=fer)
             for t in targets:
                 out = outputs[t]
                 hit = match(face.frame, found_out[t])
