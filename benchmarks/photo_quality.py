@@ -116,6 +116,17 @@ def framing_line(f: dict | None) -> str:
             f"{f['dx_q1_median_q3']}, y {f['dy_q1_median_q3']} (share of the side)")
 
 
+def grin_line(g: dict | None) -> str:
+    if not g:
+        return "grin: no face of these photos reads happy to the first judge"
+    parts = [f"{judge}: photo {_f(r['photo']['overall'], '.1%')} / 48x48 "
+             f"{_f(r['crop']['overall'], '.1%')}" for judge, r in g.items()
+             if isinstance(r, dict)]
+    return (f"grin: of the {g['faces']} faces read happy unedited, turned {', '.join(g['targets'])}"
+            f", the mouth still reads happy under the face's own upper half: " + "; ".join(parts)
+            + " (lower is better)")
+
+
 def table(name: str, s: dict) -> str:
     head = "| judge | read on | overall | " + " | ".join(e[:3] for e in EMOTIONS) + " |"
     sharp = s["sharpness"]
@@ -125,7 +136,7 @@ def table(name: str, s: dict) -> str:
              f"{_f(s['median_distance'], '.3f')}); sharpness ratio mean "
              f"{_f(sharp['mean'], '.3f')}, min {_f(sharp['min'], '.3f')}, share >= 0.9: "
              f"{_f(sharp['share_at_least_0.9'], '.1%')}", "", framing_line(s.get("framing")),
-             "", head,
+             "", grin_line(s.get("grin")), "", head,
              "|" + "---|" * (3 + len(EMOTIONS))]
     for judge, res in s["judges"].items():
         for kind in ("photo", "edit_frame", "crop", "input"):

@@ -30,6 +30,7 @@ from ccyclegan.evaluate.metrics import (
     mae,
     mean_cov,
     mmd2_unbiased,
+    mouth_composite,
     psnr,
     real_halves,
     region_change,
@@ -39,6 +40,22 @@ from ccyclegan.evaluate.metrics import (
 from ccyclegan.evaluate.run import evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_mouth_composite_keeps_the_upper_face_and_takes_the_mouth():
+    """The source's rows above the blend, the translation's below, a convex mix between; a face
+    over itself is itself (any range: uint8-valued floats as [-1, 1])."""
+    src = torch.rand(3, 1, 48, 48)
+    out = torch.rand(3, 1, 48, 48) + 2.0
+    comp = mouth_composite(src, out)
+    assert torch.equal(comp[..., :24, :], src[..., :24, :])  # brows, eyes, nose bridge
+    assert torch.equal(comp[..., 30:, :], out[..., 30:, :])  # the mouth and chin
+    mid = comp[..., 24:30, :]
+    assert ((mid >= src[..., 24:30, :] - 1e-6) & (mid <= out[..., 24:30, :] + 1e-6)).all()
+    assert torch.allclose(mouth_composite(src * 255, src * 255), src * 255)
+    # the same face at twice the size splits at the same place
+    big = mouth_composite(torch.zeros(1, 1, 96, 96), torch.ones(1, 1, 96, 96))
+    assert big[0, 0, :48, 0].max() == 0 and big[0, 0, 60:, 0].min() == 1
 
 
 # --------------------------------------------------------------------------- Frechet distance

@@ -12,7 +12,15 @@ from ccyclegan.classifier.config import ClassifierConfig
 from ccyclegan.classifier.nets import build_classifier
 from ccyclegan.core.data import EMOTIONS
 from ccyclegan.evaluate.identity import IdentityModelError
-from ccyclegan.evaluate.photos import PhotoReader, match, sharpness, summarize, translate_and_judge
+from ccyclegan.evaluate.photos import (
+    FaceRecord,
+    PhotoReader,
+    grin,
+    match,
+    sharpness,
+    summarize,
+    translate_and_judge,
+)
 from ccyclegan.translate.api import ExpressionTranslator
 from ccyclegan.translate.faces import Box, detect_faces, frame_box
 
@@ -89,6 +97,49 @@ def test_an_untouched_photo_reads_as_untouched(reader, photo_file, gen_path):
     lo, mid, hi = s["framing"]["side_ratio_q1_median_q3"]
     assert s["framing"]["faces"] == 1 and lo == mid == hi == round(g.w / f.w, 3)
     assert s["framing"]["dx_q1_median_q3"][1] == round((g.x + g.w / 2 - f.x - f.w / 2) / f.w, 3)
+
+
+class _MouthJudge(torch.nn.Module):
+    """Reads happy exactly when the lower face (rows 32 on) is bright: a smile it can see."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(1, len(EMOTIONS))
+        with torch.no_grad():
+            self.head.weight.zero_()
+            self.head.bias.zero_()
+            self.head.weight[EMOTIONS.index("happy")] = 10.0
+
+    def features(self, x):
+        return x[:, :, 32:, :].mean((1, 2, 3))[:, None]
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_grin_counts_the_mouths_that_still_smile():
+    """A smiling face turned angry with a dark (closed) mouth no longer smiles; sad with the
+    smile kept does; neutral lost in the output counts as kept. A face the judge does not read
+    happy is left out, and the 48x48 outputs are read under the model's own input."""
+    smile = np.full((48, 48), 60, np.uint8)
+    smile[32:] = 250
+    closed = np.full((48, 48), 60, np.uint8)
+    frame = Box(0, 0, 48, 48)
+    rec = FaceRecord("a.jpg", 0, frame, 48, smile, model={}, photo_crop={}, distance={},
+                     sharpness={}, model_input=smile)
+    rec.photo_crop = {"angry": closed, "sad": smile, "neutral": None}
+    rec.model = {"angry": closed, "sad": closed, "neutral": smile}
+    calm = FaceRecord("b.jpg", 0, frame, 48, closed, model=dict(rec.model),
+                      photo_crop=dict(rec.photo_crop), distance={}, sharpness={},
+                      model_input=closed)
+    g = grin([rec, calm], {"mouth": _MouthJudge()}, ("angry", "sad", "neutral"))
+    assert g["faces"] == 1 and g["targets"] == ["angry", "sad", "neutral"]
+    assert g["mouth"]["photo"] == {"overall": pytest.approx(2 / 3), "angry": 0.0, "sad": 1.0,
+                                   "neutral": 1.0}
+    assert g["mouth"]["crop"] == {"overall": pytest.approx(1 / 3), "angry": 0.0, "sad": 0.0,
+                                  "neutral": 1.0}
+    assert grin([calm], {"mouth": _MouthJudge()}) is None  # no smile to close
+    assert grin([rec], {"mouth": _MouthJudge()}, ("happy",)) is None  # no closing target
 
 
 def test_a_photo_without_people_is_counted_not_scored(reader, tmp_path, gen_path):

@@ -32,9 +32,10 @@ import torch
 
 from ccyclegan.classifier import load_classifier
 from ccyclegan.core import losses
+from ccyclegan.core.augment import diff_augment
 from ccyclegan.core.checkpoint import atomic_write_json, load_tensors, prefixed, save_tensors
 from ccyclegan.core.config import Config
-from ccyclegan.core.data import denormalize, drop_blank, load_split, normalize
+from ccyclegan.core.data import EMOTIONS, denormalize, drop_blank, load_split, normalize
 from ccyclegan.core.faces_data import NUM_CLASSES
 from ccyclegan.core.generator_files import (
     as_ensemble,
@@ -44,16 +45,22 @@ from ccyclegan.core.generator_files import (
     strength_json,
 )
 from ccyclegan.core.models import Generator, build_models, fold_condition_scale, one_hot
+from ccyclegan.evaluate.metrics import GRIN_CLOSERS, mouth_composite, mouth_weight
 from ccyclegan.train.loop import update_ema
 
 PAIR = "runs/one_pass/pair.safetensors"  # the teacher: see above
 EXPR_CLASSIFIER = "src/ccyclegan/weights/expr_vgg32.safetensors"
+HAPPY = EMOTIONS.index("happy")
 
 
 def training_faces(data: str) -> torch.Tensor:
     """FER2013's Training faces as `ccyclegan train` sees them (blank faces dropped), uint8."""
-    faces, _ = drop_blank(load_split(data, "train"))
-    return faces.images
+    return training_data(data).images
+
+
+def training_data(data: str):
+    """The same faces with their labels."""
+    return drop_blank(load_split(data, "train"))[0]
 
 
 @torch.inference_mode()
@@ -99,30 +106,22 @@ def train(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cfg = student_config(args)
     cfg.save(out / "config.json")
-    images = training_faces(args.data)
+    faces = training_data(args.data)
+    images = faces.images
     target = torch.from_numpy(np.load(args.cache))  # uint8 [N, 7, 48, 48], 0.46 GB
     if target.shape[0] != len(images):
         raise SystemExit(f"{args.cache}: {target.shape[0]} faces, the data has {len(images)}")
     G, G_ema, opt = student(args, cfg)
     judge = None
-    if args.lambda_feat:
+    if args.lambda_feat or args.lambda_mouth:
         judge = load_classifier(args.expr_classifier)[0].float().requires_grad_(False)
-    step, ckpt = 0, out / "checkpoint.safetensors"
-    if args.resume and ckpt.exists():
-        tensors, meta = load_tensors(ckpt)
-        G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
-        G_ema.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("G_ema.")})
-        step = meta["step"]
-        saved = torch.load(out / "optimizer.pt", weights_only=True)
-        if saved.get("step") == step:  # written after the weights: a crash between leaves it older
-            opt.load_state_dict(saved["state"])
-        else:
-            print(f"optimizer.pt is not of step {step}: Adam's moments start afresh")
-        print(f"resumed at step {step}")
+    grins = torch.nonzero(faces.labels == HAPPY).flatten()
+    closers = torch.tensor([EMOTIONS.index(n) for n in args.mouth_targets.split(",")])
+    step = resume(out, G, G_ema, opt) if args.resume else 0
     log = (out / "metrics.csv").open("a")
     g = torch.Generator().manual_seed(args.seed)
     deadline = time.time() + 60 * args.minutes
-    run_l1 = 0.0
+    run_l1 = run_mouth = 0.0
     while time.time() < deadline and step < args.max_steps:
         g.manual_seed(args.seed * 1_000_003 + step)  # a resumed run draws what it would have
         idx = torch.randint(0, len(images), (args.batch,), generator=g)
@@ -137,8 +136,17 @@ def train(args: argparse.Namespace) -> None:
         for group in opt.param_groups:
             group["lr"] = lr * group["mult"]
         pred, mask, flow = G(x, one_hot(t), with_mask=True)
-        l1 = (pred - y).abs().mean()
+        if args.lambda_mouth:  # the teacher's grin is not taught where the mouth should close
+            grin = (faces.labels[idx] == HAPPY) & torch.isin(t, closers)
+            w = 1 - grin.float()[:, None, None, None] * mouth_weight()
+            l1 = ((pred - y).abs() * w).sum() / w.expand_as(pred).sum()
+        else:
+            l1 = (pred - y).abs().mean()
         loss = l1 + args.lambda_mask * losses.paint_regularizer(mask)
+        if args.lambda_mouth:
+            not_happy, l1_upper = mouth_term(G, judge, images, target, grins, closers, args, g)
+            loss = loss + args.lambda_mouth * not_happy + l1_upper
+            run_mouth = 0.98 * run_mouth + 0.02 * not_happy.item()
         if flow is not None:
             loss = loss + args.lambda_flow * losses.flow_smoothness(flow)
         if judge is not None:
@@ -150,14 +158,55 @@ def train(args: argparse.Namespace) -> None:
         step += 1
         run_l1 = 0.98 * run_l1 + 0.02 * l1.item() if run_l1 else l1.item()
         if step % 100 == 0:
-            print(f"step {step}, L1 {run_l1:.4f} ({run_l1 * 127.5:.2f} grey levels), lr {lr:.2e}",
-                  flush=True)
+            print(f"step {step}, L1 {run_l1:.4f} ({run_l1 * 127.5:.2f} grey levels), "
+                  f"mouth {run_mouth:.3f}, lr {lr:.2e}", flush=True)
             log.write(f"{step},{run_l1:.5f}\n")
             log.flush()
         if step % args.ckpt_every == 0:
             save(out, G, G_ema, opt, cfg, step)
     save(out, G, G_ema, opt, cfg, step)
     print(f"done: {step} steps; generator in {out / 'generator.safetensors'}")
+
+
+def resume(out: Path, G, G_ema, opt) -> int:
+    """The step of the run in out (0 if it has no checkpoint yet), its weights loaded."""
+    ckpt = out / "checkpoint.safetensors"
+    if not ckpt.exists():
+        return 0
+    tensors, meta = load_tensors(ckpt)
+    G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
+    G_ema.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("G_ema.")})
+    step = meta["step"]
+    saved = torch.load(out / "optimizer.pt", weights_only=True)
+    if saved.get("step") == step:  # written after the weights: a crash between leaves it older
+        opt.load_state_dict(saved["state"])
+    else:
+        print(f"optimizer.pt is not of step {step}: Adam's moments start afresh")
+    print(f"resumed at step {step}")
+    return step
+
+
+def mouth_term(G, judge, images, target, grins, closers, args, g: torch.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Close the grin: smiling training faces turned to a --mouth-targets emotion, their mouth
+    under their own upper face (metrics.mouth_composite, shifted by up to 6 pixels) should not read
+    happy to the loss classifier (-log(1 - p_happy), cut to zero below --mouth-confidence); the
+    upper face still learns the teacher's edit (L1 above the mouth rows). Returns both terms."""
+    n = args.mouth_batch
+    idx = grins[torch.randint(0, len(grins), (n,), generator=g)]
+    t = closers[torch.randint(0, len(closers), (n,), generator=g)]
+    flip = (torch.rand(n, generator=g) < 0.5)[:, None, None, None]
+    x, y = normalize(images[idx]), normalize(target[idx, t][:, None])
+    x, y = torch.where(flip, x.flip(-1), x), torch.where(flip, y.flip(-1), y)
+    pred = G(x, one_hot(t))
+    comp = diff_augment(mouth_composite(x, pred), "translation", g)
+    logp = torch.log_softmax(judge(comp).float(), dim=1)
+    p_happy = logp[:, HAPPY].exp()
+    not_happy = -torch.log1p(-p_happy.clamp(max=1 - 1e-6))
+    not_happy = torch.where(p_happy > args.mouth_confidence, not_happy, 0.0)
+    upper = 1 - mouth_weight()
+    l1 = ((pred - y).abs() * upper).sum() / upper.expand_as(pred).sum()
+    return not_happy.mean(), l1
 
 
 def student(args: argparse.Namespace, cfg: Config
@@ -329,6 +378,13 @@ def main() -> None:
     t.add_argument("--lambda-feat", type=float, default=0.0,
                    help="weight of feature_match with --expr-classifier (never a judge)")
     t.add_argument("--expr-classifier", default=EXPR_CLASSIFIER)
+    t.add_argument("--lambda-mouth", type=float, default=0.0,
+                   help="close a grin: grin.py's mouth composite of smiling faces turned to "
+                        "--mouth-targets must not read happy to --expr-classifier (0 = off)")
+    t.add_argument("--mouth-targets", default=",".join(GRIN_CLOSERS))
+    t.add_argument("--mouth-batch", type=int, default=32)
+    t.add_argument("--mouth-confidence", type=float, default=0.2,
+                   help="no push once the composite reads happy below this probability")
     t.add_argument("--jitter", type=float, default=0.0,
                    help="re-cut half of each batch, face and edit alike (scale 1 +- J, shift "
                    "up to J of the side): an edit that survives the photo's framing")

@@ -20,9 +20,34 @@ from ccyclegan.core.data import EMOTIONS, NUM_CLASSES
 FACE_BOX = (8, 40, 8, 40)  # top, bottom, left, right (bottom/right exclusive)
 KID_SUBSET_SIZE = 1000
 KID_SUBSETS = 100
+# The mouth composite (mouth_composite): in FER2013's framing the eyes sit near row 18 and the
+# mouth starts near row 31 of 48; the composite goes from the source to the translation over
+# MOUTH_BLEND rows centred on MOUTH_ROW.
+MOUTH_ROW = 27
+MOUTH_BLEND = 4
+# the targets whose mouth should not smile: "a grin becomes a closed mouth" (issue 30)
+GRIN_CLOSERS = ("angry", "sad", "neutral")
 
 
 # =========================================================================== pure metrics
+
+
+def mouth_weight(size: int = 48) -> torch.Tensor:
+    """[1, 1, size, 1]: 0 over the upper face (the source's rows), 1 over the mouth."""
+    rows = torch.arange(size, dtype=torch.float32) * (48 / size)
+    w = ((rows - (MOUTH_ROW - MOUTH_BLEND / 2)) / MOUTH_BLEND).clamp(0, 1)
+    return w.view(1, 1, size, 1)
+
+
+def mouth_composite(source: torch.Tensor, translated: torch.Tensor) -> torch.Tensor:
+    """The source's upper face over the translation's mouth ([B, 1, H, W] float, any range).
+
+    A judge reads a whole face, and a FER2013 angry face may show its teeth: a smiling face
+    turned angry reads angry from its brows while the grin stays. Under the source's own
+    (smiling) eyes only the translation's mouth can make the composite stop reading happy, so
+    the share of composites read happy is the share of grins that stayed."""
+    w = mouth_weight(source.shape[-2]).to(source.device, torch.float32)
+    return (1 - w) * source.float() + w * translated.float()
 
 
 

@@ -32,9 +32,10 @@ from ccyclegan.evaluate.identity import (
     _dlib,
     default_model_dir,
 )
+from ccyclegan.evaluate.metrics import GRIN_CLOSERS, mouth_composite
 from ccyclegan.translate.faces import MIN_FACE, Box, NoFaceError, crop_face, read_image
 
-__all__ = ["FaceRecord", "PhotoReader", "sharpness", "summarize", "translate_and_judge"]
+__all__ = ["FaceRecord", "PhotoReader", "grin", "sharpness", "summarize", "translate_and_judge"]
 
 # FER2013's framing in landmark terms, measured on 593 PublicTest faces (upscaled 4x, padded;
 # dlib's HOG box and 5-point landmarks; medians): the distance between the eye centres is
@@ -151,6 +152,7 @@ class FaceRecord:
     edit_frame: dict[str, np.ndarray] = field(default_factory=dict)
     # the independent path's FER2013 frame of the input face: how the two framings differ
     reader_frame: Box | None = None
+    model_input: np.ndarray | None = None  # 48x48: what the model saw (the translator's frame)
     images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
@@ -191,7 +193,7 @@ def translate_and_judge(translator, photos: Sequence[str | Path], reader: PhotoR
             fer = src.fer_frame()
             rec = FaceRecord(Path(path).name, i, face.frame, face.frame.w,
                              crop_face(original, fer), dict(face.after), {}, {}, {},
-                             reader_frame=fer)
+                             reader_frame=fer, model_input=face.before)
             for t in targets:
                 out = outputs[t]
                 hit = match(face.frame, found_out[t])
@@ -263,7 +265,48 @@ def summarize(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
     out["sharpness_by_target"] = {t: float(np.mean([r.sharpness[t] for r in records]))
                                   for t in targets}
     out["framing"] = framing(records)
+    out["grin"] = grin(records, judges, targets)
     return out
+
+
+def grin(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
+         targets: Sequence[str] = EMOTIONS) -> dict[str, Any] | None:
+    """Does a smile close? Faces whose unedited photo the first judge reads happy, turned to
+    each of GRIN_CLOSERS: per judge, the share whose mouth still reads happy under the face's
+    own upper half (metrics.mouth_composite), on the edited photo (independent framing, input
+    and output alike; a face lost in the output counts as a smile kept) and on the model's
+    48x48 output (under its own input). Lower is better; the unedited face reads 100 % by the
+    first judge by construction. None if no face smiles or no such target was translated."""
+    closers = [t for t in GRIN_CLOSERS if t in targets]
+    if not closers or not records:
+        return None
+    happy = EMOTIONS.index("happy")
+    first = next(iter(judges.values()))
+    read = predict(first, _batch([r.before for r in records])).argmax(1).tolist()
+    smiling = [r for r, p in zip(records, read, strict=True) if p == happy]
+    if not smiling:
+        return None
+    out: dict[str, Any] = {"faces": len(smiling), "targets": closers}
+    for name, model in judges.items():
+        out[name] = {}
+        for kind in ("photo", "crop"):
+            kept = {}
+            for t in closers:
+                if kind == "photo":
+                    src = [r.before for r in smiling]
+                    dst = [r.before if r.photo_crop[t] is None else r.photo_crop[t]
+                           for r in smiling]
+                else:
+                    src, dst = [r.model_input for r in smiling], [r.model[t] for r in smiling]
+                comp = mouth_composite(_batch(src), _batch(dst))
+                kept[t] = float((predict(model, comp).argmax(1) == happy).float().mean())
+            out[name][kind] = {"overall": float(np.mean(list(kept.values()))), **kept}
+    return out
+
+
+def _batch(faces: Sequence[np.ndarray]) -> torch.Tensor:
+    """48x48 uint8 faces -> [N, 1, 48, 48] float in [-1, 1], as the judges read them."""
+    return torch.from_numpy(np.stack(faces))[:, None].float() / 127.5 - 1
 
 
 def framing(records: Sequence[FaceRecord]) -> dict[str, Any] | None:
