@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ccyclegan.classifier import load_classifier
 from ccyclegan.core import losses
@@ -189,9 +190,10 @@ def resume(out: Path, G, G_ema, opt) -> int:
 def mouth_term(G, judge, images, target, grins, closers, args, g: torch.Generator
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Close the grin: smiling training faces turned to a --mouth-targets emotion, their mouth
-    under their own upper face (metrics.mouth_composite, shifted by up to 6 pixels) should not read
-    happy to the loss classifier (-log(1 - p_happy), cut to zero below --mouth-confidence); the
-    upper face still learns the teacher's edit (L1 above the mouth rows). Returns both terms."""
+    under their own upper face (metrics.mouth_composite, shifted by up to 6 pixels and seen at
+    --mouth-min-side to 48 pixels) should not read happy to the loss classifier (-log(1 -
+    p_happy), cut to zero below --mouth-confidence); the upper face still learns the teacher's
+    edit (L1 above the mouth rows). Returns both terms."""
     n = args.mouth_batch
     idx = grins[torch.randint(0, len(grins), (n,), generator=g)]
     t = closers[torch.randint(0, len(closers), (n,), generator=g)]
@@ -199,7 +201,12 @@ def mouth_term(G, judge, images, target, grins, closers, args, g: torch.Generato
     x, y = normalize(images[idx]), normalize(target[idx, t][:, None])
     x, y = torch.where(flip, x.flip(-1), x), torch.where(flip, y.flip(-1), y)
     pred = G(x, one_hot(t))
-    comp = diff_augment(mouth_composite(x, pred), "translation", g)
+    comp = mouth_composite(x, pred)
+    side = int(torch.randint(args.mouth_min_side, 49, (1,), generator=g))
+    if side < 48:  # seen smaller and enlarged again: a pattern finer than the face's shapes goes
+        comp = F.interpolate(F.interpolate(comp, size=side, mode="bilinear", antialias=True),
+                             size=48, mode="bilinear")
+    comp = diff_augment(comp, "translation", g)
     logp = torch.log_softmax(judge(comp).float(), dim=1)
     p_happy = logp[:, HAPPY].exp()
     not_happy = -torch.log1p(-p_happy.clamp(max=1 - 1e-6))
@@ -383,6 +390,10 @@ def main() -> None:
                         "--mouth-targets must not read happy to --expr-classifier (0 = off)")
     t.add_argument("--mouth-targets", default=",".join(GRIN_CLOSERS))
     t.add_argument("--mouth-batch", type=int, default=32)
+    t.add_argument("--mouth-min-side", type=int, default=48,
+                   help="the classifier sees the composite shrunk to a random side from this "
+                        "to 48 and enlarged back (48: as it is), so stripes finer than the "
+                        "face's shapes cannot make it read otherwise")
     t.add_argument("--mouth-confidence", type=float, default=0.2,
                    help="no push once the composite reads happy below this probability")
     t.add_argument("--jitter", type=float, default=0.0,
