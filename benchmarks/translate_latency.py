@@ -7,6 +7,9 @@ the wall time also counts the waits for a core):
 
 * generator_torch / generator_torch_compiled / generator_onnxruntime: one G(x|c) call, batch 1
   (one face); compiled = `--compile` (torch.compile with frozen weights, compiled at load);
+  generator_onnxruntime_spinning: the same session with onnxruntime's worker threads allowed
+  to busy-wait between calls (the package turns that off, so that they leave the cores to
+  OpenCV's face detection; a service that only runs the generator may turn it on);
 * edit / edit_a0.5 / edit_compiled / edit_onnxruntime: the whole per-face edit (encode once,
   decode under the target, blend x + a (G(x|t) - x));
 * detect, crop, paste: the photo steps;
@@ -63,6 +66,17 @@ def photo_1280x720() -> np.ndarray:
     return np.ascontiguousarray(bg)
 
 
+def spinning_session(path: Path, threads: int):
+    """onnxruntime's session as the package makes it, but with busy-waiting worker threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", help="run dir / generator.safetensors (default: random G)")
@@ -117,6 +131,9 @@ def main() -> None:
                                                     4 * n)
         res["generator_onnxruntime"] = timed(
             lambda: session.run(None, {"face": xn, "condition": cn}), 4 * n)
+        spinning = spinning_session(onnx_path, args.threads)
+        res["generator_onnxruntime_spinning"] = timed(
+            lambda: spinning.run(None, {"face": xn, "condition": cn}), 4 * n)
 
         photo = photo_1280x720()
         boxes = detect_faces(photo)

@@ -139,7 +139,7 @@ def train(args: argparse.Namespace) -> None:
         pred, mask, flow = G(x, one_hot(t), with_mask=True)
         if args.lambda_mouth:  # the teacher's grin is not taught where the mouth should close
             grin = (faces.labels[idx] == HAPPY) & torch.isin(t, closers)
-            w = 1 - grin.float()[:, None, None, None] * mouth_weight()
+            w = 1 - grin.float()[:, None, None, None] * (1 - args.mouth_anchor) * mouth_weight()
             l1 = ((pred - y).abs() * w).sum() / w.expand_as(pred).sum()
         else:
             l1 = (pred - y).abs().mean()
@@ -193,7 +193,8 @@ def mouth_term(G, judge, images, target, grins, closers, args, g: torch.Generato
     under their own upper face (metrics.mouth_composite, shifted by up to 6 pixels and seen at
     --mouth-min-side to 48 pixels) should not read happy to the loss classifier (-log(1 -
     p_happy), cut to zero below --mouth-confidence); the upper face still learns the teacher's
-    edit (L1 above the mouth rows). Returns both terms."""
+    edit (L1 above the mouth rows; over the mouth, --mouth-anchor times it). Returns both
+    terms."""
     n = args.mouth_batch
     idx = grins[torch.randint(0, len(grins), (n,), generator=g)]
     t = closers[torch.randint(0, len(closers), (n,), generator=g)]
@@ -211,8 +212,8 @@ def mouth_term(G, judge, images, target, grins, closers, args, g: torch.Generato
     p_happy = logp[:, HAPPY].exp()
     not_happy = -torch.log1p(-p_happy.clamp(max=1 - 1e-6))
     not_happy = torch.where(p_happy > args.mouth_confidence, not_happy, 0.0)
-    upper = 1 - mouth_weight()
-    l1 = ((pred - y).abs() * upper).sum() / upper.expand_as(pred).sum()
+    w = 1 - (1 - args.mouth_anchor) * mouth_weight()
+    l1 = ((pred - y).abs() * w).sum() / w.expand_as(pred).sum()
     return not_happy.mean(), l1
 
 
@@ -390,6 +391,9 @@ def main() -> None:
                         "--mouth-targets must not read happy to --expr-classifier (0 = off)")
     t.add_argument("--mouth-targets", default=",".join(GRIN_CLOSERS))
     t.add_argument("--mouth-batch", type=int, default=32)
+    t.add_argument("--mouth-anchor", type=float, default=0.0,
+                   help="the teacher's (grinning) mouth still taught at this weight, so the "
+                        "classifier's push stays near an edit the teacher made (0: not taught)")
     t.add_argument("--mouth-min-side", type=int, default=48,
                    help="the classifier sees the composite shrunk to a random side from this "
                         "to 48 and enlarged back (48: as it is), so stripes finer than the "

@@ -13,7 +13,8 @@ the source face and reads happy; if the mouth closed, the smile has gone from it
 PublicTest faces labelled happy that the first judge also reads happy (a grin to close),
 translated to angry, sad and neutral; per target: the translation read as its target (first /
 second judge), and the mouth composite read as happy (first / second judge; lower is a closed
-grin). The source itself is the row "(input)".
+grin). The source itself is the row "(input)". With --via neutral, also each target reached in
+two steps, through neutral first.
 """
 
 from __future__ import annotations
@@ -33,12 +34,19 @@ JUDGES = ("src/ccyclegan/weights/judge_vgg64.safetensors",
 HAPPY = EMOTIONS.index("happy")
 
 
+def translate(G, x: torch.Tensor, t: int) -> torch.Tensor:
+    return G.decode(G.encode(x), one_hot(torch.full((len(x),), t)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True)
     ap.add_argument("--model", action="append", required=True)
     ap.add_argument("--limit", type=int, default=600)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--via", choices=EMOTIONS,
+                    help="also translate in two steps, through this emotion first (a teacher's "
+                         "edit of its own neutral face, say)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     judges = [load_classifier(p)[0].float() for p in JUDGES]
@@ -61,11 +69,12 @@ def main() -> None:
     for path in args.model:
         G = load_generator(path)[0].float().eval()
         with torch.inference_mode():
-            feats = G.encode(x)
+            mid = None if args.via is None else translate(G, x, EMOTIONS.index(args.via))
             for name in GRIN_CLOSERS:
                 t = EMOTIONS.index(name)
-                out = G.decode(feats, one_hot(torch.full((len(x),), t)))
-                print(row(path[-28:], out, t))
+                print(row(path[-28:], translate(G, x, t), t))
+                if mid is not None:
+                    print(row(f"  via {args.via}", translate(G, mid, t), t))
 
 
 if __name__ == "__main__":
