@@ -120,8 +120,7 @@ def grin_line(g: dict | None) -> str:
     if not g:
         return "grin: no face of these photos reads happy to the first judge"
     parts = [f"{judge}: photo {_f(r['photo']['overall'], '.1%')} / 48x48 "
-             f"{_f(r['crop']['overall'], '.1%')}" for judge, r in g.items()
-             if isinstance(r, dict)]
+             f"{_f(r['crop']['overall'], '.1%')}" for judge, r in g["judges"].items()]
     return (f"grin: of the {g['faces']} faces read happy unedited, turned {', '.join(g['targets'])}"
             f", the mouth still reads happy under the face's own upper half: " + "; ".join(parts)
             + " (lower is better)")

@@ -134,10 +134,11 @@ def test_grin_counts_the_mouths_that_still_smile():
                       model_input=closed)
     g = grin([rec, calm], {"mouth": _MouthJudge()}, ("angry", "sad", "neutral"))
     assert g["faces"] == 1 and g["targets"] == ["angry", "sad", "neutral"]
-    assert g["mouth"]["photo"] == {"overall": pytest.approx(2 / 3), "angry": 0.0, "sad": 1.0,
-                                   "neutral": 1.0}
-    assert g["mouth"]["crop"] == {"overall": pytest.approx(1 / 3), "angry": 0.0, "sad": 0.0,
-                                  "neutral": 1.0}
+    res = g["judges"]["mouth"]
+    assert res["photo"] == {"overall": pytest.approx(2 / 3), "angry": 0.0, "sad": 1.0,
+                            "neutral": 1.0}
+    assert res["crop"] == {"overall": pytest.approx(1 / 3), "angry": 0.0, "sad": 0.0,
+                           "neutral": 1.0}
     assert grin([calm], {"mouth": _MouthJudge()}) is None  # no smile to close
     assert grin([rec], {"mouth": _MouthJudge()}, ("happy",)) is None  # no closing target
 

@@ -50,7 +50,6 @@ def mouth_composite(source: torch.Tensor, translated: torch.Tensor) -> torch.Ten
     return (1 - w) * source.float() + w * translated.float()
 
 
-
 def mean_cov(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and unbiased covariance (ddof=1, as the reference FID code) in float64."""
     f = np.asarray(features, dtype=np.float64)

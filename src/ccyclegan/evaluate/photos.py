@@ -286,9 +286,9 @@ def grin(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
     smiling = [r for r, p in zip(records, read, strict=True) if p == happy]
     if not smiling:
         return None
-    out: dict[str, Any] = {"faces": len(smiling), "targets": closers}
+    out: dict[str, Any] = {"faces": len(smiling), "targets": closers, "judges": {}}
     for name, model in judges.items():
-        out[name] = {}
+        res = out["judges"][name] = {}
         for kind in ("photo", "crop"):
             kept = {}
             for t in closers:
@@ -300,7 +300,7 @@ def grin(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
                     src, dst = [r.model_input for r in smiling], [r.model[t] for r in smiling]
                 comp = mouth_composite(_batch(src), _batch(dst))
                 kept[t] = float((predict(model, comp).argmax(1) == happy).float().mean())
-            out[name][kind] = {"overall": float(np.mean(list(kept.values()))), **kept}
+            res[kind] = {"overall": float(np.mean(list(kept.values()))), **kept}
     return out
 
 
