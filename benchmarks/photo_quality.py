@@ -16,7 +16,9 @@ to the luminance under a fixed soft ellipse, reproduced here to measure it). Wri
 <out>/<model>__<paste>.json (the summary of ccyclegan.evaluate.photos.summarize) and prints a
 table per model and paste: photo
 vs crop accuracy per target for each judge, same person (dlib, 150-pixel chip, 0.6),
-sharpness ratio of the face region.
+sharpness ratio of the face region, and whether a grin closes (of the faces the first judge
+reads happy unedited, turned angry, sad and neutral: the share whose mouth, under the face's
+own upper half, still reads happy; evaluate.photos.grin).
 """
 
 from __future__ import annotations
