@@ -67,9 +67,16 @@ def training_data(data: str):
 @torch.inference_mode()
 def cache(args: argparse.Namespace) -> None:
     """teacher(x | t) for every training face and target, uint8 [N, 7, 48, 48]; resumable
-    (a chunk at a time into a memory map, the count done in a side file)."""
+    (a chunk at a time into a memory map, the count done in a side file). --label: only the
+    faces of that label (their indices in <out>.index.npy); --via: in two steps,
+    teacher(teacher(x | via) | t)."""
     torch.set_num_threads(args.threads)
-    images = training_faces(args.data)
+    faces = training_data(args.data)
+    index = torch.arange(len(faces.labels))
+    if args.label:
+        index = torch.nonzero(faces.labels == EMOTIONS.index(args.label)).flatten()
+        np.save(args.out.removesuffix(".npy") + ".index.npy", index.numpy())
+    images = faces.images[index]
     teacher = load_generator(args.teacher)[0].float().eval()
     out, done_file = Path(args.out), Path(args.out + ".done")
     shape = (len(images), NUM_CLASSES, 48, 48)
@@ -79,6 +86,9 @@ def cache(args: argparse.Namespace) -> None:
     start = time.time()
     for lo in range(done, len(images), args.chunk):
         x = normalize(images[lo:lo + args.chunk])
+        if args.via:
+            via = one_hot(torch.full((len(x),), EMOTIONS.index(args.via), dtype=torch.long))
+            x = teacher.decode(teacher.encode(x), via)
         feats = teacher.encode(x)
         for t in range(NUM_CLASSES):
             c = one_hot(torch.full((len(x),), t, dtype=torch.long))
@@ -87,6 +97,16 @@ def cache(args: argparse.Namespace) -> None:
         done_file.write_text(str(lo + len(x)))
         rate = (lo + len(x) - done) / (time.time() - start)
         print(f"{lo + len(x)}/{len(images)} faces, {rate:.1f} faces/s", flush=True)
+
+
+def grin_targets(args: argparse.Namespace, n: int):
+    """(position of each training face in --grin-cache or -1, that cache), or (None, None)."""
+    if not args.grin_cache:
+        return None, None
+    index = torch.from_numpy(np.load(args.grin_cache.removesuffix(".npy") + ".index.npy"))
+    pos = torch.full((n,), -1, dtype=torch.long)
+    pos[index] = torch.arange(len(index))
+    return pos, torch.from_numpy(np.load(args.grin_cache))
 
 
 def student_config(args: argparse.Namespace) -> Config:
@@ -117,6 +137,7 @@ def train(args: argparse.Namespace) -> None:
     if args.lambda_feat or args.lambda_mouth:
         judge = load_classifier(args.expr_classifier)[0].float().requires_grad_(False)
     grins = torch.nonzero(faces.labels == HAPPY).flatten()
+    grin_pos, grin_cache = grin_targets(args, len(images))
     closers = torch.tensor([EMOTIONS.index(n) for n in args.mouth_targets.split(",")])
     step = resume(out, G, G_ema, opt) if args.resume else 0
     log = (out / "metrics.csv").open("a")
@@ -125,14 +146,7 @@ def train(args: argparse.Namespace) -> None:
     run_l1 = run_mouth = 0.0
     while time.time() < deadline and step < args.max_steps:
         g.manual_seed(args.seed * 1_000_003 + step)  # a resumed run draws what it would have
-        idx = torch.randint(0, len(images), (args.batch,), generator=g)
-        t = torch.randint(0, NUM_CLASSES, (args.batch,), generator=g)
-        flip = (torch.rand(args.batch, generator=g) < 0.5)[:, None, None, None]
-        x = normalize(images[idx])
-        y = normalize(target[idx, t][:, None])
-        x, y = torch.where(flip, x.flip(-1), x), torch.where(flip, y.flip(-1), y)
-        if args.jitter:
-            x, y = reframe(x, y, args.jitter, g)
+        idx, t, x, y = draw(args, g, images, target, (grin_pos, grin_cache, closers))
         lr = args.lr * min(1.0, 2 * (1 - step / args.max_steps)) if args.decay else args.lr
         for group in opt.param_groups:
             group["lr"] = lr * group["mult"]
@@ -150,7 +164,7 @@ def train(args: argparse.Namespace) -> None:
             run_mouth = 0.98 * run_mouth + 0.02 * not_happy.item()
         if flow is not None:
             loss = loss + args.lambda_flow * losses.flow_smoothness(flow)
-        if judge is not None:
+        if args.lambda_feat:
             loss = loss + args.lambda_feat * feature_match(judge, pred, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -167,6 +181,26 @@ def train(args: argparse.Namespace) -> None:
             save(out, G, G_ema, opt, cfg, step)
     save(out, G, G_ema, opt, cfg, step)
     print(f"done: {step} steps; generator in {out / 'generator.safetensors'}")
+
+
+def draw(args: argparse.Namespace, g: torch.Generator, images, target, grin
+         ) -> tuple[torch.Tensor, ...]:
+    """A batch: (face indices, targets, faces, the teacher's edits), flipped at random, with
+    --grin-cache's two-step edit for a smiling face turned to a closer, re-cut with --jitter."""
+    grin_pos, grin_cache, closers = grin
+    idx = torch.randint(0, len(images), (args.batch,), generator=g)
+    t = torch.randint(0, NUM_CLASSES, (args.batch,), generator=g)
+    flip = (torch.rand(args.batch, generator=g) < 0.5)[:, None, None, None]
+    x = normalize(images[idx])
+    y = normalize(target[idx, t][:, None])
+    if grin_pos is not None:
+        swap = (grin_pos[idx] >= 0) & torch.isin(t, closers)
+        if swap.any():
+            y[swap] = normalize(grin_cache[grin_pos[idx[swap]], t[swap]][:, None])
+    x, y = torch.where(flip, x.flip(-1), x), torch.where(flip, y.flip(-1), y)
+    if args.jitter:
+        x, y = reframe(x, y, args.jitter, g)
+    return idx, t, x, y
 
 
 def resume(out: Path, G, G_ema, opt) -> int:
@@ -365,6 +399,11 @@ def main() -> None:
         s.add_argument("--out", required=True)
         s.add_argument("--threads", type=int, default=2)
     sub.choices["cache"].add_argument("--chunk", type=int, default=512)
+    sub.choices["cache"].add_argument("--label", choices=EMOTIONS,
+                                      help="only the training faces of this label")
+    sub.choices["cache"].add_argument("--via", choices=EMOTIONS,
+                                      help="two steps: the teacher's edit of its own edit "
+                                           "to this emotion")
     t = sub.choices["train"]
     t.add_argument("--cache", required=True)
     t.add_argument("--width", type=int, default=16)
@@ -389,6 +428,9 @@ def main() -> None:
     t.add_argument("--lambda-mouth", type=float, default=0.0,
                    help="close a grin: grin.py's mouth composite of smiling faces turned to "
                         "--mouth-targets must not read happy to --expr-classifier (0 = off)")
+    t.add_argument("--grin-cache", default="",
+                   help="a `cache --label happy --via neutral` file: smiling faces turned to "
+                        "--mouth-targets learn its two-step edit instead of the teacher's one")
     t.add_argument("--mouth-targets", default=",".join(GRIN_CLOSERS))
     t.add_argument("--mouth-batch", type=int, default=32)
     t.add_argument("--mouth-anchor", type=float, default=0.0,
