@@ -54,14 +54,23 @@ EXPR_CLASSIFIER = "src/ccyclegan/weights/expr_vgg32.safetensors"
 HAPPY = EMOTIONS.index("happy")
 
 
-def training_faces(data: str) -> torch.Tensor:
-    """FER2013's Training faces as `ccyclegan train` sees them (blank faces dropped), uint8."""
-    return training_data(data).images
-
-
 def training_data(data: str):
-    """The same faces with their labels."""
+    """FER2013's Training faces as `ccyclegan train` sees them (blank faces dropped), labelled."""
     return drop_blank(load_split(data, "train"))[0]
+
+
+def index_path(cache_file: str) -> str:
+    """Where `cache --label` keeps the training indices of the faces it cached."""
+    return cache_file.removesuffix(".npy") + ".index.npy"
+
+
+def flipped_pairs(faces: torch.Tensor, edits: torch.Tensor, g: torch.Generator
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 faces [B, 1, 48, 48] and their edits [B, 48, 48] in [-1, 1], each pair mirrored
+    with probability 1/2 (exact for the mirror-averaged teacher)."""
+    flip = (torch.rand(len(faces), generator=g) < 0.5)[:, None, None, None]
+    x, y = normalize(faces), normalize(edits[:, None])
+    return torch.where(flip, x.flip(-1), x), torch.where(flip, y.flip(-1), y)
 
 
 @torch.inference_mode()
@@ -75,7 +84,7 @@ def cache(args: argparse.Namespace) -> None:
     index = torch.arange(len(faces.labels))
     if args.label:
         index = torch.nonzero(faces.labels == EMOTIONS.index(args.label)).flatten()
-        np.save(args.out.removesuffix(".npy") + ".index.npy", index.numpy())
+        np.save(index_path(args.out), index.numpy())
     images = faces.images[index]
     teacher = load_generator(args.teacher)[0].float().eval()
     out, done_file = Path(args.out), Path(args.out + ".done")
@@ -103,7 +112,7 @@ def grin_targets(args: argparse.Namespace, n: int):
     """(position of each training face in --grin-cache or -1, that cache), or (None, None)."""
     if not args.grin_cache:
         return None, None
-    index = torch.from_numpy(np.load(args.grin_cache.removesuffix(".npy") + ".index.npy"))
+    index = torch.from_numpy(np.load(index_path(args.grin_cache)))
     pos = torch.full((n,), -1, dtype=torch.long)
     pos[index] = torch.arange(len(index))
     return pos, torch.from_numpy(np.load(args.grin_cache))
@@ -190,14 +199,12 @@ def draw(args: argparse.Namespace, g: torch.Generator, images, target, grin
     grin_pos, grin_cache, closers = grin
     idx = torch.randint(0, len(images), (args.batch,), generator=g)
     t = torch.randint(0, NUM_CLASSES, (args.batch,), generator=g)
-    flip = (torch.rand(args.batch, generator=g) < 0.5)[:, None, None, None]
-    x = normalize(images[idx])
-    y = normalize(target[idx, t][:, None])
+    edits = target[idx, t]
     if grin_pos is not None:
         swap = (grin_pos[idx] >= 0) & torch.isin(t, closers)
         if swap.any():
-            y[swap] = normalize(grin_cache[grin_pos[idx[swap]], t[swap]][:, None])
-    x, y = torch.where(flip, x.flip(-1), x), torch.where(flip, y.flip(-1), y)
+            edits[swap] = grin_cache[grin_pos[idx[swap]], t[swap]]
+    x, y = flipped_pairs(images[idx], edits, g)
     if args.jitter:
         x, y = reframe(x, y, args.jitter, g)
     return idx, t, x, y
@@ -232,9 +239,7 @@ def mouth_term(G, judge, images, target, grins, closers, args, g: torch.Generato
     n = args.mouth_batch
     idx = grins[torch.randint(0, len(grins), (n,), generator=g)]
     t = closers[torch.randint(0, len(closers), (n,), generator=g)]
-    flip = (torch.rand(n, generator=g) < 0.5)[:, None, None, None]
-    x, y = normalize(images[idx]), normalize(target[idx, t][:, None])
-    x, y = torch.where(flip, x.flip(-1), x), torch.where(flip, y.flip(-1), y)
+    x, y = flipped_pairs(images[idx], target[idx, t], g)
     pred = G(x, one_hot(t))
     comp = mouth_composite(x, pred)
     side = int(torch.randint(args.mouth_min_side, 49, (1,), generator=g))

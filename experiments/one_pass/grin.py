@@ -34,8 +34,9 @@ JUDGES = ("src/ccyclegan/weights/judge_vgg64.safetensors",
 HAPPY = EMOTIONS.index("happy")
 
 
-def translate(G, x: torch.Tensor, t: int) -> torch.Tensor:
-    return G.decode(G.encode(x), one_hot(torch.full((len(x),), t)))
+def translate(G, feats: list[torch.Tensor], t: int) -> torch.Tensor:
+    """G's decoding of an encoding (G.encode: once per face, whatever the target) under t."""
+    return G.decode(feats, one_hot(torch.full((len(feats[0]),), t)))
 
 
 def main() -> None:
@@ -69,10 +70,12 @@ def main() -> None:
     for path in args.model:
         G = load_generator(path)[0].float().eval()
         with torch.inference_mode():
-            mid = None if args.via is None else translate(G, x, EMOTIONS.index(args.via))
+            feats = G.encode(x)
+            mid = None if args.via is None else G.encode(
+                translate(G, feats, EMOTIONS.index(args.via)))
             for name in GRIN_CLOSERS:
                 t = EMOTIONS.index(name)
-                print(row(path[-28:], translate(G, x, t), t))
+                print(row(path[-28:], translate(G, feats, t), t))
                 if mid is not None:
                     print(row(f"  via {args.via}", translate(G, mid, t), t))
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ccyclegan.classifier.nets import predict
-from ccyclegan.core.data import EMOTIONS
+from ccyclegan.core.data import EMOTIONS, normalize
 from ccyclegan.evaluate.identity import (
     CHIP_PADDING,
     CHIP_SIZE,
@@ -286,27 +286,27 @@ def grin(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
     smiling = [r for r, p in zip(records, read, strict=True) if p == happy]
     if not smiling:
         return None
+    # per kind: the faces the mouths go under, and each target's mouths
+    composites = {
+        "photo": (_batch([r.before for r in smiling]), {t: _batch([
+            r.before if r.photo_crop[t] is None else r.photo_crop[t] for r in smiling])
+            for t in closers}),
+        "crop": (_batch([r.model_input for r in smiling]),
+                 {t: _batch([r.model[t] for r in smiling]) for t in closers}),
+    }
     out: dict[str, Any] = {"faces": len(smiling), "targets": closers, "judges": {}}
     for name, model in judges.items():
         res = out["judges"][name] = {}
-        for kind in ("photo", "crop"):
-            kept = {}
-            for t in closers:
-                if kind == "photo":
-                    src = [r.before for r in smiling]
-                    dst = [r.before if r.photo_crop[t] is None else r.photo_crop[t]
-                           for r in smiling]
-                else:
-                    src, dst = [r.model_input for r in smiling], [r.model[t] for r in smiling]
-                comp = mouth_composite(_batch(src), _batch(dst))
-                kept[t] = float((predict(model, comp).argmax(1) == happy).float().mean())
+        for kind, (src, mouths) in composites.items():
+            kept = {t: float((predict(model, mouth_composite(src, mouths[t])).argmax(1)
+                              == happy).float().mean()) for t in closers}
             res[kind] = {"overall": float(np.mean(list(kept.values()))), **kept}
     return out
 
 
 def _batch(faces: Sequence[np.ndarray]) -> torch.Tensor:
-    """48x48 uint8 faces -> [N, 1, 48, 48] float in [-1, 1], as the judges read them."""
-    return torch.from_numpy(np.stack(faces))[:, None].float() / 127.5 - 1
+    """48x48 uint8 faces -> [N, 1, 48, 48] in [-1, 1], as the judges read them."""
+    return normalize(torch.from_numpy(np.stack(faces))[:, None])
 
 
 def framing(records: Sequence[FaceRecord]) -> dict[str, Any] | None:
