@@ -7,14 +7,16 @@ the wall time also counts the waits for a core):
 
 * generator_torch / generator_torch_compiled / generator_onnxruntime: one G(x|c) call, batch 1
   (one face); compiled = `--compile` (torch.compile with frozen weights, compiled at load);
-  generator_onnxruntime_spinning: the same session with onnxruntime's worker threads allowed
-  to busy-wait between calls (the package turns that off, so that they leave the cores to
-  OpenCV's face detection; a service that only runs the generator may turn it on);
+  generator_onnxruntime_spinning / _blocking: the same model with onnxruntime's worker
+  threads busy-waiting also between calls (onnxruntime's default) / never (the package lets
+  them busy-wait only within a call, so that between calls they leave the cores to OpenCV's
+  face detection);
 * edit / edit_a0.5 / edit_compiled / edit_onnxruntime: the whole per-face edit (encode once,
   decode under the target, blend x + a (G(x|t) - x));
 * detect, crop, paste: the photo steps;
 * pipeline / pipeline_a0.5 / pipeline_compiled / pipeline_onnxruntime: a 1280x720 RGB photo
-  with one face, array in, array out (detect, frame, edit, paste back); *_min_face_0.12:
+  with one face, array in, array out (detect, frame, edit, paste back);
+  pipeline_onnxruntime_spinning / _blocking: with those sessions; *_min_face_0.12:
   searching only for faces of at least 12% of the shorter side (default 8%);
 * file: the same from a JPEG file to JPEG bytes (decode + pipeline + encode).
 
@@ -66,14 +68,27 @@ def photo_1280x720() -> np.ndarray:
     return np.ascontiguousarray(bg)
 
 
-def spinning_session(path: Path, threads: int):
-    """onnxruntime's session as the package makes it, but with busy-waiting worker threads."""
+def spinning_session(path: Path, threads: int, stop_between_runs: bool = False):
+    """onnxruntime's session with busy-waiting worker threads: always (its default), or only
+    within a run (stop_between_runs: session.force_spinning_stop, as the package makes it)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    opts.add_session_config_entry("session.force_spinning_stop", str(int(stop_between_runs)))
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def blocking_session(path: Path, threads: int):
+    """onnxruntime's session with worker threads that never busy-wait."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
@@ -131,9 +146,11 @@ def main() -> None:
                                                     4 * n)
         res["generator_onnxruntime"] = timed(
             lambda: session.run(None, {"face": xn, "condition": cn}), 4 * n)
-        spinning = spinning_session(onnx_path, args.threads)
-        res["generator_onnxruntime_spinning"] = timed(
-            lambda: spinning.run(None, {"face": xn, "condition": cn}), 4 * n)
+        other = {"spinning": spinning_session(onnx_path, args.threads),
+                 "blocking": blocking_session(onnx_path, args.threads)}
+        for name, sess in other.items():
+            res[f"generator_onnxruntime_{name}"] = timed(
+                lambda s=sess: s.run(None, {"face": xn, "condition": cn}), 4 * n)
 
         photo = photo_1280x720()
         boxes = detect_faces(photo)
@@ -153,6 +170,10 @@ def main() -> None:
         res["pipeline_a0.5"] = timed(lambda: tr.translate(photo, to="happy", intensity=0.5), n)
         res["pipeline_compiled"] = timed(lambda: tr_comp.translate(photo, to="happy"), n)
         res["pipeline_onnxruntime"] = timed(lambda: tr_onnx.translate(photo, to="happy"), n)
+        for name, sess in other.items():  # the same translator on the other sessions
+            tr_onnx._backend.session = sess
+            res[f"pipeline_onnxruntime_{name}"] = timed(
+                lambda: tr_onnx.translate(photo, to="happy"), n)
         # --min-face 0.12 (faces of at least 86 of the 720 rows): detection's cost falls with
         # the square of the smallest face searched for
         res["detect_min_face_0.12"] = timed(lambda: detect_faces(photo, min_face=0.12), n)

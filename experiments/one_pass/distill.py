@@ -199,6 +199,11 @@ def draw(args: argparse.Namespace, g: torch.Generator, images, target, grin
     grin_pos, grin_cache, closers = grin
     idx = torch.randint(0, len(images), (args.batch,), generator=g)
     t = torch.randint(0, NUM_CLASSES, (args.batch,), generator=g)
+    if grin_pos is not None and args.grin_share:  # over-sample the edits that close a grin
+        k = round(args.grin_share * args.batch)
+        cached = torch.nonzero(grin_pos >= 0).flatten()
+        idx[:k] = cached[torch.randint(0, len(cached), (k,), generator=g)]
+        t[:k] = closers[torch.randint(0, len(closers), (k,), generator=g)]
     edits = target[idx, t]
     if grin_pos is not None:
         swap = (grin_pos[idx] >= 0) & torch.isin(t, closers)
@@ -436,6 +441,9 @@ def main() -> None:
     t.add_argument("--grin-cache", default="",
                    help="a `cache --label happy --via neutral` file: smiling faces turned to "
                         "--mouth-targets learn its two-step edit instead of the teacher's one")
+    t.add_argument("--grin-share", type=float, default=0.0,
+                   help="with --grin-cache: this share of each batch is its smiling faces "
+                        "turned to --mouth-targets (0: as drawn, about a tenth)")
     t.add_argument("--mouth-targets", default=",".join(GRIN_CLOSERS))
     t.add_argument("--mouth-batch", type=int, default=32)
     t.add_argument("--mouth-anchor", type=float, default=0.0,
