@@ -8,9 +8,8 @@ the wall time also counts the waits for a core):
 * generator_torch / generator_torch_compiled / generator_onnxruntime: one G(x|c) call, batch 1
   (one face); compiled = `--compile` (torch.compile with frozen weights, compiled at load);
   generator_onnxruntime_spinning / _blocking: the same model with onnxruntime's worker
-  threads busy-waiting also between calls (onnxruntime's default) / never (the package lets
-  them busy-wait only within a call, so that between calls they leave the cores to OpenCV's
-  face detection);
+  threads busy-waiting between calls (onnxruntime's default) / never (as the package makes
+  the session, so that they leave the cores to OpenCV's face detection);
 * edit / edit_a0.5 / edit_compiled / edit_onnxruntime: the whole per-face edit (encode once,
   decode under the target, blend x + a (G(x|t) - x));
 * detect, crop, paste: the photo steps;
@@ -68,21 +67,19 @@ def photo_1280x720() -> np.ndarray:
     return np.ascontiguousarray(bg)
 
 
-def spinning_session(path: Path, threads: int, stop_between_runs: bool = False):
-    """onnxruntime's session with busy-waiting worker threads: always (its default), or only
-    within a run (stop_between_runs: session.force_spinning_stop, as the package makes it)."""
+def spinning_session(path: Path, threads: int):
+    """onnxruntime's session with busy-waiting worker threads (its default)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    opts.add_session_config_entry("session.force_spinning_stop", str(int(stop_between_runs)))
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def blocking_session(path: Path, threads: int):
-    """onnxruntime's session with worker threads that never busy-wait."""
+    """onnxruntime's session with worker threads that never busy-wait (as the package's)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -170,10 +167,12 @@ def main() -> None:
         res["pipeline_a0.5"] = timed(lambda: tr.translate(photo, to="happy", intensity=0.5), n)
         res["pipeline_compiled"] = timed(lambda: tr_comp.translate(photo, to="happy"), n)
         res["pipeline_onnxruntime"] = timed(lambda: tr_onnx.translate(photo, to="happy"), n)
+        own = tr_onnx._backend.session
         for name, sess in other.items():  # the same translator on the other sessions
             tr_onnx._backend.session = sess
             res[f"pipeline_onnxruntime_{name}"] = timed(
                 lambda: tr_onnx.translate(photo, to="happy"), n)
+        tr_onnx._backend.session = own
         # --min-face 0.12 (faces of at least 86 of the 720 rows): detection's cost falls with
         # the square of the smallest face searched for
         res["detect_min_face_0.12"] = timed(lambda: detect_faces(photo, min_face=0.12), n)
