@@ -7,15 +7,15 @@ the wall time also counts the waits for a core):
 
 * generator_torch / generator_torch_compiled / generator_onnxruntime: one G(x|c) call, batch 1
   (one face); compiled = `--compile` (torch.compile with frozen weights, compiled at load);
-  generator_onnxruntime_spinning / _blocking: the same model with onnxruntime's worker
-  threads busy-waiting between calls (onnxruntime's default) / never (as the package makes
-  the session, so that they leave the cores to OpenCV's face detection);
+  generator_onnxruntime_spinning: the same model with onnxruntime's worker threads
+  busy-waiting between calls (onnxruntime's default; the package's session never lets them,
+  so that they leave the cores to OpenCV's face detection);
 * edit / edit_a0.5 / edit_compiled / edit_onnxruntime: the whole per-face edit (encode once,
   decode under the target, blend x + a (G(x|t) - x));
 * detect, crop, paste: the photo steps;
 * pipeline / pipeline_a0.5 / pipeline_compiled / pipeline_onnxruntime: a 1280x720 RGB photo
   with one face, array in, array out (detect, frame, edit, paste back);
-  pipeline_onnxruntime_spinning / _blocking: with those sessions; *_min_face_0.12:
+  pipeline_onnxruntime_spinning: with the spinning session; *_min_face_0.12:
   searching only for faces of at least 12% of the shorter side (default 8%);
 * file: the same from a JPEG file to JPEG bytes (decode + pipeline + encode).
 
@@ -78,17 +78,6 @@ def spinning_session(path: Path, threads: int):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def blocking_session(path: Path, threads: int):
-    """onnxruntime's session with worker threads that never busy-wait (as the package's)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", help="run dir / generator.safetensors (default: random G)")
@@ -143,11 +132,9 @@ def main() -> None:
                                                     4 * n)
         res["generator_onnxruntime"] = timed(
             lambda: session.run(None, {"face": xn, "condition": cn}), 4 * n)
-        other = {"spinning": spinning_session(onnx_path, args.threads),
-                 "blocking": blocking_session(onnx_path, args.threads)}
-        for name, sess in other.items():
-            res[f"generator_onnxruntime_{name}"] = timed(
-                lambda s=sess: s.run(None, {"face": xn, "condition": cn}), 4 * n)
+        spinning = spinning_session(onnx_path, args.threads)
+        res["generator_onnxruntime_spinning"] = timed(
+            lambda: spinning.run(None, {"face": xn, "condition": cn}), 4 * n)
 
         photo = photo_1280x720()
         boxes = detect_faces(photo)
@@ -167,11 +154,9 @@ def main() -> None:
         res["pipeline_a0.5"] = timed(lambda: tr.translate(photo, to="happy", intensity=0.5), n)
         res["pipeline_compiled"] = timed(lambda: tr_comp.translate(photo, to="happy"), n)
         res["pipeline_onnxruntime"] = timed(lambda: tr_onnx.translate(photo, to="happy"), n)
-        own = tr_onnx._backend.session
-        for name, sess in other.items():  # the same translator on the other sessions
-            tr_onnx._backend.session = sess
-            res[f"pipeline_onnxruntime_{name}"] = timed(
-                lambda: tr_onnx.translate(photo, to="happy"), n)
+        own, tr_onnx._backend.session = tr_onnx._backend.session, spinning  # same translator
+        res["pipeline_onnxruntime_spinning"] = timed(
+            lambda: tr_onnx.translate(photo, to="happy"), n)
         tr_onnx._backend.session = own
         # --min-face 0.12 (faces of at least 86 of the 720 rows): detection's cost falls with
         # the square of the smallest face searched for
