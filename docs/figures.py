@@ -7,6 +7,7 @@
         crops the model saw and made, enlarged 2x
     python docs/figures.py faces PHOTO [PHOTO ...] [--checkpoint RUN] [-o faces.jpg]
         the photo benchmark's figure: every face of the photos, the same layout
+    --paint-only: the edit painted over the photo, never moved (paste.MOVE off), to compare
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ccyclegan.core.data import EMOTIONS
+from ccyclegan.translate import api
 from ccyclegan.translate.api import ExpressionTranslator
 from ccyclegan.translate.faces import read_image
 
@@ -98,14 +100,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("photos", nargs="*", help="faces: the photos")
     p.add_argument("--checkpoint", help="generator (default: the bundled model)")
     p.add_argument("-o", "--out")
+    p.add_argument("--paint-only", action="store_true")
     a = p.parse_args(argv)
     tr = ExpressionTranslator.load(a.checkpoint)
-    if a.what == "photos":
-        rows = [r for photo in readme_photos() for r in face_rows(tr, photo)]
-        out = a.out or str(Path(__file__).resolve().parent / "img" / "photos_all.jpg")
-    else:
-        rows = [r for path in a.photos for r in face_rows(tr, read_image(path).pixels, None)]
-        out = a.out or "faces.jpg"
+    move, api.MOVE = api.MOVE, api.MOVE and not a.paint_only
+    try:
+        if a.what == "photos":
+            rows = [r for photo in readme_photos() for r in face_rows(tr, photo)]
+            out = a.out or str(Path(__file__).resolve().parent / "img" / "photos_all.jpg")
+        else:
+            rows = [r for path in a.photos for r in face_rows(tr, read_image(path).pixels, None)]
+            out = a.out or "faces.jpg"
+    finally:
+        api.MOVE = move
     fig = sheet(rows)
     fig.save(out, quality=92)
     print(f"wrote {out} ({fig.width}x{fig.height})")

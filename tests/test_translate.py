@@ -199,8 +199,11 @@ def test_back_projection_makes_the_photo_show_the_48px_result():
     assert error(1) < error(0)
 
 
-def test_only_luminance_changes(tr, astronaut, other):
-    """A model that paints no new content (the direct output: no mask) changes luminance only."""
+def test_only_luminance_changes(tr, astronaut, other, monkeypatch):
+    """Painted, an edit of a model that paints no new content (the direct output: no mask)
+    changes luminance only (moved, the photo's pixels carry their own colours: see
+    test_flow_of_edit_...)."""
+    monkeypatch.setattr("ccyclegan.translate.api.MOVE", False)
     out = tr.translate(astronaut, to=other).astype(int)
     d = out - astronaut
     unclipped = ((out > 0) & (out < 255)).all(axis=2)
@@ -578,3 +581,40 @@ def test_a_seamless_paste_takes_out_only_what_the_border_needs():
         got = crop_face(out, frame).astype(np.float32) - near
         kept[seamless] = float(np.abs(got[2, 4:44:2] - got[2, 5:45:2]).mean())  # stripe contrast
     assert kept[True] > 1.3 * kept[False] and kept[True] > 20
+
+
+def test_flow_of_edit_turns_a_move_into_a_move_and_keeps_the_photo_sharp():
+    """An edit that moves a dark disc down by 2 pixels of the 48x48 face is recovered as a
+    field of about 2 pixels (paint left only where a move cannot explain the change), and the
+    48x48 result is the model's exactly. On a 240-pixel photo the flow moves the photo's own
+    sharp edge by about 10 pixels and keeps it sharp, where the same edit as paint alone lays
+    a blurred copy over it."""
+    from ccyclegan.translate.api import warp_face
+    from ccyclegan.translate.paste import flow_of_edit
+
+    yy, xx = np.mgrid[0:240, 0:240]
+    photo = np.full((240, 240, 3), 170, np.uint8)
+    photo[(yy - 100) ** 2 + (xx - 120) ** 2 < 30 ** 2] = 50  # a sharp disc
+    moved = np.full_like(photo, 170)
+    moved[(yy - 110) ** 2 + (xx - 120) ** 2 < 30 ** 2] = 50  # 10 photo pixels lower
+    frame = Box(0, 0, 240, 240)
+    face = crop_face(photo, frame)
+    out48 = crop_face(moved, frame).astype(np.float32)
+    delta = out48 - face.astype(np.float32)
+    edit = flow_of_edit(face, FaceEdit(delta, None, None, delta))
+    changed = np.abs(delta) > 10
+    assert -2.6 < float(np.median(edit.flow[changed, 1])) < -1.4  # sample 2 pixels higher
+    assert np.abs(edit.flow[changed, 0]).mean() < 0.4
+    assert np.abs(edit.paint[changed]).mean() < 0.4 * np.abs(delta[changed]).mean()
+    assert np.allclose(warp_face(face.astype(np.float32), edit.flow) + edit.paint, out48,
+                       atol=1e-3)
+
+    def error(e: FaceEdit) -> float:
+        """Mean distance to the photo with the disc truly moved, over the disc's edges."""
+        out = photo.copy()
+        paste_edit(out, frame, e, np.ones((48, 48), np.float32), match=0)
+        return float(np.abs(out[60:150, 80:160].astype(np.float32) - moved[60:150, 80:160]).mean())
+
+    assert error(edit) < 1.0  # the photo's own sharp disc, moved
+    assert error(FaceEdit(delta, None, None, delta)) > 5.0  # paint: ghost of the old edge, ramps
+    assert flow_of_edit(face, edit) is edit  # a field already there stays

@@ -51,7 +51,15 @@ from ccyclegan.translate.inputs import (
     parse_targets,
     restore,
 )
-from ccyclegan.translate.paste import SEAMLESS, FaceEdit, border_fade, edge_mask, paste_edit
+from ccyclegan.translate.paste import (
+    MOVE,
+    SEAMLESS,
+    FaceEdit,
+    border_fade,
+    edge_mask,
+    flow_of_edit,
+    paste_edit,
+)
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -109,8 +117,10 @@ class TranslationResult:
             for face in self.faces:
                 fade = (border_fade(FACE_SIZE) if self.detect
                         else edge_mask(FACE_SIZE, face.frame, pixels.shape))
-                paste_edit(pixels, face.frame, face.edits[emotion], fade,
-                           seamless=SEAMLESS and self.detect)
+                edit = face.edits[emotion]
+                if MOVE:  # computed here, so crops and 48x48 edits never pay for it
+                    edit = flow_of_edit(face.before, edit)
+                paste_edit(pixels, face.frame, edit, fade, seamless=SEAMLESS and self.detect)
             self._images[emotion] = pixels
         return self._images[emotion]
 

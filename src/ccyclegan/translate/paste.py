@@ -1,5 +1,6 @@
 """The model's 48x48 edit applied to a photo at the photo's own resolution, in colour, without
-a seam: the displacement field moves the photo's own pixels, the painted change is added to the
+a seam: the displacement field (the model's, or the optical flow of its edit) moves the
+photo's own pixels, the painted change is added to the
 luminance where the model put it (in the colour of the pixels around it), back-projection makes
 the photo seen at 48x48 show the model's result, and a narrow fade at the frame's border keeps
 the edge seamless. Measured: experiments/photo_release/.
@@ -14,8 +15,8 @@ import numpy as np
 
 from ccyclegan.translate.faces import Box, _cv2, _region, _resize
 
-__all__ = ["BORDER_RAMP", "DETAIL_GATE", "MATCH_ROUNDS", "SEAMLESS", "FaceEdit", "border_fade",
-           "edge_mask", "harmonic_fill", "luma_f", "paste_edit"]
+__all__ = ["BORDER_RAMP", "DETAIL_GATE", "MATCH_ROUNDS", "MOVE", "SEAMLESS", "FaceEdit",
+           "border_fade", "edge_mask", "flow_of_edit", "harmonic_fill", "luma_f", "paste_edit"]
 
 BORDER_RAMP = 0.05  # the edit fades to nothing over this share of the frame at each side
 # paste_edit's defaults, chosen on the photo benchmark (experiments/photo_release/): old detail
@@ -28,6 +29,11 @@ MATCH_ROUNDS = 3
 # the edit in the translator's own frame (+1.8 points) but not through an independent
 # framing, which cuts that band off (experiments/photo_release/)
 SEAMLESS = False
+# a model that predicts no displacement field of its own still has its edit applied as a move
+# where a move explains it (flow_of_edit): the photo's own sharp pixels are moved, a mouth
+# narrows and closes at full resolution instead of a 48-pixel change being laid over it
+MOVE = True
+CHANGED = 4.0  # grey levels: the move fades out where the model changes the face by less
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,7 +124,7 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     """Apply a 48x48 edit to the photo pixels (HxW or HxWx3 uint8) in frame, in place, at the
     photo's own resolution.
 
-    The displacement field, upsampled, moves the photo's own pixels (bicubic), so what the
+    The displacement field, upsampled, moves the photo's own pixels (Lanczos), so what the
     model moves stays as sharp as the photo. The painted change is upsampled and added to the
     luminance; where a pixel is painted anew (weight w), its old fine detail is taken out in
     that share, and in colour it takes the colour of the unpainted pixels around it, so new
@@ -149,17 +155,11 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
             return a
         return cv2.resize(a, (side, side), interpolation=how if side > n else cv2.INTER_AREA)
 
-    fade_hr = up(fade, cv2.INTER_LINEAR)
+    fade_hr = _closed(up(fade, cv2.INTER_LINEAR), fade)
     region = _region(pixels, frame).astype(np.float32)
     moved = region
     if edit.flow is not None and np.abs(edit.flow).max() > 1e-3:
-        flow = up(edit.flow, cv2.INTER_LINEAR) * (side / n) * fade_hr[:, :, None]
-        grid = np.arange(side, dtype=np.float32)
-        map_x = grid[None, :] + flow[:, :, 0]
-        map_y = grid[:, None] + flow[:, :, 1]
-        moved = cv2.remap(region, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-        still = (np.abs(flow) < 1e-3).all(axis=2)
-        moved[still] = region[still]  # no resampling where nothing moves
+        moved = _move(region, up(edit.flow, cv2.INTER_LINEAR) * (side / n) * fade_hr[:, :, None])
     paint48, delta48 = edit.paint, edit.delta
     if seamless:
         paint48 = paint48 - harmonic_fill(paint48)
@@ -187,10 +187,67 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
         y_in = luma_f(region) if colour else region
         target = _resize(y_in, n) + delta48 * fade
         for _ in range(match):
-            y_out += up((target - _resize(y_out, n)) * fade, cv2.INTER_CUBIC)
+            y_out += _closed(up((target - _resize(y_out, n)) * fade, cv2.INTER_CUBIC), fade)
     out = (moved + (y_out - y_moved)[:, :, None]) if colour else y_out
     part = out[y0 - frame.y:y1 - frame.y, x0 - frame.x:x1 - frame.x]
     pixels[y0:y1, x0:x1] = np.clip(np.rint(part), 0, 255).astype(np.uint8)
+
+
+def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: float = 3.0,
+                 dead: float = 0.3) -> FaceEdit:
+    """The model's 48x48 edit as a move plus what the move cannot make: the dense optical flow
+    (Farneback's) from the edited face back to the input, so that input(p + flow(p)) best
+    explains output(p), and the paint left over. At a photo's resolution the move shifts the
+    photo's own sharp pixels (a lip over the teeth, a mouth corner, a brow), where paint
+    alone would lay a 48-pixel change over them. At 48x48 the result is the model's exactly
+    (the paint makes up the difference). window: the flow's averaging window (pixels of the
+    48x48 face; larger is smoother); max_len: its longest vector; dead: vectors shorter than
+    this are dropped, longer ones fade in up to twice it (no resampling where the face barely
+    moves: resampling costs the photo a little sharpness). Defaults chosen on the photo
+    benchmark (experiments/photo_release/). A model that predicts its own field (edit.flow
+    set) is left as it is."""
+    if edit.flow is not None or edit.delta is None or not np.abs(edit.delta).max() >= 0.5:
+        return edit
+    cv2 = _cv2()
+    x = face.astype(np.float32)
+    out = np.clip(np.rint(x + edit.delta), 0, 255).astype(np.uint8)
+    flow = cv2.calcOpticalFlowFarneback(out, face.astype(np.uint8), None, 0.5, 2, window, 5,
+                                        5, 1.1, 0)
+    length = np.linalg.norm(flow, axis=2, keepdims=True)
+    flow *= np.minimum(1.0, max_len / np.maximum(length, 1e-6))
+    if dead:
+        flow *= np.clip(length / dead - 1.0, 0.0, 1.0)
+    # only where the model changed the face: the flow of two equal images is not zero near
+    # their edges and in flat regions (Farneback's fit is ill-posed there)
+    changed = cv2.GaussianBlur(np.abs(edit.delta).astype(np.float32), (0, 0), 1.5)
+    flow *= np.clip(changed / CHANGED, 0.0, 1.0)[:, :, None]
+    h, w = face.shape
+    moved = cv2.remap(x, np.arange(w, dtype=np.float32)[None, :] + flow[:, :, 0],
+                      np.arange(h, dtype=np.float32)[:, None] + flow[:, :, 1], cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REPLICATE)
+    paint = (x + edit.delta - moved).astype(np.float32)
+    return FaceEdit(paint, flow.astype(np.float32), edit.weight, edit.delta)
+
+
+def _closed(fade_hr: np.ndarray, fade: np.ndarray) -> np.ndarray:
+    """A side the 48x48 fade closes (all zero) stays closed at the photo's size, where
+    bilinear upsampling would leak a trace of the next row into the last."""
+    for edge in (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1]):
+        if not fade[edge].any():
+            fade_hr[edge] = 0.0
+    return fade_hr
+
+
+def _move(region: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """region sampled at p + flow(p) (Lanczos: the sharpest of OpenCV's kernels, measured on
+    the photo benchmark against bicubic), its exact pixels kept where nothing moves."""
+    cv2 = _cv2()
+    grid = np.arange(region.shape[0], dtype=np.float32)
+    moved = cv2.remap(region, grid[None, :] + flow[:, :, 0], grid[:, None] + flow[:, :, 1],
+                      cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)
+    still = (np.abs(flow) < 1e-3).all(axis=2)
+    moved[still] = region[still]
+    return moved
 
 
 def _colour_around(rgb: np.ndarray, keep: np.ndarray, n: int) -> np.ndarray:
