@@ -12,8 +12,9 @@ back-projection, so that the photo seen at 48x48 shows the faded 48x48 result), 
 border ramp, a share of the side), `seamless:0|1` (the change less its harmonic fill from the
 frame's border), `flow:W` (the edit applied as a move where a move explains it:
 paste.flow_of_edit with window W, `flow:0` for paint alone; `maxflow:L`, `dead:D` its
-longest and shortest vectors), joined with `+` (`gate:off+match:0+fade:0.1+seamless:0+flow:0`:
-the paste before these defaults); `legacy` (the paste before paste_edit: the 48x48 change added
+longest and shortest vectors, `changed:C` where it is kept, `changed:0` everywhere), joined
+with `+` (`gate:off+match:0+fade:0.1+seamless:0+flow:0`: the paste before these defaults);
+`legacy` (the paste before paste_edit: the 48x48 change added
 to the luminance under a fixed soft ellipse, reproduced here to measure it). Writes
 <out>/<model>__<paste>.json (the summary of ccyclegan.evaluate.photos.summarize) and prints a
 table per model and paste: photo
@@ -44,6 +45,7 @@ from ccyclegan.translate.faces import FACE_SIZE, FRAME_SCALE, frame_box
 from ccyclegan.translate.paste import MOVE, border_fade, flow_of_edit, paste_edit
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
+KEYS = ("gate", "match", "fade", "seamless", "flow", "maxflow", "dead", "changed")
 
 
 def legacy_mask(size: int = FACE_SIZE) -> np.ndarray:
@@ -80,10 +82,11 @@ def paste_with(**settings):
     """paste_edit with some of its settings changed (gate, match, fade, seamless, and
     flow_of_edit's); the rest as translate calls it."""
     kwargs = {{"gate": "detail_gate"}.get(k, k): v for k, v in settings.items()
-              if k not in ("fade", "flow", "maxflow", "dead")}
+              if k not in ("fade", "flow", "maxflow", "dead", "changed")}
     ramp = {"ramp": settings["fade"]} if "fade" in settings else {}
     flow = {k2: settings[k] for k, k2 in (("flow", "window"), ("maxflow", "max_len"),
-                                          ("dead", "dead")) if k in settings}
+                                          ("dead", "dead"), ("changed", "changed"))
+            if k in settings}
 
     def paste(result, emotion: str) -> np.ndarray:
         pixels = result.original.pixels.copy()
@@ -104,9 +107,10 @@ def paste_of(name: str):
     settings = {}
     for part in name.split("+"):
         key, _, value = part.partition(":")
-        if key not in ("gate", "match", "fade", "seamless", "flow", "maxflow", "dead") or not value:
+        if key not in KEYS or not value:
             raise SystemExit(f"unknown paste {name!r} (model, gate:T, match:N, fade:R, "
-                             "seamless:0|1, flow:W, maxflow:L, dead:D joined with +, legacy)")
+                             "seamless:0|1, flow:W, maxflow:L, dead:D, changed:C joined with +, "
+                             "legacy)")
         settings[key] = (int(value) if key in ("match", "flow")
                          else bool(int(value)) if key == "seamless"
                          else None if value == "off" else float(value))

@@ -194,7 +194,7 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
 
 
 def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: float = 3.0,
-                 dead: float = 0.3) -> FaceEdit:
+                 dead: float = 0.3, changed: float = CHANGED) -> FaceEdit:
     """The model's 48x48 edit as a move plus what the move cannot make: the dense optical flow
     (Farneback's) from the edited face back to the input, so that input(p + flow(p)) best
     explains output(p), and the paint left over. At a photo's resolution the move shifts the
@@ -203,7 +203,9 @@ def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: flo
     (the paint makes up the difference). window: the flow's averaging window (pixels of the
     48x48 face; larger is smoother); max_len: its longest vector; dead: vectors shorter than
     this are dropped, longer ones fade in up to twice it (no resampling where the face barely
-    moves: resampling costs the photo a little sharpness). Defaults chosen on the photo
+    moves: resampling costs the photo a little sharpness); changed (grey levels): the field
+    fades out where the model changes the face by less (0: kept everywhere). Defaults chosen
+    on the photo
     benchmark (experiments/photo_release/). A model that predicts its own field (edit.flow
     set) is left as it is."""
     if edit.flow is not None or edit.delta is None or not np.abs(edit.delta).max() >= 0.5:
@@ -219,8 +221,9 @@ def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: flo
         flow *= np.clip(length / dead - 1.0, 0.0, 1.0)
     # only where the model changed the face: the flow of two equal images is not zero near
     # their edges and in flat regions (Farneback's fit is ill-posed there)
-    changed = cv2.GaussianBlur(np.abs(edit.delta).astype(np.float32), (0, 0), 1.5)
-    flow *= np.clip(changed / CHANGED, 0.0, 1.0)[:, :, None]
+    if changed:
+        near = cv2.GaussianBlur(np.abs(edit.delta).astype(np.float32), (0, 0), 1.5)
+        flow *= np.clip(near / changed, 0.0, 1.0)[:, :, None]
     h, w = face.shape
     moved = cv2.remap(x, np.arange(w, dtype=np.float32)[None, :] + flow[:, :, 0],
                       np.arange(h, dtype=np.float32)[:, None] + flow[:, :, 1], cv2.INTER_LINEAR,
@@ -242,11 +245,18 @@ def _move(region: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """region sampled at p + flow(p) (Lanczos: the sharpest of OpenCV's kernels, measured on
     the photo benchmark against bicubic), its exact pixels kept where nothing moves."""
     cv2 = _cv2()
-    grid = np.arange(region.shape[0], dtype=np.float32)
-    moved = cv2.remap(region, grid[None, :] + flow[:, :, 0], grid[:, None] + flow[:, :, 1],
-                      cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)
     still = (np.abs(flow) < 1e-3).all(axis=2)
-    moved[still] = region[still]
+    rows, cols = np.nonzero(~still.all(axis=1))[0], np.nonzero(~still.all(axis=0))[0]
+    moved = region.copy()
+    if not len(rows):
+        return moved
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1  # only where it moves
+    ys = np.arange(y0, y1, dtype=np.float32)[:, None] + flow[y0:y1, x0:x1, 1]
+    xs = np.arange(x0, x1, dtype=np.float32)[None, :] + flow[y0:y1, x0:x1, 0]
+    part = cv2.remap(region, xs, ys, cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)
+    keep = still[y0:y1, x0:x1]
+    part[keep] = region[y0:y1, x0:x1][keep]
+    moved[y0:y1, x0:x1] = part
     return moved
 
 
