@@ -41,8 +41,9 @@ from ccyclegan.core.checkpoint import BUNDLED_JUDGE, BUNDLED_SECOND_JUDGE, bundl
 from ccyclegan.core.data import EMOTIONS
 from ccyclegan.evaluate.photos import PhotoReader, summarize, translate_and_judge
 from ccyclegan.translate import ExpressionTranslator, api
+from ccyclegan.translate import paste as paste_module
 from ccyclegan.translate.faces import FACE_SIZE, FRAME_SCALE, frame_box
-from ccyclegan.translate.paste import MOVE, border_fade, flow_of_edit, paste_edit
+from ccyclegan.translate.paste import border_fade, flow_of_edit, paste_edit
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 KEYS = ("gate", "match", "fade", "seamless", "flow", "maxflow", "dead", "changed")
@@ -92,7 +93,7 @@ def paste_with(**settings):
         pixels = result.original.pixels.copy()
         for face in result.faces:
             edit = face.edits[emotion]
-            if flow.get("window", 7 if MOVE else 0):
+            if flow.get("window", 7 if paste_module.MOVE else 0):
                 edit = flow_of_edit(face.before, edit, **flow)
             paste_edit(pixels, face.frame, edit, border_fade(FACE_SIZE, **ramp), **kwargs)
         return pixels

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ccyclegan.core.data import EMOTIONS
-from ccyclegan.translate import api
+from ccyclegan.translate import paste
 from ccyclegan.translate.api import ExpressionTranslator
 from ccyclegan.translate.faces import read_image
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--paint-only", action="store_true")
     a = p.parse_args(argv)
     tr = ExpressionTranslator.load(a.checkpoint)
-    move, api.MOVE = api.MOVE, api.MOVE and not a.paint_only
+    move, paste.MOVE = paste.MOVE, paste.MOVE and not a.paint_only
     try:
         if a.what == "photos":
             rows = [r for photo in readme_photos() for r in face_rows(tr, photo)]
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
             rows = [r for path in a.photos for r in face_rows(tr, read_image(path).pixels, None)]
             out = a.out or "faces.jpg"
     finally:
-        api.MOVE = move
+        paste.MOVE = move
     fig = sheet(rows)
     fig.save(out, quality=92)
     print(f"wrote {out} ({fig.width}x{fig.height})")

@@ -203,7 +203,7 @@ def test_only_luminance_changes(tr, astronaut, other, monkeypatch):
     """Painted, an edit of a model that paints no new content (the direct output: no mask)
     changes luminance only (moved, the photo's pixels carry their own colours: see
     test_flow_of_edit_...)."""
-    monkeypatch.setattr("ccyclegan.translate.api.MOVE", False)
+    monkeypatch.setattr("ccyclegan.translate.paste.MOVE", False)
     out = tr.translate(astronaut, to=other).astype(int)
     d = out - astronaut
     unclipped = ((out > 0) & (out < 255)).all(axis=2)

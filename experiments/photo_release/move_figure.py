@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ccyclegan.translate import api
+from ccyclegan.translate import paste
 from ccyclegan.translate.api import ExpressionTranslator
 
 PHOTOS = ("Tom_Cruise_avp_2014_4.jpg", "bald_guys.jpg")
@@ -33,7 +33,7 @@ def rows(tr: ExpressionTranslator, path: Path) -> list[np.ndarray]:
     x0, x1 = max(f.x + f.w // 8, 0), min(f.x + f.w - f.w // 8, w)
     out = []
     for move in (False, True):
-        api.MOVE = move
+        paste.MOVE = move
         result._images.clear()
         tiles = [result.original.pixels] + [result.image(e) for e in TARGETS]
         row = np.concatenate([t[y0:y1, x0:x1] for t in tiles], axis=1)
@@ -49,11 +49,11 @@ def main() -> None:
     p.add_argument("-o", "--out", default=str(Path(__file__).with_name("move_vs_paint.jpg")))
     a = p.parse_args()
     tr = ExpressionTranslator.load()
-    move = api.MOVE
+    move = paste.MOVE
     try:
         all_rows = [r for name in PHOTOS for r in rows(tr, Path(a.photos) / name)]
     finally:
-        api.MOVE = move
+        paste.MOVE = move
     width = max(r.shape[1] for r in all_rows)
     page = np.full((sum(r.shape[0] + 6 for r in all_rows), width, 3), 255, np.uint8)
     y = 0

@@ -26,6 +26,7 @@ import numpy as np
 
 from ccyclegan.core.checkpoint import BUNDLED_MODEL, NO_BUNDLED_MODEL, bundled_model_path
 from ccyclegan.core.data import EMOTIONS, NUM_CLASSES
+from ccyclegan.translate import paste
 from ccyclegan.translate.backends import open_backend
 from ccyclegan.translate.faces import (
     FACE_SIZE,
@@ -52,7 +53,6 @@ from ccyclegan.translate.inputs import (
     restore,
 )
 from ccyclegan.translate.paste import (
-    MOVE,
     SEAMLESS,
     FaceEdit,
     border_fade,
@@ -118,7 +118,7 @@ class TranslationResult:
                 fade = (border_fade(FACE_SIZE) if self.detect
                         else edge_mask(FACE_SIZE, face.frame, pixels.shape))
                 edit = face.edits[emotion]
-                if MOVE:  # computed here, so crops and 48x48 edits never pay for it
+                if paste.MOVE:  # computed here, so crops and 48x48 edits never pay for it
                     edit = flow_of_edit(face.before, edit)
                 paste_edit(pixels, face.frame, edit, fade, seamless=SEAMLESS and self.detect)
             self._images[emotion] = pixels

@@ -205,9 +205,8 @@ def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: flo
     this are dropped, longer ones fade in up to twice it (no resampling where the face barely
     moves: resampling costs the photo a little sharpness); changed (grey levels): the field
     fades out where the model changes the face by less (0: kept everywhere). Defaults chosen
-    on the photo
-    benchmark (experiments/photo_release/). A model that predicts its own field (edit.flow
-    set) is left as it is."""
+    on the photo benchmark (experiments/photo_release/). A model that predicts its own field
+    (edit.flow set) is left as it is."""
     if edit.flow is not None or edit.delta is None or not np.abs(edit.delta).max() >= 0.5:
         return edit
     cv2 = _cv2()
