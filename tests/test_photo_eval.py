@@ -198,3 +198,13 @@ def test_the_benchmark_script_runs_and_compares_pastes(reader, photo_file, gen_p
     tr = ExpressionTranslator.load(gen_path)
     result = tr.translate_faces(str(photo_file), to="all")
     assert np.array_equal(bench.paste_with()(result, "sad"), result.image("sad"))
+    # flow:0 is the paste with the move off (paint alone)
+    from ccyclegan.translate import paste
+
+    painted = bench.paste_of("flow:0")(result, "sad")
+    assert not np.array_equal(painted, result.image("sad"))
+    paste.MOVE = False
+    try:
+        assert np.array_equal(painted, tr.translate_faces(str(photo_file), to="sad").image())
+    finally:
+        paste.MOVE = True
