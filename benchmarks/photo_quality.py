@@ -12,8 +12,10 @@ back-projection, so that the photo seen at 48x48 shows the faded 48x48 result), 
 border ramp, a share of the side), `seamless:0|1` (the change less its harmonic fill from the
 frame's border), `flow:W` (the edit applied as a move where a move explains it:
 paste.flow_of_edit with window W, `flow:0` for paint alone; `maxflow:L`, `dead:D` its
-longest and shortest vectors, `changed:C` where it is kept, `changed:0` everywhere), joined
-with `+` (`gate:off+match:0+fade:0.1+seamless:0+flow:0`: the paste before these defaults);
+longest and shortest vectors, `changed:C` where it is kept, `changed:0` everywhere),
+`texture:T` (the old detail's faint grain, local RMS under T, kept under paint; 0: none), joined
+with `+` (`gate:off+match:0+fade:0.1+seamless:0+flow:0+texture:0`: the paste before these
+defaults);
 `legacy` (the paste before paste_edit: the 48x48 change added
 to the luminance under a fixed soft ellipse, reproduced here to measure it). Writes
 <out>/<model>__<paste>.json (the summary of ccyclegan.evaluate.photos.summarize) and prints a
@@ -46,7 +48,7 @@ from ccyclegan.translate.faces import FACE_SIZE, FRAME_SCALE, frame_box
 from ccyclegan.translate.paste import border_fade, flow_of_edit, paste_edit
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
-KEYS = ("gate", "match", "fade", "seamless", "flow", "maxflow", "dead", "changed")
+KEYS = ("gate", "match", "fade", "seamless", "flow", "maxflow", "dead", "changed", "texture")
 
 
 def legacy_mask(size: int = FACE_SIZE) -> np.ndarray:

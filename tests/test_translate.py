@@ -618,3 +618,36 @@ def test_flow_of_edit_turns_a_move_into_a_move_and_keeps_the_photo_sharp():
     assert error(edit) < 1.0  # the photo's own sharp disc, moved
     assert error(FaceEdit(delta, None, None, delta)) > 5.0  # paint: ghost of the old edge, ramps
     assert flow_of_edit(face, edit) is edit  # a field already there stays
+
+
+def test_paint_keeps_the_skins_grain_but_not_a_teeth_edge():
+    """Where the model paints anew, the photo's old detail goes, but its finest and faintest
+    part (grain of a few grey levels) stays, so a repainted region is not smoother than the
+    photo around it; a strong thin edge (the gap between two teeth) still goes."""
+    rng = np.random.default_rng(0)
+    photo = np.full((192, 192, 3), 150.0)
+    photo += rng.normal(0, 4, (192, 192, 1))  # skin's grain
+    photo[88:104, 95:97] = 40  # a dark gap between teeth
+    photo = np.clip(np.rint(photo), 0, 255).astype(np.uint8)
+    frame = Box(0, 0, 192, 192)
+    weight = np.zeros((48, 48), np.float32)
+    weight[16:32, 12:36] = 1.0
+    paint = np.zeros((48, 48), np.float32)
+    paint[18:30, 14:34] = -80.0  # repainted darker: all old detail there is painted over
+    grain = {}
+    for texture in (0.0, 8.0):
+        out = photo.copy()
+        paste_edit(out, frame, FaceEdit(paint, None, weight), border_fade(48), texture=texture)
+        patch = out[76:84, 64:88, 0].astype(np.float32)  # grain only, away from the gap
+        grain[texture] = float((patch - cv2_blur(patch)).std())
+        gap = np.abs(out[92:100, 95].astype(int) - out[92:100, 91].astype(int)).mean()
+        assert gap < 25, (texture, gap)  # the teeth's edge goes either way
+    ref = photo[76:84, 64:88, 0].astype(np.float32)
+    assert grain[0.0] < 0.5 * float((ref - cv2_blur(ref)).std())  # painted smooth
+    assert grain[8.0] > 0.7 * float((ref - cv2_blur(ref)).std())  # grain kept
+
+
+def cv2_blur(a: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(a, (0, 0), 2.0)

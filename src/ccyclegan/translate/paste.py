@@ -15,7 +15,7 @@ import numpy as np
 
 from ccyclegan.translate.faces import Box, _cv2, _region, _resize
 
-__all__ = ["BORDER_RAMP", "DETAIL_GATE", "MATCH_ROUNDS", "MOVE", "SEAMLESS", "FaceEdit",
+__all__ = ["BORDER_RAMP", "DETAIL_GATE", "MATCH_ROUNDS", "MOVE", "SEAMLESS", "TEXTURE", "FaceEdit",
            "border_fade", "edge_mask", "flow_of_edit", "harmonic_fill", "luma_f", "paste_edit"]
 
 BORDER_RAMP = 0.05  # the edit fades to nothing over this share of the frame at each side
@@ -24,6 +24,9 @@ BORDER_RAMP = 0.05  # the edit fades to nothing over this share of the frame at 
 # of back-projection make the photo seen at 48x48 show the model's (faded) result
 DETAIL_GATE = 64.0
 MATCH_ROUNDS = 3
+# where the paint takes old detail out, its finest and faintest part stays (skin's grain: local
+# RMS under TEXTURE grey levels), so a repainted region is as grainy as the photo around it
+TEXTURE = 8.0
 # the painted change less the harmonic fill of its border values (seamless cloning), so it is
 # zero at the frame's edge without a fade taking the edit out over a band: off, since it keeps
 # the edit in the translator's own frame (+1.8 points) but not through an independent
@@ -120,7 +123,7 @@ class FaceEdit:
 
 def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
                detail_gate: float | None = DETAIL_GATE, match: int = MATCH_ROUNDS,
-               seamless: bool = SEAMLESS) -> None:
+               seamless: bool = SEAMLESS, texture: float = TEXTURE) -> None:
     """Apply a 48x48 edit to the photo pixels (HxW or HxWx3 uint8) in frame, in place, at the
     photo's own resolution.
 
@@ -133,7 +136,8 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     frame changes and no seam shows. Pixels whose edit is zero keep their exact values.
     detail_gate (grey levels; None: the whole painted share, 0: never): take the detail out
     only in the share |paint| / detail_gate of a painted pixel, so a pixel repainted nearly as
-    it was keeps it (measured: experiments/photo_release/).
+    it was keeps it (measured: experiments/photo_release/). texture (grey levels; 0: none):
+    the finest detail within +-texture is kept even where painted (_old_detail).
     match: rounds of back-projection (Irani and Peleg's, as in super-resolution): the photo's
     face, shrunk to 48x48 as a crop is, is compared with the faded 48x48 result (input +
     fade x delta) and the smooth difference, upsampled, is added to the luminance, so the
@@ -171,13 +175,11 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     y_out = y_moved + paint
     if edit.weight is not None and edit.weight.max() > 1e-3:
         wgt = np.clip(up(edit.weight, cv2.INTER_LINEAR), 0.0, 1.0) * fade_hr
-        coarse = cv2.resize(cv2.resize(y_moved, (n, n), interpolation=cv2.INTER_AREA),
-                            (side, side), interpolation=cv2.INTER_CUBIC)
         if detail_gate is not None:  # keep the detail where the paint changes little
             wgt_d = wgt * np.clip(np.abs(paint) / detail_gate, 0.0, 1.0) if detail_gate else 0
         else:
             wgt_d = wgt
-        y_out -= wgt_d * (y_moved - coarse)  # painted pixels lose the detail they painted over
+        y_out -= wgt_d * _old_detail(y_moved, n, texture)  # what the paint paints over
         if colour:
             chroma = moved - y_moved[:, :, None]
             near_chroma = _colour_around(moved, 1.0 - wgt, n)
@@ -229,6 +231,23 @@ def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: flo
                       borderMode=cv2.BORDER_REPLICATE)
     paint = (x + edit.delta - moved).astype(np.float32)
     return FaceEdit(paint, flow.astype(np.float32), edit.weight, edit.delta)
+
+
+def _old_detail(y: np.ndarray, n: int, texture: float) -> np.ndarray:
+    """The luminance's detail finer than the n x n grid, less its finest and faintest part
+    (a 1-pixel high-pass whose local RMS is under texture grey levels, fading out by twice
+    that: skin's grain, not the edge of a tooth), which stays under paint so that a repainted
+    region is not smoother than the photo around it."""
+    cv2 = _cv2()
+    side = y.shape[0]
+    coarse = cv2.resize(cv2.resize(y, (n, n), interpolation=cv2.INTER_AREA), (side, side),
+                        interpolation=cv2.INTER_CUBIC)
+    detail = y - coarse
+    if texture:
+        fine = detail - cv2.GaussianBlur(detail, (0, 0), 1.0)
+        rms = np.sqrt(cv2.GaussianBlur(fine * fine, (0, 0), 2.0))
+        detail -= fine * np.clip(2.0 - rms / texture, 0.0, 1.0)  # faint: grain; strong: edges
+    return detail
 
 
 def _closed(fade_hr: np.ndarray, fade: np.ndarray) -> np.ndarray:
