@@ -127,17 +127,19 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     """Apply a 48x48 edit to the photo pixels (HxW or HxWx3 uint8) in frame, in place, at the
     photo's own resolution.
 
-    The displacement field, upsampled, moves the photo's own pixels (Lanczos), so what the
-    model moves stays as sharp as the photo. The painted change is upsampled and added to the
-    luminance; where a pixel is painted anew (weight w), its old fine detail is taken out in
-    that share, and in colour it takes the colour of the unpainted pixels around it, so new
-    content (a closed mouth over teeth, say) is skin- and lip-coloured rather than grey.
+    The displacement field (edit.flow: the model's, or flow_of_edit's), upsampled, moves the
+    photo's own pixels (Lanczos), so what the model moves stays as sharp as the photo. The
+    painted change is upsampled and added to the luminance; where a pixel is painted anew
+    (weight w), its old fine detail is taken out in that share, and in colour it takes the
+    colour of the unpainted pixels around it, so new content (a closed mouth over teeth, say)
+    is skin- and lip-coloured rather than grey.
     fade (same size as edit) scales all of it: 0 on the frame's border, so nothing outside the
     frame changes and no seam shows. Pixels whose edit is zero keep their exact values.
     detail_gate (grey levels; None: the whole painted share, 0: never): take the detail out
     only in the share |paint| / detail_gate of a painted pixel, so a pixel repainted nearly as
     it was keeps it (measured: experiments/photo_release/). texture (grey levels; 0: none):
-    the finest detail within +-texture is kept even where painted (_old_detail).
+    the finest detail whose local RMS is under texture (skin's grain) is kept even where
+    painted (_old_detail).
     match: rounds of back-projection (Irani and Peleg's, as in super-resolution): the photo's
     face, shrunk to 48x48 as a crop is, is compared with the faded 48x48 result (input +
     fade x delta) and the smooth difference, upsampled, is added to the luminance, so the
