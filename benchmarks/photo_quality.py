@@ -90,12 +90,13 @@ def paste_with(**settings):
     flow = {k2: settings[k] for k, k2 in (("flow", "window"), ("maxflow", "max_len"),
                                           ("dead", "dead"), ("changed", "changed"))
             if k in settings}
+    move = bool(flow["window"]) if "window" in flow else paste_module.MOVE
 
     def paste(result, emotion: str) -> np.ndarray:
         pixels = result.original.pixels.copy()
         for face in result.faces:
             edit = face.edits[emotion]
-            if flow.get("window", 7 if paste_module.MOVE else 0):
+            if move:
                 edit = flow_of_edit(face.before, edit, **flow)
             paste_edit(pixels, face.frame, edit, border_fade(FACE_SIZE, **ramp), **kwargs)
         return pixels
@@ -112,8 +113,8 @@ def paste_of(name: str):
         key, _, value = part.partition(":")
         if key not in KEYS or not value:
             raise SystemExit(f"unknown paste {name!r} (model, gate:T, match:N, fade:R, "
-                             "seamless:0|1, flow:W, maxflow:L, dead:D, changed:C joined with +, "
-                             "legacy)")
+                             "seamless:0|1, flow:W, maxflow:L, dead:D, changed:C, texture:T "
+                             "joined with +, legacy)")
         settings[key] = (int(value) if key in ("match", "flow")
                          else bool(int(value)) if key == "seamless"
                          else None if value == "off" else float(value))

@@ -156,7 +156,7 @@ def test_a_photo_without_people_is_counted_not_scored(reader, tmp_path, gen_path
 
 
 def test_the_benchmark_script_runs_and_compares_pastes(reader, photo_file, gen_path, tmp_path,
-                                                       capsys):
+                                                       capsys, monkeypatch):
     """benchmarks/photo_quality.py, whose tables are in experiments/photo_release and the model
     card, runs end to end on one photo with a tiny generator and judge: a table and a summary
     per paste, the default paste equal to translate's own image."""
@@ -199,12 +199,7 @@ def test_the_benchmark_script_runs_and_compares_pastes(reader, photo_file, gen_p
     result = tr.translate_faces(str(photo_file), to="all")
     assert np.array_equal(bench.paste_with()(result, "sad"), result.image("sad"))
     # flow:0 is the paste with the move off (paint alone)
-    from ccyclegan.translate import paste
-
     painted = bench.paste_of("flow:0")(result, "sad")
     assert not np.array_equal(painted, result.image("sad"))
-    paste.MOVE = False
-    try:
-        assert np.array_equal(painted, tr.translate_faces(str(photo_file), to="sad").image())
-    finally:
-        paste.MOVE = True
+    monkeypatch.setattr("ccyclegan.translate.paste.MOVE", False)
+    assert np.array_equal(painted, tr.translate_faces(str(photo_file), to="sad").image())

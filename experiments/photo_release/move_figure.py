@@ -25,16 +25,14 @@ HEIGHT = 300  # each row scaled to this height (the Tom Cruise face is shown nea
 
 
 def rows(tr: ExpressionTranslator, path: Path) -> list[np.ndarray]:
-    result = tr.translate_faces(path, to="all")
-    i = int(np.argmax([f.frame.w for f in result.faces]))
-    f = result.faces[i].frame
-    h, w = result.original.pixels.shape[:2]
-    y0, y1 = max(f.y + f.h // 3, 0), min(f.y + f.h, h)
-    x0, x1 = max(f.x + f.w // 8, 0), min(f.x + f.w - f.w // 8, w)
     out = []
     for move in (False, True):
         paste.MOVE = move
-        result._images.clear()
+        result = tr.translate_faces(path, to="all")
+        f = max(result.faces, key=lambda face: face.frame.w).frame
+        h, w = result.original.pixels.shape[:2]
+        y0, y1 = max(f.y + f.h // 3, 0), min(f.y + f.h, h)
+        x0, x1 = max(f.x + f.w // 8, 0), min(f.x + f.w - f.w // 8, w)
         tiles = [result.original.pixels] + [result.image(e) for e in TARGETS]
         row = np.concatenate([t[y0:y1, x0:x1] for t in tiles], axis=1)
         img = Image.fromarray(row)

@@ -58,7 +58,9 @@ from ccyclegan.translate.paste import (
     border_fade,
     edge_mask,
     flow_of_edit,
+    moved_edit,
     paste_edit,
+    warp_face,  # noqa: F401 (public here before it moved to paste)
 )
 
 __all__ = [
@@ -157,21 +159,7 @@ def _face_edit(face: np.ndarray, delta: np.ndarray, a: float, mask: np.ndarray |
     weight = None if mask is None else np.clip(a * (1.0 - mask), 0.0, 1.0)
     if flow is None or a == 0.0 or np.abs(flow).max() < 1e-3:
         return FaceEdit(delta, None, weight, delta)
-    f = np.moveaxis(flow, 0, -1) * a  # [48, 48, 2]
-    moved = warp_face(face.astype(np.float32), f)
-    paint = face.astype(np.float32) + delta - moved
-    return FaceEdit(paint.astype(np.float32), f.astype(np.float32), weight, delta)
-
-
-def warp_face(face: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """face (HxW float) sampled at p + flow(p), bilinear with edges repeated: models.warp's
-    twin in numpy."""
-    import cv2
-
-    h, w = face.shape
-    map_x = np.arange(w, dtype=np.float32)[None, :] + flow[:, :, 0]
-    map_y = np.arange(h, dtype=np.float32)[:, None] + flow[:, :, 1]
-    return cv2.remap(face, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return moved_edit(face, delta, np.moveaxis(flow, 0, -1) * a, weight)  # field [48, 48, 2]
 
 
 # --------------------------------------------------------------------------------------------

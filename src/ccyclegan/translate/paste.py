@@ -16,7 +16,8 @@ import numpy as np
 from ccyclegan.translate.faces import Box, _cv2, _region, _resize
 
 __all__ = ["BORDER_RAMP", "DETAIL_GATE", "MATCH_ROUNDS", "MOVE", "SEAMLESS", "TEXTURE", "FaceEdit",
-           "border_fade", "edge_mask", "flow_of_edit", "harmonic_fill", "luma_f", "paste_edit"]
+           "border_fade", "edge_mask", "flow_of_edit", "harmonic_fill", "luma_f", "moved_edit",
+           "paste_edit", "warp_face"]
 
 BORDER_RAMP = 0.05  # the edit fades to nothing over this share of the frame at each side
 # paste_edit's defaults, chosen on the photo benchmark (experiments/photo_release/): old detail
@@ -214,8 +215,7 @@ def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: flo
     if edit.flow is not None or edit.delta is None or not np.abs(edit.delta).max() >= 0.5:
         return edit
     cv2 = _cv2()
-    x = face.astype(np.float32)
-    out = np.clip(np.rint(x + edit.delta), 0, 255).astype(np.uint8)
+    out = np.clip(np.rint(face.astype(np.float32) + edit.delta), 0, 255).astype(np.uint8)
     flow = cv2.calcOpticalFlowFarneback(out, face.astype(np.uint8), None, 0.5, 2, window, 5,
                                         5, 1.1, 0)
     length = np.linalg.norm(flow, axis=2, keepdims=True)
@@ -227,12 +227,26 @@ def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: flo
     if changed:
         near = cv2.GaussianBlur(np.abs(edit.delta).astype(np.float32), (0, 0), 1.5)
         flow *= np.clip(near / changed, 0.0, 1.0)[:, :, None]
+    return moved_edit(face, edit.delta, flow, edit.weight)
+
+
+def moved_edit(face: np.ndarray, delta: np.ndarray, flow: np.ndarray,
+               weight: np.ndarray | None) -> FaceEdit:
+    """The edit delta of a 48x48 face as the move flow [48, 48, 2] plus the paint left over
+    (the edited face minus the moved input), so that at 48x48 the two make the edit exactly."""
+    x = face.astype(np.float32)
+    paint = x + delta - warp_face(x, flow.astype(np.float32))
+    return FaceEdit(paint.astype(np.float32), flow.astype(np.float32), weight, delta)
+
+
+def warp_face(face: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """face (HxW float) sampled at p + flow(p), bilinear with edges repeated: models.warp's
+    twin in numpy."""
+    cv2 = _cv2()
     h, w = face.shape
-    moved = cv2.remap(x, np.arange(w, dtype=np.float32)[None, :] + flow[:, :, 0],
-                      np.arange(h, dtype=np.float32)[:, None] + flow[:, :, 1], cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_REPLICATE)
-    paint = (x + edit.delta - moved).astype(np.float32)
-    return FaceEdit(paint, flow.astype(np.float32), edit.weight, edit.delta)
+    map_x = np.arange(w, dtype=np.float32)[None, :] + flow[:, :, 0]
+    map_y = np.arange(h, dtype=np.float32)[:, None] + flow[:, :, 1]
+    return cv2.remap(face, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _old_detail(y: np.ndarray, n: int, texture: float) -> np.ndarray:
