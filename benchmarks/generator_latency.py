@@ -2,11 +2,13 @@
 
 One generator pass (batch 1, one face, one target) on an onnxruntime session made exactly as
 the package makes it (`translate.backends.onnx_session`: all cores unless --threads, worker
-threads that do not busy-wait). The files are timed in turns, --rounds times --reps calls
-each after a warm-up, so that a machine whose speed drifts (a shared build machine does)
-slows them alike; prints each file's median and fastest round, in ms.
+threads that busy-wait between the graph's kernels and stop when a run returns); --sleeping
+also times each file on a session whose threads sleep between kernels (the package's until
+2026-12-07). The sessions are timed in turns, --rounds times --reps calls each after a
+warm-up, so that a machine whose speed drifts (a shared build machine does) slows them alike;
+prints each session's median and fastest round, in ms.
 
-    python benchmarks/generator_latency.py FILE [FILE ...] [--threads 2] [--rounds 12]
+    python benchmarks/generator_latency.py FILE [FILE ...] [--threads 2] [--rounds 12] [--sleeping]
 
 Needs the export extra (onnx, onnxruntime).
 """
@@ -21,12 +23,26 @@ from pathlib import Path
 import numpy as np
 
 
+def sleeping_session(model: bytes, threads: int | None):
+    import os
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", help="generator files or run directories")
     ap.add_argument("--threads", type=int, default=None, help="default: every core")
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--reps", type=int, default=150)
+    ap.add_argument("--sleeping", action="store_true",
+                    help="also time a session whose worker threads never busy-wait")
     args = ap.parse_args()
 
     from ccyclegan.translate.api import ExpressionTranslator
@@ -38,6 +54,8 @@ def main() -> None:
         tr = ExpressionTranslator.load(path)
         model = onnx_bytes(tr._backend.G, tr.config.to_dict())
         sessions[path] = onnx_session(Path(path), args.threads, None, model)
+        if args.sleeping:
+            sessions[f"{path} (sleeping threads)"] = sleeping_session(model, args.threads)
     feed = {"face": np.random.default_rng(0).uniform(-1, 1, (1, 1, 48, 48)).astype(np.float32),
             "condition": np.eye(7, dtype=np.float32)[3:4]}
     rounds: dict[str, list[float]] = {p: [] for p in sessions}

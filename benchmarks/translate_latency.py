@@ -7,15 +7,17 @@ the wall time also counts the waits for a core):
 
 * generator_torch / generator_torch_compiled / generator_onnxruntime: one G(x|c) call, batch 1
   (one face); compiled = `--compile` (torch.compile with frozen weights, compiled at load);
-  generator_onnxruntime_spinning: the same model with onnxruntime's worker threads
-  busy-waiting between calls (onnxruntime's default; the package's session never lets them,
-  so that they leave the cores to OpenCV's face detection);
+  generator_onnxruntime_spinning: the same model with onnxruntime's worker threads still
+  busy-waiting after a run returns (onnxruntime's default; the package's session stops them
+  then, so that they leave the cores to OpenCV's face detection);
+  generator_onnxruntime_sleeping: with threads that never busy-wait (the package's session
+  until 2026-12-07);
 * edit / edit_a0.5 / edit_compiled / edit_onnxruntime: the whole per-face edit (encode once,
   decode under the target, blend x + a (G(x|t) - x));
 * detect, crop, paste: the photo steps;
 * pipeline / pipeline_a0.5 / pipeline_compiled / pipeline_onnxruntime: a 1280x720 RGB photo
   with one face, array in, array out (detect, frame, edit, paste back);
-  pipeline_onnxruntime_spinning: with the spinning session; *_min_face_0.12:
+  pipeline_onnxruntime_spinning / _sleeping: with those sessions; *_min_face_0.12:
   searching only for faces of at least 12% of the shorter side (default 8%);
 * file: the same from a JPEG file to JPEG bytes (decode + pipeline + encode).
 
@@ -68,13 +70,24 @@ def photo_1280x720() -> np.ndarray:
 
 
 def spinning_session(path: Path, threads: int):
-    """onnxruntime's session with busy-waiting worker threads (its default)."""
+    """onnxruntime's session whose worker threads busy-wait after a run too (its default)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def sleeping_session(path: Path, threads: int):
+    """onnxruntime's session whose worker threads never busy-wait."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
@@ -135,6 +148,9 @@ def main() -> None:
         spinning = spinning_session(onnx_path, args.threads)
         res["generator_onnxruntime_spinning"] = timed(
             lambda: spinning.run(None, {"face": xn, "condition": cn}), 4 * n)
+        sleeping = sleeping_session(onnx_path, args.threads)
+        res["generator_onnxruntime_sleeping"] = timed(
+            lambda: sleeping.run(None, {"face": xn, "condition": cn}), 4 * n)
 
         photo = photo_1280x720()
         boxes = detect_faces(photo)
@@ -156,6 +172,9 @@ def main() -> None:
         res["pipeline_onnxruntime"] = timed(lambda: tr_onnx.translate(photo, to="happy"), n)
         own, tr_onnx._backend.session = tr_onnx._backend.session, spinning  # same translator
         res["pipeline_onnxruntime_spinning"] = timed(
+            lambda: tr_onnx.translate(photo, to="happy"), n)
+        tr_onnx._backend.session = sleeping
+        res["pipeline_onnxruntime_sleeping"] = timed(
             lambda: tr_onnx.translate(photo, to="happy"), n)
         tr_onnx._backend.session = own
         # --min-face 0.12 (faces of at least 86 of the 720 rows): detection's cost falls with

@@ -4,6 +4,7 @@ real onnxruntime, and `translate` running on it."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from ccyclegan.core.models import Generator
 from ccyclegan.core.synthetic import synthetic_faces
 from ccyclegan.translate import export as export
 from ccyclegan.translate.api import ExpressionTranslator
+from ccyclegan.translate.backends import onnx_session
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -137,6 +139,19 @@ def test_translator_on_onnxruntime_matches_torch(model_onnx, run_dir):
         _, d2 = t_onnx.edit(faces, ["happy", "fear"], a)
         assert np.abs(d1 - d2).max() < 1e-3 * 127.5 * 2  # 1e-3 of the [-1, 1] range, twice
         assert np.abs(d1).mean() > 0.5
+
+
+def test_the_onnx_session_frees_the_cores_when_a_run_returns(model_onnx):
+    """Its threads may busy-wait between a run's kernels, not after it: a photo's face detection
+    runs between generator runs and needs the cores."""
+    session = onnx_session(model_onnx, 2, None)
+    feed = {"face": np.zeros((1, 1, 48, 48), np.float32),
+            "condition": np.eye(7, dtype=np.float32)[:1]}
+    for _ in range(20):
+        session.run(None, feed)
+    cpu = time.process_time()
+    time.sleep(0.1)
+    assert time.process_time() - cpu < 0.02  # a thread still spinning takes ~0.09 s of it
 
 
 def test_cli_translate_with_onnx(model_onnx, run_dir, tmp_path, capsys):
