@@ -12,7 +12,8 @@ back-projection, so that the photo seen at 48x48 shows the faded 48x48 result), 
 border ramp, a share of the side), `seamless:0|1` (the change less its harmonic fill from the
 frame's border), `flow:W` (the edit applied as a move where a move explains it:
 paste.flow_of_edit with window W, `flow:0` for paint alone; `maxflow:L`, `dead:D` its
-longest and shortest vectors, `changed:C` where it is kept, `changed:0` everywhere),
+longest and shortest vectors, `changed:C` where it is kept, `changed:0` everywhere,
+`smooth:S` its Gaussian blur, pixels of the 48x48 face),
 `texture:T` (the old detail's faint grain, local RMS under T, kept under paint; 0: none), joined
 with `+` (`gate:off+match:0+fade:0.1+seamless:0+flow:0+texture:0`: the paste before these
 defaults);
@@ -48,7 +49,8 @@ from ccyclegan.translate.faces import FACE_SIZE, FRAME_SCALE, frame_box
 from ccyclegan.translate.paste import border_fade, flow_of_edit, paste_edit
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
-KEYS = ("gate", "match", "fade", "seamless", "flow", "maxflow", "dead", "changed", "texture")
+KEYS = ("gate", "match", "fade", "seamless", "flow", "maxflow", "dead", "changed", "smooth",
+        "texture")
 
 
 def legacy_mask(size: int = FACE_SIZE) -> np.ndarray:
@@ -85,10 +87,11 @@ def paste_with(**settings):
     """paste_edit with some of its settings changed (gate, match, fade, seamless, and
     flow_of_edit's); the rest as translate calls it."""
     kwargs = {{"gate": "detail_gate"}.get(k, k): v for k, v in settings.items()
-              if k not in ("fade", "flow", "maxflow", "dead", "changed")}
+              if k not in ("fade", "flow", "maxflow", "dead", "changed", "smooth")}
     ramp = {"ramp": settings["fade"]} if "fade" in settings else {}
     flow = {k2: settings[k] for k, k2 in (("flow", "window"), ("maxflow", "max_len"),
-                                          ("dead", "dead"), ("changed", "changed"))
+                                          ("dead", "dead"), ("changed", "changed"),
+                                          ("smooth", "smooth"))
             if k in settings}
     move = bool(flow["window"]) if "window" in flow else paste_module.MOVE
 
@@ -113,8 +116,8 @@ def paste_of(name: str):
         key, _, value = part.partition(":")
         if key not in KEYS or not value:
             raise SystemExit(f"unknown paste {name!r} (model, gate:T, match:N, fade:R, "
-                             "seamless:0|1, flow:W, maxflow:L, dead:D, changed:C, texture:T "
-                             "joined with +, legacy)")
+                             "seamless:0|1, flow:W, maxflow:L, dead:D, changed:C, smooth:S, "
+                             "texture:T joined with +, legacy)")
         settings[key] = (int(value) if key in ("match", "flow")
                          else bool(int(value)) if key == "seamless"
                          else None if value == "off" else float(value))

@@ -620,6 +620,29 @@ def test_flow_of_edit_turns_a_move_into_a_move_and_keeps_the_photo_sharp():
     assert flow_of_edit(face, edit) is edit  # a field already there stays
 
 
+def test_a_smoothed_field_is_smoother_and_still_makes_the_edit():
+    """flow_of_edit(smooth=S) blurs the field (a fold moves along its whole length instead of
+    bending where the field fades) without losing the move or the 48x48 result."""
+    from ccyclegan.translate.api import warp_face
+    from ccyclegan.translate.paste import flow_of_edit
+
+    yy, xx = np.mgrid[0:48, 0:48]
+    face = np.where((yy - 20) ** 2 + (xx - 24) ** 2 < 36, 50, 170).astype(np.uint8)
+    out48 = np.where((yy - 22) ** 2 + (xx - 24) ** 2 < 36, 50, 170).astype(np.float32)
+    delta = out48 - face
+    sharp = flow_of_edit(face, FaceEdit(delta, None, None, delta))
+    smooth = flow_of_edit(face, FaceEdit(delta, None, None, delta), smooth=2.0)
+
+    def roughness(flow: np.ndarray) -> float:
+        return float(np.abs(np.diff(flow, axis=0)).sum() + np.abs(np.diff(flow, axis=1)).sum())
+
+    assert roughness(smooth.flow) < 0.9 * roughness(sharp.flow)  # 0.75 here
+    changed = np.abs(delta) > 10
+    assert -2.6 < float(np.median(smooth.flow[changed, 1])) < -1.0  # still about 2 pixels
+    assert np.allclose(warp_face(face.astype(np.float32), smooth.flow) + smooth.paint, out48,
+                       atol=1e-3)
+
+
 def test_paint_keeps_the_skins_grain_but_not_a_teeth_edge():
     """Where the model paints anew, the photo's old detail goes, but its finest and faintest
     part (grain of a few grey levels) stays, so a repainted region is not smoother than the
