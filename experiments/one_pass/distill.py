@@ -59,6 +59,15 @@ def training_data(data: str):
     return drop_blank(load_split(data, "train"))[0]
 
 
+def mouth_box(size: int = 48) -> torch.Tensor:
+    """[1, 1, size, size]: 1 over the mouth of a FER2013-framed face (rows 34-44, columns
+    12-36 of 48), fading to 0 over 3 pixels (--mouth-paint's region)."""
+    r = torch.arange(size, dtype=torch.float32) * (48 / size)
+    rows = ((r - 31) / 3).clamp(0, 1) * ((47 - r) / 3).clamp(0, 1)
+    cols = ((r - 9) / 3).clamp(0, 1) * ((39 - r) / 3).clamp(0, 1)
+    return (rows[:, None] * cols[None, :])[None, None]
+
+
 def index_path(cache_file: str) -> str:
     """Where `cache --label` keeps the training indices of the faces it cached."""
     return cache_file.removesuffix(".npy") + ".index.npy"
@@ -167,6 +176,9 @@ def train(args: argparse.Namespace) -> None:
         else:
             l1 = (pred - y).abs().mean()
         loss = l1 + args.lambda_mask * losses.paint_regularizer(mask)
+        if args.mouth_paint:
+            grin = (faces.labels[idx] == HAPPY) & torch.isin(t, closers)
+            loss = loss + args.mouth_paint * mouth_kept(mask, x, y, grin, args.mouth_darker)
         if args.lambda_mouth:
             not_happy, l1_upper = mouth_term(G, judge, images, target, grins, closers, args, g)
             loss = loss + args.lambda_mouth * not_happy + l1_upper
@@ -190,6 +202,20 @@ def train(args: argparse.Namespace) -> None:
             save(out, G, G_ema, opt, cfg, step)
     save(out, G, G_ema, opt, cfg, step)
     print(f"done: {step} steps; generator in {out / 'generator.safetensors'}")
+
+
+def mouth_kept(mask: torch.Tensor, x: torch.Tensor, y: torch.Tensor, grin: torch.Tensor,
+               darker: float) -> torch.Tensor:
+    """The mean share A of the face kept over the mouth (mouth_box) of the rows grin (smiling
+    faces turned to a closer): a closed mouth painted over the teeth rather than the teeth
+    dimmed, which a photo would keep. darker (grey levels; 0: the whole box): only where the
+    target y is darker than the face x, in full from that much."""
+    box = mouth_box().expand_as(mask)
+    if darker:
+        box = box * ((x - y) * 127.5 / darker).clamp(0, 1)
+    kept = (mask * box).sum((1, 2, 3)) / box.sum((1, 2, 3)).clamp(min=1.0)
+    g = grin.float()
+    return (kept * g).sum() / g.sum().clamp(min=1)
 
 
 def draw(args: argparse.Namespace, g: torch.Generator, images, target, grin
@@ -444,6 +470,14 @@ def main() -> None:
     t.add_argument("--grin-share", type=float, default=0.0,
                    help="with --grin-cache: this share of each batch is its smiling faces "
                         "turned to --mouth-targets (0: as drawn, about a tenth)")
+    t.add_argument("--mouth-paint", type=float, default=0.0,
+                   help="weight of the mask's kept share A over the mouth (mouth_box) of smiling "
+                        "faces turned to --mouth-targets: paint the closed mouth over the teeth "
+                        "rather than dim them (the photo keeps the teeth the mask keeps)")
+    t.add_argument("--mouth-darker", type=float, default=0.0,
+                   help="--mouth-paint only where the target is darker than the face, in full "
+                        "from this many grey levels (teeth under a closed mouth; 0: the whole "
+                        "mouth box)")
     t.add_argument("--mouth-targets", default=",".join(GRIN_CLOSERS))
     t.add_argument("--mouth-batch", type=int, default=32)
     t.add_argument("--mouth-anchor", type=float, default=0.0,

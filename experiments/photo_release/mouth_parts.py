@@ -9,6 +9,8 @@ it is the output layer's bias, so it folds into the weights), one row per bias.
 
     python experiments/photo_release/mouth_parts.py \
         ../shared/data/photos/Tom_Cruise_avp_2014_4.jpg --bias 0 -0.75 -1.5
+
+With several --model, the figure has their rows one after the other (--bias 0: each as it is).
 """
 
 from __future__ import annotations
@@ -44,27 +46,39 @@ def main() -> None:
     ap.add_argument("--targets", default="angry,sad,neutral")
     ap.add_argument("--bias", type=float, nargs="*", default=[],
                     help="mask logit shifts for the figure (0: the model as it is)")
+    ap.add_argument("--model", action="append",
+                    help="a generator file or run, repeatable (default: the bundled file)")
     ap.add_argument("--out", default=str(HERE / "mouth_parts.jpg"))
     args = ap.parse_args()
 
-    tr = ExpressionTranslator.load()
     img = np.asarray(Image.open(args.photo).convert("RGB"))
     targets = tuple(args.targets.split(","))
-    res = tr.translate_faces(img, to="all")
-    face = sorted(res.faces, key=lambda f: -f.frame.w)[args.face]
-    print(f"{Path(args.photo).name}, a {face.frame.w}-pixel face; over its teeth at 48x48:")
-    for t in targets:
-        parts = teeth_parts(face.before, face.edits[t])
-        print(f"  {t:8s} " + ", ".join(f"{k} {v:.2f}" if k == "kept A" else f"{k} {v:.0f}"
-                                       for k, v in parts.items()))
-    if not args.bias:
-        return
+    rows = []
+    for model in args.model or [None]:
+        tr = ExpressionTranslator.load(model)
+        res = tr.translate_faces(img, to="all")
+        face = sorted(res.faces, key=lambda f: -f.frame.w)[args.face]
+        print(f"{model or 'bundled'}: {Path(args.photo).name}, a {face.frame.w}-pixel face; "
+              "over its teeth at 48x48:")
+        for t in targets:
+            parts = teeth_parts(face.before, face.edits[t])
+            print(f"  {t:8s} " + ", ".join(f"{k} {v:.2f}" if k == "kept A" else f"{k} {v:.0f}"
+                                           for k, v in parts.items()))
+        rows += mouth_rows(tr, img, face.frame, targets, args.bias)
+    if rows:
+        Image.fromarray(np.concatenate(rows, 0)).save(args.out, quality=90)
+        print(f"wrote {args.out}: per model, rows mask bias {args.bias}; input, then "
+              f"{', '.join(targets)}")
+
+
+def mouth_rows(tr: ExpressionTranslator, img: np.ndarray, fr, targets: tuple[str, ...],
+               biases: list[float]) -> list[np.ndarray]:
+    """The mouth's region of the photo translated to each target, one row per mask bias."""
     G = tr._backend.G
     bias0 = G.out.bias.detach().clone()
-    fr = face.frame
     box = (fr.x + fr.w // 5, fr.y + fr.h // 2, fr.x + 4 * fr.w // 5, fr.y + 9 * fr.h // 10)
     rows = []
-    for b in args.bias:
+    for b in biases:
         with torch.no_grad():
             G.out.bias.copy_(bias0)
             G.out.bias[1] += b  # channel 1: the mask's logit
@@ -73,8 +87,7 @@ def main() -> None:
         rows.append(np.concatenate([np.asarray(Image.fromarray(a).crop(box)) for a in tiles], 1))
     with torch.no_grad():
         G.out.bias.copy_(bias0)
-    Image.fromarray(np.concatenate(rows, 0)).save(args.out, quality=90)
-    print(f"wrote {args.out}: rows mask bias {args.bias}; input, then {', '.join(targets)}")
+    return rows
 
 
 if __name__ == "__main__":
