@@ -23,18 +23,6 @@ from pathlib import Path
 import numpy as np
 
 
-def sleeping_session(model: bytes, threads: int | None):
-    import os
-
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or os.cpu_count() or 1
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", help="generator files or run directories")
@@ -44,6 +32,8 @@ def main() -> None:
     ap.add_argument("--sleeping", action="store_true",
                     help="also time a session whose worker threads never busy-wait")
     args = ap.parse_args()
+
+    from translate_latency import plain_session  # this folder's
 
     from ccyclegan.translate.api import ExpressionTranslator
     from ccyclegan.translate.backends import onnx_session
@@ -55,7 +45,8 @@ def main() -> None:
         model = onnx_bytes(tr._backend.G, tr.config.to_dict())
         sessions[path] = onnx_session(Path(path), args.threads, None, model)
         if args.sleeping:
-            sessions[f"{path} (sleeping threads)"] = sleeping_session(model, args.threads)
+            sessions[f"{path} (sleeping threads)"] = plain_session(model, args.threads,
+                                                                  spinning=False)
     feed = {"face": np.random.default_rng(0).uniform(-1, 1, (1, 1, 48, 48)).astype(np.float32),
             "condition": np.eye(7, dtype=np.float32)[3:4]}
     rounds: dict[str, list[float]] = {p: [] for p in sessions}

@@ -69,26 +69,18 @@ def photo_1280x720() -> np.ndarray:
     return np.ascontiguousarray(bg)
 
 
-def spinning_session(path: Path, threads: int):
-    """onnxruntime's session whose worker threads busy-wait after a run too (its default)."""
+def plain_session(model: Path | bytes, threads: int | None, spinning: bool):
+    """An onnxruntime session (a file or the serialized model) whose worker threads busy-wait
+    after a run too (spinning: onnxruntime's default) or never (the package's session until
+    2026-12-07); the package's own stops them when a run returns."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = threads or os.cpu_count() or 1
     opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def sleeping_session(path: Path, threads: int):
-    """onnxruntime's session whose worker threads never busy-wait."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
 def main() -> None:
@@ -145,10 +137,10 @@ def main() -> None:
                                                     4 * n)
         res["generator_onnxruntime"] = timed(
             lambda: session.run(None, {"face": xn, "condition": cn}), 4 * n)
-        spinning = spinning_session(onnx_path, args.threads)
+        spinning = plain_session(onnx_path, args.threads, spinning=True)
         res["generator_onnxruntime_spinning"] = timed(
             lambda: spinning.run(None, {"face": xn, "condition": cn}), 4 * n)
-        sleeping = sleeping_session(onnx_path, args.threads)
+        sleeping = plain_session(onnx_path, args.threads, spinning=False)
         res["generator_onnxruntime_sleeping"] = timed(
             lambda: sleeping.run(None, {"face": xn, "condition": cn}), 4 * n)
 

@@ -623,8 +623,7 @@ def test_flow_of_edit_turns_a_move_into_a_move_and_keeps_the_photo_sharp():
 def test_a_smoothed_field_is_smoother_and_still_makes_the_edit():
     """flow_of_edit(smooth=S) blurs the field (a fold moves along its whole length instead of
     bending where the field fades) without losing the move or the 48x48 result."""
-    from ccyclegan.translate.api import warp_face
-    from ccyclegan.translate.paste import flow_of_edit
+    from ccyclegan.translate.paste import flow_of_edit, warp_face
 
     yy, xx = np.mgrid[0:48, 0:48]
     face = np.where((yy - 20) ** 2 + (xx - 24) ** 2 < 36, 50, 170).astype(np.uint8)

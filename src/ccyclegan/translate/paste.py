@@ -223,7 +223,7 @@ def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: flo
     length = np.linalg.norm(flow, axis=2, keepdims=True)
     flow *= np.minimum(1.0, max_len / np.maximum(length, 1e-6))
     if dead:
-        flow *= np.clip(length / dead - 1.0, 0.0, 1.0)
+        flow *= _fade_in(length, dead)
     # only where the model changed the face: the flow of two equal images is not zero near
     # their edges and in flat regions (Farneback's fit is ill-posed there)
     if changed:
@@ -232,8 +232,13 @@ def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: flo
     if smooth:
         flow = cv2.GaussianBlur(flow, (0, 0), smooth)
         if dead:  # the blur spreads short vectors where nothing moved
-            flow *= np.clip(np.linalg.norm(flow, axis=2, keepdims=True) / dead - 1.0, 0.0, 1.0)
+            flow *= _fade_in(np.linalg.norm(flow, axis=2, keepdims=True), dead)
     return moved_edit(face, edit.delta, flow, edit.weight)
+
+
+def _fade_in(length: np.ndarray, dead: float) -> np.ndarray:
+    """0 for vectors shorter than dead, 1 from twice it, linear between."""
+    return np.clip(length / dead - 1.0, 0.0, 1.0)
 
 
 def moved_edit(face: np.ndarray, delta: np.ndarray, flow: np.ndarray,
