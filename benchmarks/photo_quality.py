@@ -50,7 +50,7 @@ from ccyclegan.translate.paste import border_fade, flow_of_edit, paste_edit
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 KEYS = ("gate", "match", "fade", "seamless", "flow", "maxflow", "dead", "changed", "smooth",
-        "texture")
+        "texture", "cgate", "guide")
 
 
 def legacy_mask(size: int = FACE_SIZE) -> np.ndarray:
@@ -86,7 +86,8 @@ def legacy_paste(result, emotion: str) -> np.ndarray:
 def paste_with(**settings):
     """paste_edit with some of its settings changed (gate, match, fade, seamless, and
     flow_of_edit's); the rest as translate calls it."""
-    kwargs = {{"gate": "detail_gate"}.get(k, k): v for k, v in settings.items()
+    names = {"gate": "detail_gate", "cgate": "colour_gate"}
+    kwargs = {names.get(k, k): v for k, v in settings.items()
               if k not in ("fade", "flow", "maxflow", "dead", "changed", "smooth")}
     ramp = {"ramp": settings["fade"]} if "fade" in settings else {}
     flow = {k2: settings[k] for k, k2 in (("flow", "window"), ("maxflow", "max_len"),
@@ -117,7 +118,7 @@ def paste_of(name: str):
         if key not in KEYS or not value:
             raise SystemExit(f"unknown paste {name!r} (model, gate:T, match:N, fade:R, "
                              "seamless:0|1, flow:W, maxflow:L, dead:D, changed:C, smooth:S, "
-                             "texture:T joined with +, legacy)")
+                             "texture:T, cgate:T, guide:E joined with +, legacy)")
         settings[key] = (int(value) if key in ("match", "flow")
                          else bool(int(value)) if key == "seamless"
                          else None if value == "off" else float(value))

@@ -176,6 +176,51 @@ def test_painted_content_takes_the_colour_around_it():
     assert np.array_equal(out[:10], photo[:10])
 
 
+def test_guided_paint_follows_the_photos_edges():
+    """paste_edit(guide=E): a paint that the 48x48 face ties to its luminance (the bright side
+    darkened) lands on the photo with the photo's own sharp edge, where bicubic upsampling
+    spreads it over several pixels."""
+    photo = np.full((192, 192, 3), 80, np.uint8)
+    photo[:, 97:] = 200  # a sharp edge between two 48x48 pixels' centres
+    frame = Box(0, 0, 192, 192)
+    y48 = np.full((48, 48), 80.0, np.float32)
+    y48[:, 24:] = 200.0
+    y48[:, 24] = 110.0  # the 48x48 face sees the edge inside pixel 24
+    paint = (-0.25 * (y48 - 80.0)).astype(np.float32)  # the bright side darkened by 30
+    jumps = {}
+    for guide in (0.0, 4.0):
+        out = photo.copy()
+        paste_edit(out, frame, FaceEdit(paint), np.ones((48, 48), np.float32), match=0,
+                   guide=guide)
+        change = out[96, 80:116, 0].astype(int) - photo[96, 80:116, 0]
+        assert abs(change[:8].mean()) < 4 and -34 < change[-8:].mean() < -26  # the same edit
+        steps = np.diff(change)
+        jumps[guide] = (int(-steps.min()), 80 + int(steps.argmin()) + 1)
+    assert jumps[4.0][0] > 20 and jumps[4.0][1] == 97  # in one pixel, at the photo's edge
+    assert jumps[0.0][0] < 10  # bicubic: spread out
+
+
+def test_a_colour_gate_keeps_the_colour_of_a_pixel_repainted_as_it_was():
+    """paste_edit(colour_gate=T): a pixel the model paints anew but changes by little keeps
+    its own colour (a chin repainted nearly as it was stays skin-coloured), where the
+    ungated paste gives it the colour around it."""
+    photo = np.zeros((192, 192, 3), np.uint8)
+    photo[:] = (90, 160, 90)  # green around
+    photo[64:128, 64:128] = (200, 110, 100)  # a red patch
+    frame = Box(0, 0, 192, 192)
+    weight = np.zeros((48, 48), np.float32)
+    weight[16:32, 16:32] = 1.0
+    paint = np.full((48, 48), 1.0, np.float32) * weight
+    hue = {}
+    for gate in (None, 16.0):
+        out = photo.copy()
+        paste_edit(out, frame, FaceEdit(paint, None, weight), border_fade(48), match=0,
+                   colour_gate=gate)
+        r, g = (out[88:104, 88:104, k].astype(int) for k in range(2))
+        hue[gate] = float((r - g).mean())
+    assert hue[16.0] > 80 and hue[None] < 40  # 90 in the photo
+
+
 def test_back_projection_makes_the_photo_show_the_48px_result():
     """paste_edit's match: the pasted photo, cropped to 48x48 again as the model's input was,
     shows the faded 48x48 result (input + fade x delta) far more closely than an upsampled

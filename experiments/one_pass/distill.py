@@ -169,16 +169,14 @@ def train(args: argparse.Namespace) -> None:
         for group in opt.param_groups:
             group["lr"] = lr * group["mult"]
         pred, mask, flow = G(x, one_hot(t), with_mask=True)
+        grin = (faces.labels[idx] == HAPPY) & torch.isin(t, closers)  # a grin to close
         if args.lambda_mouth:  # the teacher's grin is not taught where the mouth should close
-            grin = (faces.labels[idx] == HAPPY) & torch.isin(t, closers)
             w = 1 - grin.float()[:, None, None, None] * (1 - args.mouth_anchor) * mouth_weight()
             l1 = ((pred - y).abs() * w).sum() / w.expand_as(pred).sum()
         else:
             l1 = (pred - y).abs().mean()
         loss = l1 + args.lambda_mask * losses.paint_regularizer(mask)
-        if args.mouth_paint:
-            grin = (faces.labels[idx] == HAPPY) & torch.isin(t, closers)
-            loss = loss + args.mouth_paint * mouth_kept(mask, x, y, grin, args.mouth_darker)
+        loss = loss + paint_terms(args, pred, mask, x, y, grin)
         if args.lambda_mouth:
             not_happy, l1_upper = mouth_term(G, judge, images, target, grins, closers, args, g)
             loss = loss + args.lambda_mouth * not_happy + l1_upper
@@ -205,17 +203,49 @@ def train(args: argparse.Namespace) -> None:
 
 
 def mouth_kept(mask: torch.Tensor, x: torch.Tensor, y: torch.Tensor, grin: torch.Tensor,
-               darker: float) -> torch.Tensor:
-    """The mean share A of the face kept over the mouth (mouth_box) of the rows grin (smiling
-    faces turned to a closer): a closed mouth painted over the teeth rather than the teeth
-    dimmed, which a photo would keep. darker (grey levels; 0: the whole box): only where the
-    target y is darker than the face x, in full from that much."""
+               darker: float, teeth: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Over the mouth (mouth_box) of the rows grin (smiling faces turned to a closer): the mean
+    share A of the face kept in the region to paint (a closed mouth painted over the teeth
+    rather than the teeth dimmed, which a photo would keep), and the mean share painted anew
+    (1 - A) in the rest of the box (--mouth-hold: only the teeth are repainted, not the chin).
+    darker (grey levels; 0: the whole box): only where the target y is darker than the face x,
+    in full from that much; teeth (grey levels; 0: off): only where x is brighter than its 9x9
+    neighbourhood, in full from that much."""
     box = mouth_box().expand_as(mask)
+    region = box
     if darker:
-        box = box * ((x - y) * 127.5 / darker).clamp(0, 1)
-    kept = (mask * box).sum((1, 2, 3)) / box.sum((1, 2, 3)).clamp(min=1.0)
+        region = region * ((x - y) * 127.5 / darker).clamp(0, 1)
+    if teeth:
+        local = F.avg_pool2d(x, 9, 1, 4, count_include_pad=False)
+        region = region * ((x - local) * 127.5 / teeth).clamp(0, 1)
+    rest = box - region
+    kept = (mask * region).sum((1, 2, 3)) / region.sum((1, 2, 3)).clamp(min=1.0)
+    painted = ((1 - mask) * rest).sum((1, 2, 3)) / rest.sum((1, 2, 3)).clamp(min=1.0)
     g = grin.float()
-    return (kept * g).sum() / g.sum().clamp(min=1)
+    n = g.sum().clamp(min=1)
+    return (kept * g).sum() / n, (painted * g).sum() / n
+
+
+def paint_terms(args: argparse.Namespace, pred: torch.Tensor, mask: torch.Tensor,
+                x: torch.Tensor, y: torch.Tensor, grin: torch.Tensor) -> torch.Tensor:
+    """--mouth-paint, --mouth-hold and --paint-smooth's terms (0 when all are off)."""
+    loss = torch.zeros(())
+    if args.mouth_paint:
+        kept, painted = mouth_kept(mask, x, y, grin, args.mouth_darker, args.mouth_teeth)
+        loss = loss + args.mouth_paint * kept + args.mouth_hold * painted
+    if args.paint_smooth:
+        loss = loss + args.paint_smooth * painted_texture(pred, mask, x)
+    return loss
+
+
+def painted_texture(pred: torch.Tensor, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean (1 - A) |C - blur(C)|: the fine texture of the colour C the model paints, in the
+    share it paints. A photo shows the paint as a 48-pixel change enlarged, so texture there
+    is a smear at full size; the face's own texture is to be kept (A), not painted anew."""
+    kept = mask.clamp(max=0.95)
+    colour = (pred - kept * x) / (1 - kept)
+    blur = F.avg_pool2d(colour, 3, 1, 1, count_include_pad=False)
+    return ((1 - mask) * (colour - blur).abs()).mean()
 
 
 def draw(args: argparse.Namespace, g: torch.Generator, images, target, grin
@@ -478,6 +508,15 @@ def main() -> None:
                    help="--mouth-paint only where the target is darker than the face, in full "
                         "from this many grey levels (teeth under a closed mouth; 0: the whole "
                         "mouth box)")
+    t.add_argument("--mouth-teeth", type=float, default=0.0,
+                   help="--mouth-paint only where the face is brighter than its 9x9 "
+                        "neighbourhood, in full from this many grey levels (teeth; 0: off)")
+    t.add_argument("--mouth-hold", type=float, default=0.0,
+                   help="weight of the share painted anew (1 - A) in the rest of the mouth box "
+                        "of those faces: repaint the teeth, not the chin (0: off)")
+    t.add_argument("--paint-smooth", type=float, default=0.0,
+                   help="weight of the painted colour's fine texture (painted_texture): paint "
+                        "only smooth new content, keep the face's own texture (0: off)")
     t.add_argument("--mouth-targets", default=",".join(GRIN_CLOSERS))
     t.add_argument("--mouth-batch", type=int, default=32)
     t.add_argument("--mouth-anchor", type=float, default=0.0,

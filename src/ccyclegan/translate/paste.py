@@ -15,9 +15,9 @@ import numpy as np
 
 from ccyclegan.translate.faces import Box, _cv2, _region, _resize
 
-__all__ = ["BORDER_RAMP", "DETAIL_GATE", "MATCH_ROUNDS", "MOVE", "SEAMLESS", "TEXTURE", "FaceEdit",
-           "border_fade", "edge_mask", "flow_of_edit", "harmonic_fill", "luma_f", "moved_edit",
-           "paste_edit", "warp_face"]
+__all__ = ["BORDER_RAMP", "COLOUR_GATE", "DETAIL_GATE", "GUIDE", "MATCH_ROUNDS", "MOVE", "SEAMLESS",
+           "TEXTURE", "FaceEdit", "border_fade", "edge_mask", "flow_of_edit", "harmonic_fill",
+           "luma_f", "moved_edit", "paste_edit", "warp_face"]
 
 BORDER_RAMP = 0.05  # the edit fades to nothing over this share of the frame at each side
 # paste_edit's defaults, chosen on the photo benchmark (experiments/photo_release/): old detail
@@ -37,6 +37,15 @@ SEAMLESS = False
 # where a move explains it (flow_of_edit): the photo's own sharp pixels are moved, a mouth
 # narrows and closes at full resolution instead of a 48-pixel change being laid over it
 MOVE = True
+# like DETAIL_GATE for colour (None: off): a pixel repainted nearly as it was keeps its own
+# colour, taking the colour around it only in the share |paint| / COLOUR_GATE
+COLOUR_GATE = None
+# guided upsampling of the paint (He et al.'s guided filter, the photo's luminance as guide;
+# its regularisation in grey levels, 0: off): the paint, fitted at 48x48 as a local linear
+# function of the photo's luminance, is applied to the luminance at full size, so a change
+# follows the photo's own edges (teeth darkened more than the gaps between them) instead of
+# arriving as a 48-pixel blur over them
+GUIDE = 0.0
 CHANGED = 4.0  # grey levels: the move fades out where the model changes the face by less
 
 
@@ -124,7 +133,8 @@ class FaceEdit:
 
 def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
                detail_gate: float | None = DETAIL_GATE, match: int = MATCH_ROUNDS,
-               seamless: bool = SEAMLESS, texture: float = TEXTURE) -> None:
+               seamless: bool = SEAMLESS, texture: float = TEXTURE,
+               colour_gate: float | None = COLOUR_GATE, guide: float = GUIDE) -> None:
     """Apply a 48x48 edit to the photo pixels (HxW or HxWx3 uint8) in frame, in place, at the
     photo's own resolution.
 
@@ -138,9 +148,11 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     frame changes and no seam shows. Pixels whose edit is zero keep their exact values.
     detail_gate (grey levels; None: the whole painted share, 0: never): take the detail out
     only in the share |paint| / detail_gate of a painted pixel, so a pixel repainted nearly as
-    it was keeps it (measured: experiments/photo_release/). texture (grey levels; 0: none):
-    the finest detail whose local RMS is under texture (skin's grain) is kept even where
-    painted (_old_detail).
+    it was keeps it (measured: experiments/photo_release/); colour_gate (grey levels; None:
+    the whole painted share) the same for the colour; guide (grey levels; 0: off): the
+    paint upsampled by the guided filter (_guided_up) rather than bicubic. texture (grey
+    levels; 0: none): the finest detail whose local RMS is under texture (skin's grain) is
+    kept even where painted (_old_detail).
     match: rounds of back-projection (Irani and Peleg's, as in super-resolution): the photo's
     face, shrunk to 48x48 as a crop is, is compared with the faded 48x48 result (input +
     fade x delta) and the smooth difference, upsampled, is added to the luminance, so the
@@ -172,9 +184,10 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
         paint48 = paint48 - harmonic_fill(paint48)
         if delta48 is not None:
             delta48 = delta48 - harmonic_fill(delta48)
-    paint = up(paint48, cv2.INTER_CUBIC) * fade_hr
     colour = moved.ndim == 3
     y_moved = luma_f(moved) if colour else moved
+    paint = (_guided_up(paint48, y_moved, n, guide) if guide and side > n
+             else up(paint48, cv2.INTER_CUBIC)) * fade_hr
     y_out = y_moved + paint
     if edit.weight is not None and edit.weight.max() > 1e-3:
         wgt = np.clip(up(edit.weight, cv2.INTER_LINEAR), 0.0, 1.0) * fade_hr
@@ -187,7 +200,9 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
             chroma = moved - y_moved[:, :, None]
             near_chroma = _colour_around(moved, 1.0 - wgt, n)
             near_chroma -= luma_f(near_chroma)[:, :, None]
-            moved = y_moved[:, :, None] + chroma + wgt[:, :, None] * (near_chroma - chroma)
+            wgt_c = wgt if colour_gate is None else wgt * np.clip(np.abs(paint) / colour_gate,
+                                                                   0.0, 1.0)
+            moved = y_moved[:, :, None] + chroma + wgt_c[:, :, None] * (near_chroma - chroma)
     if match and delta48 is not None:
         y_in = luma_f(region) if colour else region
         target = _resize(y_in, n) + delta48 * fade
@@ -275,6 +290,27 @@ def _old_detail(y: np.ndarray, n: int, texture: float) -> np.ndarray:
         rms = np.sqrt(cv2.GaussianBlur(fine * fine, (0, 0), 2.0))
         detail -= fine * np.clip(2.0 - rms / texture, 0.0, 1.0)  # faint: grain; strong: edges
     return detail
+
+
+def _guided_up(paint: np.ndarray, y: np.ndarray, n: int, eps: float, radius: int = 1
+               ) -> np.ndarray:
+    """paint (n x n) at y's size, as a ~ paint / y's local slope times y plus an offset, both
+    fitted over (2 radius + 1)^2 windows of y shrunk to n x n (eps: the slope's regularisation,
+    grey levels) and upsampled smooth: guided upsampling (He, Sun and Tang's guided filter)."""
+    cv2 = _cv2()
+    side = y.shape[0]
+    g = _resize(y, n).astype(np.float32)
+    k = (2 * radius + 1, 2 * radius + 1)
+
+    def box(a: np.ndarray) -> np.ndarray:
+        return cv2.blur(a, k, borderType=cv2.BORDER_REFLECT)
+
+    mg, mp = box(g), box(paint)
+    a = (box(g * paint) - mg * mp) / (box(g * g) - mg * mg + eps * eps)
+    b = mp - a * mg
+    a_hr, b_hr = (cv2.resize(box(v), (side, side), interpolation=cv2.INTER_LINEAR)
+                  for v in (a, b))
+    return a_hr * y + b_hr
 
 
 def _closed(fade_hr: np.ndarray, fade: np.ndarray) -> np.ndarray:
