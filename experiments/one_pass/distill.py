@@ -248,6 +248,21 @@ def painted_texture(pred: torch.Tensor, mask: torch.Tensor, x: torch.Tensor) -> 
     return ((1 - mask) * (colour - blur).abs()).mean()
 
 
+def teeth_composite(faces: torch.Tensor, one_step: torch.Tensor, closed: torch.Tensor,
+                    teeth: float) -> torch.Tensor:
+    """uint8 [B, 48, 48]: the one-step edit, with the closed mouth of the two-step edit over
+    the teeth only (pixels of mouth_box brighter than their 9x9 neighbourhood and darker in
+    the closed mouth, in full from teeth grey levels; grown by a pixel and softened), so the
+    rest of the lower face is taught as the one-step teacher keeps it."""
+    x = faces.float().reshape(closed.shape)[:, None]
+    c = closed.float()[:, None]
+    local = F.avg_pool2d(x, 9, 1, 4, count_include_pad=False)
+    r = mouth_box() * ((x - local) / teeth).clamp(0, 1) * ((x - c) / teeth).clamp(0, 1)
+    r = F.avg_pool2d(F.max_pool2d(r, 3, 1, 1), 3, 1, 1)
+    out = one_step.float()[:, None] + r * (c - one_step.float()[:, None])
+    return out[:, 0].round().clamp(0, 255).to(torch.uint8)
+
+
 def draw(args: argparse.Namespace, g: torch.Generator, images, target, grin
          ) -> tuple[torch.Tensor, ...]:
     """A batch: (face indices, targets, faces, the teacher's edits), flipped at random, with
@@ -264,7 +279,10 @@ def draw(args: argparse.Namespace, g: torch.Generator, images, target, grin
     if grin_pos is not None:
         swap = (grin_pos[idx] >= 0) & torch.isin(t, closers)
         if swap.any():
-            edits[swap] = grin_cache[grin_pos[idx[swap]], t[swap]]
+            closed = grin_cache[grin_pos[idx[swap]], t[swap]]
+            if args.grin_teeth:  # the two-step edit over the teeth only, the one-step elsewhere
+                closed = teeth_composite(images[idx[swap]], edits[swap], closed, args.grin_teeth)
+            edits[swap] = closed
     x, y = flipped_pairs(images[idx], edits, g)
     if args.jitter:
         x, y = reframe(x, y, args.jitter, g)
@@ -517,6 +535,9 @@ def main() -> None:
     t.add_argument("--paint-smooth", type=float, default=0.0,
                    help="weight of the painted colour's fine texture (painted_texture): paint "
                         "only smooth new content, keep the face's own texture (0: off)")
+    t.add_argument("--grin-teeth", type=float, default=0.0,
+                   help="--grin-cache's closed mouth taught over the teeth only "
+                        "(teeth_composite, from this many grey levels; 0: its whole edit)")
     t.add_argument("--mouth-targets", default=",".join(GRIN_CLOSERS))
     t.add_argument("--mouth-batch", type=int, default=32)
     t.add_argument("--mouth-anchor", type=float, default=0.0,
