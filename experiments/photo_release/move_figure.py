@@ -1,11 +1,12 @@
 """The figure of the paste's move against paint alone, on the large faces where they differ.
 
     python experiments/photo_release/move_figure.py [--photos ../shared/data/photos]
-        [-o experiments/photo_release/move_vs_paint.jpg]
+        [-o experiments/photo_release/move_vs_paint.jpg] [--face PHOTO:K ...]
 
-For each photo's largest face: the lower two thirds of its frame at the photo's own resolution,
-the input then angry, sad, surprise and neutral; the first row painted only (paste.MOVE off),
-the second with the edit applied as a move where a move explains it (the default).
+For each photo's largest face (or each --face: the K-th face the translator finds in PHOTO):
+the lower two thirds of its frame at the photo's own resolution, the input then angry, sad,
+surprise and neutral; the first row painted only (paste.MOVE off), the second with the edit
+applied as a move where a move explains it (the default).
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ TARGETS = ("angry", "sad", "surprise", "neutral")
 HEIGHT = 300  # each row scaled to this height (the Tom Cruise face is shown near 1:1)
 
 
-def rows(tr: ExpressionTranslator, path: Path) -> list[np.ndarray]:
+def rows(tr: ExpressionTranslator, path: Path, k: int | None = None) -> list[np.ndarray]:
     out = []
     for move in (False, True):
         paste.MOVE = move
         result = tr.translate_faces(path, to="all")
-        f = max(result.faces, key=lambda face: face.frame.w).frame
+        face = max(result.faces, key=lambda f: f.frame.w) if k is None else result.faces[k]
+        f = face.frame
         h, w = result.original.pixels.shape[:2]
         y0, y1 = max(f.y + f.h // 3, 0), min(f.y + f.h, h)
         x0, x1 = max(f.x + f.w // 8, 0), min(f.x + f.w - f.w // 8, w)
@@ -45,11 +47,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--photos", default="../shared/data/photos")
     p.add_argument("-o", "--out", default=str(Path(__file__).with_name("move_vs_paint.jpg")))
+    p.add_argument("--face", action="append", metavar="PHOTO:K",
+                   help="the K-th face found in PHOTO instead of each photo's largest")
     a = p.parse_args()
+    faces = [(name, None) for name in PHOTOS]
+    if a.face:
+        faces = [(spec.rpartition(":")[0], int(spec.rpartition(":")[2])) for spec in a.face]
     tr = ExpressionTranslator.load()
     move = paste.MOVE
     try:
-        all_rows = [r for name in PHOTOS for r in rows(tr, Path(a.photos) / name)]
+        all_rows = [r for name, k in faces for r in rows(tr, Path(a.photos) / name, k)]
     finally:
         paste.MOVE = move
     width = max(r.shape[1] for r in all_rows)
