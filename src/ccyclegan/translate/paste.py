@@ -38,8 +38,11 @@ SEAMLESS = False
 # narrows and closes at full resolution instead of a 48-pixel change being laid over it
 MOVE = True
 # like DETAIL_GATE for colour (None: off): a pixel repainted nearly as it was keeps its own
-# colour, taking the colour around it only in the share |paint| / COLOUR_GATE
-COLOUR_GATE = None
+# colour, taking the colour around it only in the share |paint| / COLOUR_GATE grey levels (a
+# chin the model repaints a little darker stays skin-coloured instead of taking the mean colour
+# around it, background included; the same reading on the photo benchmark,
+# experiments/photo_release/)
+COLOUR_GATE = 16.0
 # guided upsampling of the paint (He et al.'s guided filter, the photo's luminance as guide;
 # its regularisation in grey levels, 0: off): the paint, fitted at 48x48 as a local linear
 # function of the photo's luminance, is applied to the luminance at full size, so a change
