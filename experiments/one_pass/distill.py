@@ -203,14 +203,16 @@ def train(args: argparse.Namespace) -> None:
 
 
 def mouth_kept(mask: torch.Tensor, x: torch.Tensor, y: torch.Tensor, grin: torch.Tensor,
-               darker: float, teeth: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+               darker: float, teeth: float = 0.0, hold_from: int = 0
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Over the mouth (mouth_box) of the rows grin (smiling faces turned to a closer): the mean
     share A of the face kept in the region to paint (a closed mouth painted over the teeth
     rather than the teeth dimmed, which a photo would keep), and the mean share painted anew
     (1 - A) in the rest of the box (--mouth-hold: only the teeth are repainted, not the chin).
     darker (grey levels; 0: the whole box): only where the target y is darker than the face x,
     in full from that much; teeth (grey levels; 0: off): only where x is brighter than its 9x9
-    neighbourhood, in full from that much."""
+    neighbourhood, in full from that much. hold_from (a row; 0: the box): the rest is the whole
+    face from that row down, less the region, so the paint cannot move just outside the box."""
     box = mouth_box().expand_as(mask)
     region = box
     if darker:
@@ -219,6 +221,10 @@ def mouth_kept(mask: torch.Tensor, x: torch.Tensor, y: torch.Tensor, grin: torch
         local = F.avg_pool2d(x, 9, 1, 4, count_include_pad=False)
         region = region * ((x - local) * 127.5 / teeth).clamp(0, 1)
     rest = box - region
+    if hold_from:
+        lower = torch.zeros_like(mask)
+        lower[:, :, hold_from:] = 1.0
+        rest = lower - region
     kept = (mask * region).sum((1, 2, 3)) / region.sum((1, 2, 3)).clamp(min=1.0)
     painted = ((1 - mask) * rest).sum((1, 2, 3)) / rest.sum((1, 2, 3)).clamp(min=1.0)
     g = grin.float()
@@ -231,7 +237,8 @@ def paint_terms(args: argparse.Namespace, pred: torch.Tensor, mask: torch.Tensor
     """--mouth-paint, --mouth-hold and --paint-smooth's terms (0 when all are off)."""
     loss = torch.zeros(())
     if args.mouth_paint:
-        kept, painted = mouth_kept(mask, x, y, grin, args.mouth_darker, args.mouth_teeth)
+        kept, painted = mouth_kept(mask, x, y, grin, args.mouth_darker, args.mouth_teeth,
+                                   args.mouth_hold_from)
         loss = loss + args.mouth_paint * kept + args.mouth_hold * painted
     if args.paint_smooth:
         loss = loss + args.paint_smooth * painted_texture(pred, mask, x)
@@ -532,6 +539,9 @@ def main() -> None:
     t.add_argument("--mouth-hold", type=float, default=0.0,
                    help="weight of the share painted anew (1 - A) in the rest of the mouth box "
                         "of those faces: repaint the teeth, not the chin (0: off)")
+    t.add_argument("--mouth-hold-from", type=int, default=0,
+                   help="--mouth-hold over the whole face from this row down (less the region "
+                        "painted), not only the mouth box (0: the box)")
     t.add_argument("--paint-smooth", type=float, default=0.0,
                    help="weight of the painted colour's fine texture (painted_texture): paint "
                         "only smooth new content, keep the face's own texture (0: off)")
