@@ -218,8 +218,7 @@ def mouth_kept(mask: torch.Tensor, x: torch.Tensor, y: torch.Tensor, grin: torch
     if darker:
         region = region * ((x - y) * 127.5 / darker).clamp(0, 1)
     if teeth:
-        local = F.avg_pool2d(x, 9, 1, 4, count_include_pad=False)
-        region = region * ((x - local) * 127.5 / teeth).clamp(0, 1)
+        region = region * brighter_than_around(x * 127.5, teeth)
     rest = box - region
     if hold_from:
         lower = torch.zeros_like(mask)
@@ -230,6 +229,13 @@ def mouth_kept(mask: torch.Tensor, x: torch.Tensor, y: torch.Tensor, grin: torch
     g = grin.float()
     n = g.sum().clamp(min=1)
     return (kept * g).sum() / n, (painted * g).sum() / n
+
+
+def brighter_than_around(grey: torch.Tensor, levels: float) -> torch.Tensor:
+    """[B, 1, H, W] in [0, 1]: how much each pixel (grey levels) is brighter than the mean of
+    its 9x9 neighbourhood, in full from levels: teeth within a mouth."""
+    local = F.avg_pool2d(grey, 9, 1, 4, count_include_pad=False)
+    return ((grey - local) / levels).clamp(0, 1)
 
 
 def paint_terms(args: argparse.Namespace, pred: torch.Tensor, mask: torch.Tensor,
@@ -263,8 +269,7 @@ def teeth_composite(faces: torch.Tensor, one_step: torch.Tensor, closed: torch.T
     rest of the lower face is taught as the one-step teacher keeps it."""
     x = faces.float().reshape(closed.shape)[:, None]
     c = closed.float()[:, None]
-    local = F.avg_pool2d(x, 9, 1, 4, count_include_pad=False)
-    r = mouth_box() * ((x - local) / teeth).clamp(0, 1) * ((x - c) / teeth).clamp(0, 1)
+    r = mouth_box() * brighter_than_around(x, teeth) * ((x - c) / teeth).clamp(0, 1)
     r = F.avg_pool2d(F.max_pool2d(r, 3, 1, 1), 3, 1, 1)
     out = one_step.float()[:, None] + r * (c - one_step.float()[:, None])
     return out[:, 0].round().clamp(0, 255).to(torch.uint8)

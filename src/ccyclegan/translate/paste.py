@@ -152,7 +152,7 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     detail_gate (grey levels; None: the whole painted share, 0: never): take the detail out
     only in the share |paint| / detail_gate of a painted pixel, so a pixel repainted nearly as
     it was keeps it (measured: experiments/photo_release/); colour_gate (grey levels; None:
-    the whole painted share) the same for the colour; guide (grey levels; 0: off): the
+    the whole painted share, 0: never) the same for the colour; guide (grey levels; 0: off): the
     paint upsampled by the guided filter (_guided_up) rather than bicubic. texture (grey
     levels; 0: none): the finest detail whose local RMS is under texture (skin's grain) is
     kept even where painted (_old_detail).
@@ -194,17 +194,14 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     y_out = y_moved + paint
     if edit.weight is not None and edit.weight.max() > 1e-3:
         wgt = np.clip(up(edit.weight, cv2.INTER_LINEAR), 0.0, 1.0) * fade_hr
-        if detail_gate is not None:  # keep the detail where the paint changes little
-            wgt_d = wgt * np.clip(np.abs(paint) / detail_gate, 0.0, 1.0) if detail_gate else 0
-        else:
-            wgt_d = wgt
-        y_out -= wgt_d * _old_detail(y_moved, n, texture)  # what the paint paints over
+        change = np.abs(paint)
+        # what the paint paints over: the old detail, where the paint changes the pixel enough
+        y_out -= _gated(wgt, change, detail_gate) * _old_detail(y_moved, n, texture)
         if colour:
             chroma = moved - y_moved[:, :, None]
             near_chroma = _colour_around(moved, 1.0 - wgt, n)
             near_chroma -= luma_f(near_chroma)[:, :, None]
-            wgt_c = wgt if colour_gate is None else wgt * np.clip(np.abs(paint) / colour_gate,
-                                                                   0.0, 1.0)
+            wgt_c = _gated(wgt, change, colour_gate)
             moved = y_moved[:, :, None] + chroma + wgt_c[:, :, None] * (near_chroma - chroma)
     if match and delta48 is not None:
         y_in = luma_f(region) if colour else region
@@ -293,6 +290,15 @@ def _old_detail(y: np.ndarray, n: int, texture: float) -> np.ndarray:
         rms = np.sqrt(cv2.GaussianBlur(fine * fine, (0, 0), 2.0))
         detail -= fine * np.clip(2.0 - rms / texture, 0.0, 1.0)  # faint: grain; strong: edges
     return detail
+
+
+def _gated(weight: np.ndarray, change: np.ndarray, gate: float | None) -> np.ndarray | float:
+    """The painted share weight in the proportion change / gate (grey levels), in full from
+    gate: a pixel repainted nearly as it was keeps what it had (None: the whole weight; 0:
+    none). detail_gate's and colour_gate's rule."""
+    if gate is None:
+        return weight
+    return weight * np.clip(change / gate, 0.0, 1.0) if gate else 0.0
 
 
 def _guided_up(paint: np.ndarray, y: np.ndarray, n: int, eps: float, radius: int = 1
