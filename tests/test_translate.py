@@ -546,6 +546,20 @@ def test_expand_inputs_skips_own_outputs(tmp_path):
         expand_inputs([tmp_path / "missing"])
 
 
+def _inductor_cannot_build() -> str:
+    """Why inductor fails on a trivial frozen float kernel on this machine ('' when it works):
+    a broken C++ toolchain or a full temp disk, told apart from a failure of our compile path."""
+    import torch
+    import torch._inductor.config as inductor
+
+    try:
+        with inductor.patch(freezing=True), torch.no_grad():
+            torch.compile(lambda x: torch.relu(x) * 2 + 1)(torch.randn(4, 1000))
+    except Exception as e:
+        return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return ""
+
+
 def test_compiled_generator_matches_eager(tr, gen_path):
     """--compile (inductor with frozen weights) gives eager's numbers, for one face, for the
     batch of 7 the source estimate decodes, and for a batch size it has not seen."""
@@ -554,6 +568,10 @@ def test_compiled_generator_matches_eager(tr, gen_path):
     if shutil.which("c++") is None and shutil.which("g++") is None:
         pytest.skip("torch.compile on the CPU needs a C++ compiler")
     compiled = ExpressionTranslator.load(gen_path, compile=True)
+    if not compiled._backend.compiled:
+        toolchain = _inductor_cannot_build()
+        if toolchain:  # the machine, not our code: the fallback has its own test below
+            pytest.skip(f"inductor cannot build even a one-line kernel here: {toolchain}")
     assert compiled._backend.compiled
     faces = synthetic_faces(1, seed=5).images.numpy()  # [7, 1, 48, 48]
     eye = np.eye(7, dtype=np.float32)

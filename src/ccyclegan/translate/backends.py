@@ -105,7 +105,9 @@ class TorchBackend:
                 self._decode([f.expand(NUM_CLASSES, *f.shape[1:]).contiguous() for f in feats],
                              eye)
         except Exception as e:  # no compiler, unsupported platform, ...
-            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            lines = str(e).strip().splitlines() or [type(e).__name__]
+            # a C++ compile error's first line says only that: the compiler's own line says why
+            why = next((ln.strip() for ln in lines if "error:" in ln), lines[0])[:200]
             print(f"ccyclegan: torch.compile failed ({why}); running eager PyTorch",
                   file=sys.stderr)
             self._encode, self._decode, self.compiled = G.encode, G.decode_parts, False
