@@ -202,4 +202,7 @@ def test_the_benchmark_script_runs_and_compares_pastes(reader, photo_file, gen_p
     painted = bench.paste_of("flow:0")(result, "sad")
     assert not np.array_equal(painted, result.image("sad"))
     monkeypatch.setattr("ccyclegan.translate.paste.MOVE", False)
-    assert np.array_equal(painted, tr.translate_faces(str(photo_file), to="sad").image())
+    # the same batch of 7 targets: a batch of 1 differs in the float's last bits, which can
+    # round a pixel the other way
+    again = tr.translate_faces(str(photo_file), to="all")
+    assert np.array_equal(painted, again.image("sad"))
