@@ -13,7 +13,8 @@ border ramp, a share of the side), `seamless:0|1` (the change less its harmonic 
 frame's border), `flow:W` (the edit applied as a move where a move explains it:
 paste.flow_of_edit with window W, `flow:0` for paint alone; `maxflow:L`, `dead:D` its
 longest and shortest vectors, `changed:C` where it is kept, `changed:0` everywhere,
-`smooth:S` its Gaussian blur, pixels of the 48x48 face),
+`smooth:S` its Gaussian blur, pixels of the 48x48 face, `parts:0|1` the field kept only on
+the mouth, eyes and brows: paste.parts_mask),
 `texture:T` (the old detail's faint grain, local RMS under T, kept under paint; 0: none),
 `guide:E` (the paint upsampled by the guided filter, the photo's luminance as guide), `cgate:T`
 (the colour around taken only in the share |paint| / T of a painted pixel; `cgate:off`:
@@ -53,7 +54,7 @@ from ccyclegan.translate.paste import border_fade, flow_of_edit, paste_edit
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 KEYS = ("gate", "match", "fade", "seamless", "flow", "maxflow", "dead", "changed", "smooth",
-        "texture", "cgate", "guide")
+        "texture", "cgate", "guide", "parts")
 
 
 def legacy_mask(size: int = FACE_SIZE) -> np.ndarray:
@@ -91,11 +92,11 @@ def paste_with(**settings):
     flow_of_edit's); the rest as translate calls it."""
     names = {"gate": "detail_gate", "cgate": "colour_gate"}
     kwargs = {names.get(k, k): v for k, v in settings.items()
-              if k not in ("fade", "flow", "maxflow", "dead", "changed", "smooth")}
+              if k not in ("fade", "flow", "maxflow", "dead", "changed", "smooth", "parts")}
     ramp = {"ramp": settings["fade"]} if "fade" in settings else {}
     flow = {k2: settings[k] for k, k2 in (("flow", "window"), ("maxflow", "max_len"),
                                           ("dead", "dead"), ("changed", "changed"),
-                                          ("smooth", "smooth"))
+                                          ("smooth", "smooth"), ("parts", "parts"))
             if k in settings}
     move = bool(flow["window"]) if "window" in flow else paste_module.MOVE
 
@@ -121,9 +122,9 @@ def paste_of(name: str):
         if key not in KEYS or not value:
             raise SystemExit(f"unknown paste {name!r} (model, gate:T, match:N, fade:R, "
                              "seamless:0|1, flow:W, maxflow:L, dead:D, changed:C, smooth:S, "
-                             "texture:T, cgate:T, guide:E joined with +, legacy)")
+                             "parts:0|1, texture:T, cgate:T, guide:E joined with +, legacy)")
         settings[key] = (int(value) if key in ("match", "flow")
-                         else bool(int(value)) if key == "seamless"
+                         else bool(int(value)) if key in ("seamless", "parts")
                          else None if value == "off" else float(value))
     return paste_with(**settings)
 

@@ -705,6 +705,36 @@ def test_a_smoothed_field_is_smoother_and_still_makes_the_edit():
                        atol=1e-3)
 
 
+def test_the_move_on_parts_keeps_the_mouth_moving_and_paints_the_cheek():
+    """flow_of_edit(parts=True): a disc moved on the mouth is still moved, one moved on a cheek
+    (where a lightened fold reads as a collapsed one) is left to paint; at 48x48 the result
+    is the model's exactly either way."""
+    from ccyclegan.translate.paste import flow_of_edit, parts_mask, warp_face
+
+    mask = parts_mask()
+    assert mask[37, 24] > 0.99 and mask[16, 12] > 0.99 and mask[16, 36] > 0.99  # mouth, eyes
+    assert mask[30, 6] < 0.01 and mask[30, 41] < 0.01 and mask[47, 24] < 0.1  # cheeks, chin
+    yy, xx = np.mgrid[0:48, 0:48]
+
+    def discs(dy: int) -> np.ndarray:
+        mouth = (yy - 36 - dy) ** 2 + (xx - 24) ** 2 < 16
+        cheek = (yy - 30 - dy) ** 2 + (xx - 6) ** 2 < 9
+        return np.where(mouth | cheek, 50, 170).astype(np.float32)
+
+    face = discs(0).astype(np.uint8)
+    delta = discs(2) - face
+    edit = FaceEdit(delta, None, None, delta)
+    everywhere, on_parts = flow_of_edit(face, edit), flow_of_edit(face, edit, parts=True)
+    cheek = (np.abs(delta) > 10) & (xx < 14)
+    mouth = (np.abs(delta) > 10) & (np.abs(xx - 24) < 6)
+    assert np.abs(everywhere.flow[cheek]).max() > 1.0  # without: the cheek moves too
+    assert np.abs(on_parts.flow[cheek]).max() < 0.05
+    assert -2.6 < float(np.median(on_parts.flow[mouth, 1])) < -1.4
+    for e in (everywhere, on_parts):
+        assert np.allclose(warp_face(face.astype(np.float32), e.flow) + e.paint, discs(2),
+                           atol=1e-3)
+
+
 def test_paint_keeps_the_skins_grain_but_not_a_teeth_edge():
     """Where the model paints anew, the photo's old detail goes, but its finest and faintest
     part (grain of a few grey levels) stays, so a repainted region is not smoother than the

@@ -15,9 +15,9 @@ import numpy as np
 
 from ccyclegan.translate.faces import Box, _cv2, _region, _resize
 
-__all__ = ["BORDER_RAMP", "COLOUR_GATE", "DETAIL_GATE", "GUIDE", "MATCH_ROUNDS", "MOVE", "SEAMLESS",
-           "TEXTURE", "FaceEdit", "border_fade", "edge_mask", "flow_of_edit", "harmonic_fill",
-           "luma_f", "moved_edit", "paste_edit", "warp_face"]
+__all__ = ["BORDER_RAMP", "COLOUR_GATE", "DETAIL_GATE", "GUIDE", "MATCH_ROUNDS", "MOVE", "PARTS",
+           "SEAMLESS", "TEXTURE", "FaceEdit", "border_fade", "edge_mask", "flow_of_edit",
+           "harmonic_fill", "luma_f", "moved_edit", "parts_mask", "paste_edit", "warp_face"]
 
 BORDER_RAMP = 0.05  # the edit fades to nothing over this share of the frame at each side
 # paste_edit's defaults, chosen on the photo benchmark (experiments/photo_release/): old detail
@@ -50,6 +50,10 @@ COLOUR_GATE = 16.0
 # arriving as a 48-pixel blur over them
 GUIDE = 0.0
 CHANGED = 4.0  # grey levels: the move fades out where the model changes the face by less
+# the move kept on the parts an expression moves (mouth, eyes and brows of a FER-framed face,
+# parts_mask) and left to paint elsewhere: on a cheek a fold the model lightens reads to the
+# flow as a fold that collapses, and moving it bends the photo's fold into a ripple or hook
+PARTS = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,7 +218,8 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
 
 
 def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: float = 3.0,
-                 dead: float = 0.3, changed: float = CHANGED, smooth: float = 0.0) -> FaceEdit:
+                 dead: float = 0.3, changed: float = CHANGED, smooth: float = 0.0,
+                 parts: bool = PARTS) -> FaceEdit:
     """The model's 48x48 edit as a move plus what the move cannot make: the dense optical flow
     (Farneback's) from the edited face back to the input, so that input(p + flow(p)) best
     explains output(p), and the paint left over. At a photo's resolution the move shifts the
@@ -226,7 +231,8 @@ def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: flo
     moves: resampling costs the photo a little sharpness); changed (grey levels): the field
     fades out where the model changes the face by less (0: kept everywhere); smooth: the
     field's Gaussian blur after all that (pixels; 0: none), so that a fold the model moves
-    moves along its whole length instead of bending where the field fades. Defaults chosen
+    moves along its whole length instead of bending where the field fades; parts: the field
+    kept only on parts_mask (mouth, eyes, brows), the rest painted. Defaults chosen
     on the photo benchmark (experiments/photo_release/). A model that predicts its own field
     (edit.flow set) is left as it is."""
     if edit.flow is not None or edit.delta is None or not np.abs(edit.delta).max() >= 0.5:
@@ -248,7 +254,22 @@ def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: flo
         flow = cv2.GaussianBlur(flow, (0, 0), smooth)
         if dead:  # the blur spreads short vectors where nothing moved
             flow *= _fade_in(np.linalg.norm(flow, axis=2, keepdims=True), dead)
+    if parts:
+        flow *= parts_mask(face.shape[0])[:, :, None]
     return moved_edit(face, edit.delta, flow, edit.weight)
+
+
+def parts_mask(n: int = 48) -> np.ndarray:
+    """Where an expression moves a FER-framed face (n x n, the translator's frame): an
+    ellipse over the mouth and its corners, and the band of the eyes and brows; soft-edged,
+    1 inside. The cheeks, the nose and the chin are outside: there the model's edit is paint.
+    Placed on FER2013's framing (the mouth's centre at 0.77 of the side, its corners within
+    0.23 of the centre line; the brows from 0.17, the lower lids by 0.48)."""
+    cv2 = _cv2()
+    y, x = (np.mgrid[0:n, 0:n].astype(np.float32) + 0.5) / n
+    mask = (((y - 0.78) / 0.15) ** 2 + ((x - 0.5) / 0.23) ** 2 <= 1).astype(np.float32)
+    mask[(y >= 0.17) & (y < 0.5) & (x >= 0.1) & (x < 0.9)] = 1.0
+    return cv2.GaussianBlur(mask, (0, 0), 1.5 * n / 48)
 
 
 def _fade_in(length: np.ndarray, dead: float) -> np.ndarray:
