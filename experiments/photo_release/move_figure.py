@@ -1,12 +1,14 @@
 """The figure of the paste's move against paint alone, on the large faces where they differ.
 
     python experiments/photo_release/move_figure.py [--photos ../shared/data/photos]
-        [-o experiments/photo_release/move_vs_paint.jpg] [--face PHOTO:K ...]
+        [-o experiments/photo_release/move_vs_paint.jpg] [--face PHOTO:K ...] [--parts]
 
 For each photo's largest face (or each --face: the K-th face the translator finds in PHOTO):
 the lower two thirds of its frame at the photo's own resolution, the input then angry, sad,
 surprise and neutral; the first row painted only (paste.MOVE off), the second with the edit
-applied as a move where a move explains it (the default).
+applied as a move where a move explains it (the default). --parts: the first row moved
+wherever a move explains the edit (paste.PARTS off), the second moved on the mouth, eyes and
+brows only (the default since).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ TARGETS = ("angry", "sad", "surprise", "neutral")
 HEIGHT = 300  # each row scaled to this height (the Tom Cruise face is shown near 1:1)
 
 
-def rows(tr: ExpressionTranslator, path: Path, k: int | None = None) -> list[np.ndarray]:
+def rows(tr: ExpressionTranslator, path: Path, k: int | None = None,
+         setting: str = "MOVE") -> list[np.ndarray]:
     out = []
-    for move in (False, True):
-        paste.MOVE = move
+    for on in (False, True):
+        setattr(paste, setting, on)
         result = tr.translate_faces(path, to="all")
         face = max(result.faces, key=lambda f: f.frame.w) if k is None else result.faces[k]
         f = face.frame
@@ -49,16 +52,20 @@ def main() -> None:
     p.add_argument("-o", "--out", default=str(Path(__file__).with_name("move_vs_paint.jpg")))
     p.add_argument("--face", action="append", metavar="PHOTO:K",
                    help="the K-th face found in PHOTO instead of each photo's largest")
+    p.add_argument("--parts", action="store_true",
+                   help="compare the move everywhere with the move on parts (paste.PARTS)")
     a = p.parse_args()
     faces = [(name, None) for name in PHOTOS]
     if a.face:
         faces = [(spec.rpartition(":")[0], int(spec.rpartition(":")[2])) for spec in a.face]
     tr = ExpressionTranslator.load()
-    move = paste.MOVE
+    setting = "PARTS" if a.parts else "MOVE"
+    before = getattr(paste, setting)
     try:
-        all_rows = [r for name, k in faces for r in rows(tr, Path(a.photos) / name, k)]
+        all_rows = [r for name, k in faces
+                    for r in rows(tr, Path(a.photos) / name, k, setting)]
     finally:
-        paste.MOVE = move
+        setattr(paste, setting, before)
     width = max(r.shape[1] for r in all_rows)
     page = np.full((sum(r.shape[0] + 6 for r in all_rows), width, 3), 255, np.uint8)
     y = 0
@@ -66,7 +73,8 @@ def main() -> None:
         page[y:y + r.shape[0], :r.shape[1]] = r
         y += r.shape[0] + 6
     Image.fromarray(page).save(a.out, quality=90)
-    print(f"wrote {a.out}: per photo, painted only then moved; input, {', '.join(TARGETS)}")
+    first, second = ("moved anywhere", "on parts") if a.parts else ("painted only", "moved")
+    print(f"wrote {a.out}: per photo, {first} then {second}; input, {', '.join(TARGETS)}")
 
 
 if __name__ == "__main__":

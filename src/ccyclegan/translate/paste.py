@@ -52,8 +52,9 @@ GUIDE = 0.0
 CHANGED = 4.0  # grey levels: the move fades out where the model changes the face by less
 # the move kept on the parts an expression moves (mouth, eyes and brows of a FER-framed face,
 # parts_mask) and left to paint elsewhere: on a cheek a fold the model lightens reads to the
-# flow as a fold that collapses, and moving it bends the photo's fold into a ripple or hook
-PARTS = False
+# flow as a fold that collapses, and moving it bent the photo's fold into a ripple or a hook
+# (the same reading on the photo benchmark, the person kept more often: experiments/photo_release/)
+PARTS = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,11 +264,11 @@ def parts_mask(n: int = 48) -> np.ndarray:
     """Where an expression moves a FER-framed face (n x n, the translator's frame): an
     ellipse over the mouth and its corners, and the band of the eyes and brows; soft-edged,
     1 inside. The cheeks, the nose and the chin are outside: there the model's edit is paint.
-    Placed on FER2013's framing (the mouth's centre at 0.77 of the side, its corners within
-    0.23 of the centre line; the brows from 0.17, the lower lids by 0.48)."""
+    Placed on FER2013's framing (the mouth's centre at 0.76 of the side, a broad grin's
+    corners within 0.3 of the centre line; the brows from 0.17, the lower lids by 0.48)."""
     cv2 = _cv2()
     y, x = (np.mgrid[0:n, 0:n].astype(np.float32) + 0.5) / n
-    mask = (((y - 0.78) / 0.15) ** 2 + ((x - 0.5) / 0.23) ** 2 <= 1).astype(np.float32)
+    mask = (((y - 0.76) / 0.17) ** 2 + ((x - 0.5) / 0.3) ** 2 <= 1).astype(np.float32)
     mask[(y >= 0.17) & (y < 0.5) & (x >= 0.1) & (x < 0.9)] = 1.0
     return cv2.GaussianBlur(mask, (0, 0), 1.5 * n / 48)
 
