@@ -15,6 +15,8 @@ paste.flow_of_edit with window W, `flow:0` for paint alone; `maxflow:L`, `dead:D
 longest and shortest vectors, `changed:C` where it is kept, `changed:0` everywhere,
 `smooth:S` its Gaussian blur, pixels of the 48x48 face, `parts:0|1` the field kept only on
 the mouth, eyes and brows: paste.parts_mask),
+`unblur:S` (the share S of the input's fine detail that the model's edit only blurs given back:
+a rejected candidate, `unblurred`),
 `texture:T` (the old detail's faint grain, local RMS under T, kept under paint; 0: none),
 `guide:E` (the paint upsampled by the guided filter, the photo's luminance as guide), `cgate:T`
 (the colour around taken only in the share |paint| / T of a painted pixel; `cgate:off`:
@@ -54,7 +56,7 @@ from ccyclegan.translate.paste import border_fade, flow_of_edit, paste_edit
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 KEYS = ("gate", "match", "fade", "seamless", "flow", "maxflow", "dead", "changed", "smooth",
-        "texture", "cgate", "guide", "parts")
+        "texture", "cgate", "guide", "parts", "unblur")
 
 
 def legacy_mask(size: int = FACE_SIZE) -> np.ndarray:
@@ -87,12 +89,34 @@ def legacy_paste(result, emotion: str) -> np.ndarray:
     return pixels
 
 
+def unblurred(face: np.ndarray, edit, share: float):
+    """A measured and rejected candidate (experiments/photo_release/): the share of the
+    input's fine detail (its 1-pixel high-pass, after the move) that the model's edit takes out
+    where it only blurs it (the edit's own high-pass, projected on the input's over 3x3
+    windows) given back, in the paint and in the 48x48 result the photo is matched to."""
+    import cv2
+
+    from ccyclegan.translate.paste import FaceEdit, warp_face
+
+    if edit.delta is None:
+        return edit
+    x = face.astype(np.float32)
+    moved = warp_face(x, edit.flow) if edit.flow is not None else x
+    hp_in = moved - cv2.GaussianBlur(moved, (0, 0), 1.0)
+    paint = edit.paint.astype(np.float32)
+    hp = paint - cv2.GaussianBlur(paint, (0, 0), 1.0)
+    k = np.clip(-cv2.blur(hp * hp_in, (3, 3)) / (cv2.blur(hp_in * hp_in, (3, 3)) + 4.0), 0, 1)
+    back = (share * k * hp_in).astype(np.float32)
+    return FaceEdit(paint + back, edit.flow, edit.weight, edit.delta + back)
+
+
 def paste_with(**settings):
     """paste_edit with some of its settings changed (gate, match, fade, seamless, and
     flow_of_edit's); the rest as translate calls it."""
     names = {"gate": "detail_gate", "cgate": "colour_gate"}
     kwargs = {names.get(k, k): v for k, v in settings.items()
-              if k not in ("fade", "flow", "maxflow", "dead", "changed", "smooth", "parts")}
+              if k not in ("fade", "flow", "maxflow", "dead", "changed", "smooth", "parts",
+                           "unblur")}
     ramp = {"ramp": settings["fade"]} if "fade" in settings else {}
     flow = {k2: settings[k] for k, k2 in (("flow", "window"), ("maxflow", "max_len"),
                                           ("dead", "dead"), ("changed", "changed"),
@@ -106,6 +130,8 @@ def paste_with(**settings):
             edit = face.edits[emotion]
             if move:
                 edit = flow_of_edit(face.before, edit, **flow)
+            if settings.get("unblur"):
+                edit = unblurred(face.before, edit, settings["unblur"])
             paste_edit(pixels, face.frame, edit, border_fade(FACE_SIZE, **ramp), **kwargs)
         return pixels
     return paste
@@ -122,7 +148,8 @@ def paste_of(name: str):
         if key not in KEYS or not value:
             raise SystemExit(f"unknown paste {name!r} (model, gate:T, match:N, fade:R, "
                              "seamless:0|1, flow:W, maxflow:L, dead:D, changed:C, smooth:S, "
-                             "parts:0|1, texture:T, cgate:T, guide:E joined with +, legacy)")
+                             "parts:0|1, texture:T, cgate:T, guide:E, unblur:S joined with +, "
+                             "legacy)")
         settings[key] = (int(value) if key in ("match", "flow")
                          else bool(int(value)) if key in ("seamless", "parts")
                          else None if value == "off" else float(value))
