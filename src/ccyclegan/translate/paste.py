@@ -263,7 +263,7 @@ def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: flo
 def parts_mask(n: int = 48) -> np.ndarray:
     """Where an expression moves a FER-framed face (n x n, the translator's frame): an
     ellipse over the mouth and its corners, and the band of the eyes and brows; soft-edged,
-    1 inside. The cheeks, the nose and the chin are outside: there the model's edit is paint.
+    1 inside. The cheeks, the lower nose and the chin are outside: there the edit is paint.
     Placed on FER2013's framing (the mouth's centre at 0.76 of the side, a broad grin's
     corners within 0.3 of the centre line; the brows from 0.17, the lower lids by 0.48)."""
     cv2 = _cv2()
