@@ -63,8 +63,10 @@ class CondInstanceNorm(nn.Module):
         nn.init.zeros_(self.shift.bias)
 
     def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        c = c.to(h.dtype)
-        return self.norm(h) * self.scale(c)[:, :, None, None] + self.shift(c)[:, :, None, None]
+        c, n = c.to(h.dtype), self.scale.out_features
+        # reshape, not [:, :, None, None]: one ONNX node instead of two Unsqueezes
+        return self.norm(h) * self.scale(c).reshape(-1, n, 1, 1) + \
+            self.shift(c).reshape(-1, n, 1, 1)
 
 
 class _Block(nn.Sequential):
@@ -178,7 +180,7 @@ class Generator(nn.Module):
         x, *skips, z = feats
         planes = self.label_mode == "planes"
         h = self.transform(torch.cat([z, c.to(z.dtype)], 1))
-        h = self.expand(h[:, :, None, None], c)
+        h = self.expand(h.reshape(-1, self.expand[0].in_channels, 1, 1), c)
         for layer, skip in zip(self.dec, reversed(skips[1:]), strict=True):
             h = torch.cat([h, skip], 1)
             if planes:
@@ -197,11 +199,11 @@ class Generator(nn.Module):
         if self.output == "residual":
             out = (x + 2 * torch.tanh(h)).clamp(-1, 1)
         elif self.output == "attention":
-            colour, a = h.chunk(2, dim=1)
+            colour, a = h[:, :-1], h[:, -1:]  # the mask is the last channel (static slices)
             mask = torch.sigmoid(a)
             out = mask * x + (1 - mask) * torch.tanh(colour)
         elif self.output == "warp":
-            colour, a = h.chunk(2, dim=1)
+            colour, a = h[:, :-1], h[:, -1:]
             mask = torch.sigmoid(a)
             out = mask * warp(x, flow) + (1 - mask) * torch.tanh(colour)
         else:

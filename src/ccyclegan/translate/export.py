@@ -57,8 +57,9 @@ class _Forward(nn.Module):
         out, mask, flow = self.G.decode_parts(self.G.encode(face), condition)
         if mask is None:
             mask = torch.ones_like(out)
-        if flow is None:
-            flow = torch.zeros_like(out).expand(-1, 2, -1, -1)
+        if flow is None:  # zeros, in two graph nodes (zeros_like + expand took five)
+            zero = out[:, :1] * 0
+            flow = torch.cat([zero, zero], 1)
         return out, mask, flow
 
 
