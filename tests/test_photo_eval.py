@@ -185,6 +185,7 @@ def test_the_benchmark_script_runs_and_compares_pastes(reader, photo_file, gen_p
         assert s["faces"] == 1 and s["translations"] == len(EMOTIONS)
     with pytest.raises(SystemExit, match="unknown paste"):
         bench.paste_of("match")
+    assert callable(bench.paste_of("parts:0+unblur:0.4"))  # the keys the README's tables use
     # --frame-scale: the translator frames wider, and only for that run
     from ccyclegan.translate import api
     from ccyclegan.translate.faces import frame_box
