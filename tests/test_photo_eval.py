@@ -202,6 +202,10 @@ def test_the_benchmark_script_runs_and_compares_pastes(reader, photo_file, gen_p
     # flow:0 is the paste with the move off (paint alone)
     painted = bench.paste_of("flow:0")(result, "sad")
     assert not np.array_equal(painted, result.image("sad"))
+    # unblur:1 gives back the photo's detail where the edit only blurs it: closer to the input
+    before = result.original.pixels.astype(int)
+    unblurred = bench.paste_of("unblur:1")(result, "sad").astype(int)
+    assert np.abs(unblurred - before).sum() < np.abs(result.image("sad").astype(int) - before).sum()
     monkeypatch.setattr("ccyclegan.translate.paste.MOVE", False)
     # the same batch of 7 targets: a batch of 1 differs in the float's last bits, which can
     # round a pixel the other way
