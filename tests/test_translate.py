@@ -552,11 +552,13 @@ def _inductor_cannot_build() -> str:
     import torch
     import torch._inductor.config as inductor
 
+    from ccyclegan.core.runtime import error_reason
+
     try:
         with inductor.patch(freezing=True), torch.no_grad():
             torch.compile(lambda x: torch.relu(x) * 2 + 1)(torch.randn(4, 1000))
     except Exception as e:
-        return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        return error_reason(e)
     return ""
 
 

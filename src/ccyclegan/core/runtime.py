@@ -18,6 +18,15 @@ from torch import nn
 from ccyclegan.core.config import ConfigError
 
 
+def error_reason(e: BaseException, prefer: str = "") -> str:
+    """The line of an exception's message worth one line of a user's error: the first (the
+    exception's type where it says nothing), or the first that holds prefer (a C++ compile
+    error's first line says only that; the compiler's "error:" line says why); at most 200
+    characters."""
+    lines = str(e).strip().splitlines() or [type(e).__name__]
+    return next((ln.strip() for ln in lines if prefer and prefer in ln), lines[0])[:200]
+
+
 def resolve_device(name: str) -> torch.device:
     """"auto": CUDA when available, else the CPU; anything else as torch.device reads it."""
     if name == "auto":

@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from ccyclegan.core.runtime import error_reason
+
 WEIGHT_FILES = {
     "pt_inception-2015-12-05-6726825d.pth":
         "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -284,8 +286,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"read with torch.load(weights_only=True), which never runs code from the file; "
             f"use the published pytorch-fid / torch-fidelity file or a .safetensors") from None
     except Exception as e:  # truncated file, not a pickle or zip, ...
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise InceptionWeightsError(f"{path}: cannot read Inception weights: {why}") from None
+        raise InceptionWeightsError(f"{path}: cannot read Inception weights: "
+                                    f"{error_reason(e)}") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):

@@ -20,7 +20,7 @@ from ccyclegan.core.checkpoint import CheckpointError
 from ccyclegan.core.config import ConfigError, drop_input_blur
 from ccyclegan.core.data import NUM_CLASSES
 from ccyclegan.core.generator_files import load_generator
-from ccyclegan.core.runtime import resolve_device
+from ccyclegan.core.runtime import error_reason, resolve_device
 from ccyclegan.translate.export import onnx_bytes
 from ccyclegan.translate.faces import FACE_SIZE, TranslateError
 
@@ -105,9 +105,7 @@ class TorchBackend:
                 self._decode([f.expand(NUM_CLASSES, *f.shape[1:]).contiguous() for f in feats],
                              eye)
         except Exception as e:  # no compiler, unsupported platform, ...
-            lines = str(e).strip().splitlines() or [type(e).__name__]
-            # a C++ compile error's first line says only that: the compiler's own line says why
-            why = next((ln.strip() for ln in lines if "error:" in ln), lines[0])[:200]
+            why = error_reason(e, prefer="error:")  # the compiler's own line, where there is one
             print(f"ccyclegan: torch.compile failed ({why}); running eager PyTorch",
                   file=sys.stderr)
             self._encode, self._decode, self.compiled = G.encode, G.decode_parts, False
@@ -182,8 +180,7 @@ def onnx_session(path: Path, threads: int | None, device: str | None,
         session = ort.InferenceSession(str(path) if model is None else model, opts,
                                        providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for bad files
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise CheckpointError(f"{path}: not a valid ONNX model ({why})") from None
+        raise CheckpointError(f"{path}: not a valid ONNX model ({error_reason(e)})") from None
     names = [i.name for i in session.get_inputs()]
     if names != ["face", "condition"]:
         raise TranslateError(f"{path}: expected inputs (face, condition), got {names}; "
