@@ -114,14 +114,12 @@ def paste_with(**settings):
     """paste_edit with some of its settings changed (gate, match, fade, seamless, and
     flow_of_edit's); the rest as translate calls it."""
     names = {"gate": "detail_gate", "cgate": "colour_gate"}
+    flow_names = {"flow": "window", "maxflow": "max_len", "dead": "dead", "changed": "changed",
+                  "smooth": "smooth", "parts": "parts"}  # flow_of_edit's
     kwargs = {names.get(k, k): v for k, v in settings.items()
-              if k not in ("fade", "flow", "maxflow", "dead", "changed", "smooth", "parts",
-                           "unblur")}
+              if k not in flow_names and k not in ("fade", "unblur")}
     ramp = {"ramp": settings["fade"]} if "fade" in settings else {}
-    flow = {k2: settings[k] for k, k2 in (("flow", "window"), ("maxflow", "max_len"),
-                                          ("dead", "dead"), ("changed", "changed"),
-                                          ("smooth", "smooth"), ("parts", "parts"))
-            if k in settings}
+    flow = {flow_names[k]: v for k, v in settings.items() if k in flow_names}
     move = bool(flow["window"]) if "window" in flow else paste_module.MOVE
 
     def paste(result, emotion: str) -> np.ndarray:
