@@ -707,7 +707,7 @@ def test_a_smoothed_field_is_smoother_and_still_makes_the_edit():
                        atol=1e-3)
 
 
-def test_the_move_on_parts_keeps_the_mouth_moving_and_paints_the_cheek():
+def test_the_move_on_parts_keeps_the_mouth_moving_and_paints_the_cheek(monkeypatch):
     """flow_of_edit(parts=True, the default): a disc moved on the mouth is still moved, one
     moved on a cheek (where a lightened fold reads as a collapsed one) is left to paint; at
     48x48 the result is the model's exactly either way."""
@@ -735,6 +735,9 @@ def test_the_move_on_parts_keeps_the_mouth_moving_and_paints_the_cheek():
     for e in (everywhere, on_parts):
         assert np.allclose(warp_face(face.astype(np.float32), e.flow) + e.paint, discs(2),
                            atol=1e-3)
+    # paste.PARTS is read at the call, so setting it switches the default (as paste.MOVE)
+    monkeypatch.setattr("ccyclegan.translate.paste.PARTS", False)
+    np.testing.assert_array_equal(flow_of_edit(face, edit).flow, everywhere.flow)
 
 
 def test_paint_keeps_the_skins_grain_but_not_a_teeth_edge():

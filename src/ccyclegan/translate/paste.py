@@ -220,7 +220,7 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
 
 def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: float = 3.0,
                  dead: float = 0.3, changed: float = CHANGED, smooth: float = 0.0,
-                 parts: bool = PARTS) -> FaceEdit:
+                 parts: bool | None = None) -> FaceEdit:
     """The model's 48x48 edit as a move plus what the move cannot make: the dense optical flow
     (Farneback's) from the edited face back to the input, so that input(p + flow(p)) best
     explains output(p), and the paint left over. At a photo's resolution the move shifts the
@@ -233,7 +233,8 @@ def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: flo
     fades out where the model changes the face by less (0: kept everywhere); smooth: the
     field's Gaussian blur after all that (pixels; 0: none), so that a fold the model moves
     moves along its whole length instead of bending where the field fades; parts: the field
-    kept only on parts_mask (mouth, eyes, brows), the rest painted. Defaults chosen
+    kept only on parts_mask (mouth, eyes, brows), the rest painted (None: PARTS, read at the
+    call, so setting paste.PARTS switches it as paste.MOVE does the move). Defaults chosen
     on the photo benchmark (experiments/photo_release/). A model that predicts its own field
     (edit.flow set) is left as it is."""
     if edit.flow is not None or edit.delta is None or not np.abs(edit.delta).max() >= 0.5:
@@ -255,7 +256,7 @@ def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: flo
         flow = cv2.GaussianBlur(flow, (0, 0), smooth)
         if dead:  # the blur spreads short vectors where nothing moved
             flow *= _fade_in(np.linalg.norm(flow, axis=2, keepdims=True), dead)
-    if parts:
+    if PARTS if parts is None else parts:
         flow *= parts_mask(face.shape[0])[:, :, None]
     return moved_edit(face, edit.delta, flow, edit.weight)
 
