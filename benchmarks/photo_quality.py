@@ -20,9 +20,10 @@ a rejected candidate, `unblurred`),
 `texture:T` (the old detail's faint grain, local RMS under T, kept under paint; 0: none),
 `guide:E` (the paint upsampled by the guided filter, the photo's luminance as guide), `cgate:T`
 (the colour around taken only in the share |paint| / T of a painted pixel; `cgate:off`:
-wherever painted), joined with `+`
-(`gate:off+match:0+fade:0.1+seamless:0+flow:0+texture:0+cgate:off`: the paste before these
-defaults);
+wherever painted), `sharpen:K` (the upsampled paint's unsharp mask, amount K; 0: off),
+joined with `+`
+(`gate:off+match:0+fade:0.1+seamless:0+flow:0+texture:0+cgate:off+sharpen:0`: the paste before
+these defaults);
 `legacy` (the paste before paste_edit: the 48x48 change added
 to the luminance under a fixed soft ellipse, reproduced here to measure it). Writes
 <out>/<model>__<paste>.json (the summary of ccyclegan.evaluate.photos.summarize) and prints a
@@ -56,7 +57,7 @@ from ccyclegan.translate.paste import border_fade, flow_of_edit, paste_edit
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 KEYS = ("gate", "match", "fade", "seamless", "flow", "maxflow", "dead", "changed", "smooth",
-        "texture", "cgate", "guide", "parts", "unblur")
+        "texture", "cgate", "guide", "parts", "unblur", "sharpen")
 
 
 def legacy_mask(size: int = FACE_SIZE) -> np.ndarray:
@@ -146,8 +147,8 @@ def paste_of(name: str):
         if key not in KEYS or not value:
             raise SystemExit(f"unknown paste {name!r} (model, gate:T, match:N, fade:R, "
                              "seamless:0|1, flow:W, maxflow:L, dead:D, changed:C, smooth:S, "
-                             "parts:0|1, texture:T, cgate:T, guide:E, unblur:S joined with +, "
-                             "legacy)")
+                             "parts:0|1, texture:T, cgate:T, guide:E, unblur:S, sharpen:K "
+                             "joined with +, legacy)")
         settings[key] = (int(value) if key in ("match", "flow")
                          else bool(int(value)) if key in ("seamless", "parts")
                          else None if value == "off" else float(value))

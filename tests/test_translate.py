@@ -200,6 +200,39 @@ def test_guided_paint_follows_the_photos_edges():
     assert jumps[0.0][0] < 10  # bicubic: spread out
 
 
+def test_sharpened_paint_gives_the_models_edge_its_contrast_back():
+    """paste_edit(sharpen=K): the paint enlarged from 48x48 has its edges steepened at the
+    scale of one 48x48 pixel (bicubic spreads them over several photo pixels), the same change
+    away from the edge, nothing at the frame's closed border; faces under 1.5 times the model's
+    size, and the edit's own arrays, are left as they are."""
+    photo = np.full((240, 240, 3), 120, np.uint8)
+    frame = Box(0, 0, 240, 240)
+    paint = np.zeros((48, 48), np.float32)
+    paint[:, 24:] = -40.0  # the model darkens the right half
+    fade = border_fade(48)
+    steepest, far = {}, {}
+    for k in (0.0, 1.0):
+        out = photo.copy()
+        paste_edit(out, frame, FaceEdit(paint.copy()), fade, match=0, sharpen=k)
+        change = out[120, :, 0].astype(int) - 120
+        steepest[k] = int(-np.diff(change[100:140]).min())
+        far[k] = (change[60:80].mean(), change[160:180].mean())
+        assert np.array_equal(out[0], photo[0]) and np.array_equal(out[:, -1], photo[:, -1])
+    assert steepest[1.0] > 1.25 * steepest[0.0]  # 12 against 9 grey levels per pixel
+    assert np.allclose(far[1.0], far[0.0], atol=1.0) and far[1.0][1] < -35
+
+    small = np.full((60, 60, 3), 120, np.uint8)  # 1.25 times the model's size
+    outs = []
+    for k in (0.0, 1.0):
+        out = small.copy()
+        paste_edit(out, Box(0, 0, 60, 60), FaceEdit(paint), fade, sharpen=k)
+        outs.append(out)
+    assert np.array_equal(outs[0], outs[1])
+    before = paint.copy()
+    paste_edit(np.full((48, 48, 3), 120, np.uint8), Box(0, 0, 48, 48), FaceEdit(paint), fade)
+    assert np.array_equal(paint, before)  # at the model's own size the paint is not written to
+
+
 def test_a_colour_gate_keeps_the_colour_of_a_pixel_repainted_as_it_was():
     """paste_edit(colour_gate=T): a pixel the model paints anew but changes by little keeps
     its own colour (a chin repainted nearly as it was stays skin-coloured), where the
@@ -757,7 +790,8 @@ def test_paint_keeps_the_skins_grain_but_not_a_teeth_edge():
     grain = {}
     for texture in (0.0, 8.0):
         out = photo.copy()
-        paste_edit(out, frame, FaceEdit(paint, None, weight), border_fade(48), texture=texture)
+        paste_edit(out, frame, FaceEdit(paint, None, weight), border_fade(48), texture=texture,
+                   sharpen=0.0)  # the paint's steepened edge would count as grain near it
         patch = out[76:84, 64:88, 0].astype(np.float32)  # grain only, away from the gap
         grain[texture] = float((patch - cv2_blur(patch)).std())
         gap = np.abs(out[92:100, 95].astype(int) - out[92:100, 91].astype(int)).mean()

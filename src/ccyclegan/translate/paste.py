@@ -16,8 +16,9 @@ import numpy as np
 from ccyclegan.translate.faces import Box, _cv2, _region, _resize
 
 __all__ = ["BORDER_RAMP", "COLOUR_GATE", "DETAIL_GATE", "GUIDE", "MATCH_ROUNDS", "MOVE", "PARTS",
-           "SEAMLESS", "TEXTURE", "FaceEdit", "border_fade", "edge_mask", "flow_of_edit",
-           "harmonic_fill", "luma_f", "moved_edit", "parts_mask", "paste_edit", "warp_face"]
+           "SEAMLESS", "SHARPEN", "TEXTURE", "FaceEdit", "border_fade", "edge_mask",
+           "flow_of_edit", "harmonic_fill", "luma_f", "moved_edit", "parts_mask", "paste_edit",
+           "warp_face"]
 
 BORDER_RAMP = 0.05  # the edit fades to nothing over this share of the frame at each side
 # paste_edit's defaults, chosen on the photo benchmark (experiments/photo_release/): old detail
@@ -49,6 +50,11 @@ COLOUR_GATE = 16.0
 # follows the photo's own edges (teeth darkened more than the gaps between them) instead of
 # arriving as a 48-pixel blur over them
 GUIDE = 0.0
+# the upsampled paint's unsharp mask (its amount; 0: off), at the scale of one pixel of the
+# 48x48 face: bicubic enlargement spreads each of the model's edges (a mouth's outline, a brow)
+# over several photo pixels, this gives them back their contrast at that scale (+0.8 / +0.5
+# points on the photo benchmark, the same person and sharpness: experiments/photo_release/)
+SHARPEN = 1.0
 CHANGED = 4.0  # grey levels: the move fades out where the model changes the face by less
 # the move kept on the parts an expression moves (mouth, eyes and brows of a FER-framed face,
 # parts_mask) and left to paint elsewhere: on a cheek a fold the model lightens reads to the
@@ -142,7 +148,8 @@ class FaceEdit:
 def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
                detail_gate: float | None = DETAIL_GATE, match: int = MATCH_ROUNDS,
                seamless: bool = SEAMLESS, texture: float = TEXTURE,
-               colour_gate: float | None = COLOUR_GATE, guide: float = GUIDE) -> None:
+               colour_gate: float | None = COLOUR_GATE, guide: float = GUIDE,
+               sharpen: float = SHARPEN) -> None:
     """Apply a 48x48 edit to the photo pixels (HxW or HxWx3 uint8) in frame, in place, at the
     photo's own resolution.
 
@@ -158,7 +165,9 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     only in the share |paint| / detail_gate of a painted pixel, so a pixel repainted nearly as
     it was keeps it (measured: experiments/photo_release/); colour_gate (grey levels; None:
     the whole painted share, 0: never) the same for the colour; guide (grey levels; 0: off): the
-    paint upsampled by the guided filter (_guided_up) rather than bicubic. texture (grey
+    paint upsampled by the guided filter (_guided_up) rather than bicubic; sharpen (0: off):
+    the upsampled paint's unsharp mask, Gaussian of 0.6 of a 48x48 pixel, on faces over 1.5
+    times the model's size (smaller ones are barely enlarged). texture (grey
     levels; 0: none): the finest detail whose local RMS is under texture (skin's grain) is
     kept even where painted (_old_detail).
     match: rounds of back-projection (Irani and Peleg's, as in super-resolution): the photo's
@@ -189,13 +198,12 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
         moved = _move(region, up(edit.flow, cv2.INTER_LINEAR) * (side / n) * fade_hr[:, :, None])
     paint48, delta48 = edit.paint, edit.delta
     if seamless:
-        paint48 = paint48 - harmonic_fill(paint48)
-        if delta48 is not None:
-            delta48 = delta48 - harmonic_fill(delta48)
+        paint48, delta48 = (None if a is None else a - harmonic_fill(a) for a in (paint48, delta48))
     colour = moved.ndim == 3
     y_moved = luma_f(moved) if colour else moved
     paint = (_guided_up(paint48, y_moved, n, guide) if guide and side > n
-             else up(paint48, cv2.INTER_CUBIC)) * fade_hr
+             else up(paint48, cv2.INTER_CUBIC))
+    paint = _unsharp(paint, n, sharpen) * fade_hr  # before the fade: the border stays untouched
     y_out = y_moved + paint
     if edit.weight is not None and edit.weight.max() > 1e-3:
         wgt = np.clip(up(edit.weight, cv2.INTER_LINEAR), 0.0, 1.0) * fade_hr
@@ -343,6 +351,16 @@ def _guided_up(paint: np.ndarray, y: np.ndarray, n: int, eps: float, radius: int
     a_hr, b_hr = (cv2.resize(box(v), (side, side), interpolation=cv2.INTER_LINEAR)
                   for v in (a, b))
     return a_hr * y + b_hr
+
+
+def _unsharp(paint: np.ndarray, n: int, amount: float) -> np.ndarray:
+    """paint (enlarged from n x n) plus amount times its detail at the scale of one of those n
+    pixels: the contrast that enlargement takes from the model's edges, given back (a new
+    array). Faces under 1.5 n (barely enlarged) and amount 0: paint itself."""
+    side = paint.shape[0]
+    if not amount or side <= 1.5 * n:
+        return paint
+    return paint + amount * (paint - _cv2().GaussianBlur(paint, (0, 0), 0.6 * side / n))
 
 
 def _closed(fade_hr: np.ndarray, fade: np.ndarray) -> np.ndarray:
