@@ -20,10 +20,10 @@ a rejected candidate, `unblurred`),
 `texture:T` (the old detail's faint grain, local RMS under T, kept under paint; 0: none),
 `guide:E` (the paint upsampled by the guided filter, the photo's luminance as guide), `cgate:T`
 (the colour around taken only in the share |paint| / T of a painted pixel; `cgate:off`:
-wherever painted), `sharpen:K` (the upsampled paint's unsharp mask, amount K; 0: off),
-joined with `+`
-(`gate:off+match:0+fade:0.1+seamless:0+flow:0+texture:0+cgate:off+sharpen:0`: the paste before
-these defaults);
+wherever painted), `sharpen:K` (the unsharp mask of the paint and back-projection's
+corrections before they are enlarged, amount K; 0: off), joined with `+`
+(`gate:off+match:0+fade:0.1+seamless:0+flow:0+texture:0+cgate:off`: the paste before these
+defaults);
 `legacy` (the paste before paste_edit: the 48x48 change added
 to the luminance under a fixed soft ellipse, reproduced here to measure it). Writes
 <out>/<model>__<paste>.json (the summary of ccyclegan.evaluate.photos.summarize) and prints a

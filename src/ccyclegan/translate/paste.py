@@ -50,11 +50,13 @@ COLOUR_GATE = 16.0
 # follows the photo's own edges (teeth darkened more than the gaps between them) instead of
 # arriving as a 48-pixel blur over them
 GUIDE = 0.0
-# the upsampled paint's unsharp mask (its amount; 0: off), at the scale of one pixel of the
-# 48x48 face: bicubic enlargement spreads each of the model's edges (a mouth's outline, a brow)
-# over several photo pixels, this gives them back their contrast at that scale (+0.8 / +0.5
-# points on the photo benchmark, the same person and sharpness: experiments/photo_release/)
-SHARPEN = 1.0
+# the unsharp mask (its amount; 0: off) of the paint and back-projection's corrections before
+# they are enlarged: bicubic enlargement spreads the model's edges over several photo pixels.
+# Off: back-projection restores most of that by itself (at 1 the face region moves by 0.09
+# grey levels on average), and the photo benchmark's reading moved by less than its own noise
+# (+0.3 / +1.0 points, and -0.5 / 0.0 with the faces framed 1.1 times wider:
+# experiments/photo_release/)
+SHARPEN = 0.0
 CHANGED = 4.0  # grey levels: the move fades out where the model changes the face by less
 # the move kept on the parts an expression moves (mouth, eyes and brows of a FER-framed face,
 # parts_mask) and left to paint elsewhere: on a cheek a fold the model lightens reads to the
@@ -166,10 +168,10 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     it was keeps it (measured: experiments/photo_release/); colour_gate (grey levels; None:
     the whole painted share, 0: never) the same for the colour; guide (grey levels; 0: off): the
     paint upsampled by the guided filter (_guided_up) rather than bicubic; sharpen (0: off):
-    the upsampled paint's unsharp mask, Gaussian of 0.6 of a 48x48 pixel, on faces over 1.5
-    times the model's size (smaller ones are barely enlarged). texture (grey
-    levels; 0: none): the finest detail whose local RMS is under texture (skin's grain) is
-    kept even where painted (_old_detail).
+    the unsharp mask (_unsharp) of the paint and of back-projection's corrections before they
+    are enlarged, on faces over 1.5 times the model's size (smaller ones are barely enlarged).
+    texture (grey levels; 0: none): the finest detail whose local RMS is under texture (skin's
+    grain) is kept even where painted (_old_detail).
     match: rounds of back-projection (Irani and Peleg's, as in super-resolution): the photo's
     face, shrunk to 48x48 as a crop is, is compared with the faded 48x48 result (input +
     fade x delta) and the smooth difference, upsampled, is added to the luminance, so the
@@ -201,9 +203,9 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
         paint48, delta48 = (None if a is None else a - harmonic_fill(a) for a in (paint48, delta48))
     colour = moved.ndim == 3
     y_moved = luma_f(moved) if colour else moved
+    paint48 = _unsharp(paint48, sharpen, side)
     paint = (_guided_up(paint48, y_moved, n, guide) if guide and side > n
-             else up(paint48, cv2.INTER_CUBIC))
-    paint = _unsharp(paint, n, sharpen) * fade_hr  # before the fade: the border stays untouched
+             else up(paint48, cv2.INTER_CUBIC)) * fade_hr
     y_out = y_moved + paint
     if edit.weight is not None and edit.weight.max() > 1e-3:
         wgt = np.clip(up(edit.weight, cv2.INTER_LINEAR), 0.0, 1.0) * fade_hr
@@ -220,7 +222,8 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
         y_in = luma_f(region) if colour else region
         target = _resize(y_in, n) + delta48 * fade
         for _ in range(match):
-            y_out += _closed(up((target - _resize(y_out, n)) * fade, cv2.INTER_CUBIC), fade)
+            fix = _unsharp(target - _resize(y_out, n), sharpen, side) * fade
+            y_out += _closed(up(fix, cv2.INTER_CUBIC), fade)
     out = (moved + (y_out - y_moved)[:, :, None]) if colour else y_out
     part = out[y0 - frame.y:y1 - frame.y, x0 - frame.x:x1 - frame.x]
     pixels[y0:y1, x0:x1] = np.clip(np.rint(part), 0, 255).astype(np.uint8)
@@ -323,13 +326,13 @@ def _old_detail(y: np.ndarray, n: int, texture: float) -> np.ndarray:
     return detail
 
 
-def _gated(weight: np.ndarray, change: np.ndarray, gate: float | None) -> np.ndarray | float:
+def _gated(weight: np.ndarray, change: np.ndarray, gate: float | None) -> np.ndarray:
     """The painted share weight in the proportion change / gate (grey levels), in full from
     gate: a pixel repainted nearly as it was keeps what it had (None: the whole weight; 0:
     none). detail_gate's and colour_gate's rule."""
     if gate is None:
         return weight
-    return weight * np.clip(change / gate, 0.0, 1.0) if gate else 0.0
+    return weight * np.clip(change / gate, 0.0, 1.0) if gate else np.zeros_like(weight)
 
 
 def _guided_up(paint: np.ndarray, y: np.ndarray, n: int, eps: float, radius: int = 1
@@ -353,14 +356,15 @@ def _guided_up(paint: np.ndarray, y: np.ndarray, n: int, eps: float, radius: int
     return a_hr * y + b_hr
 
 
-def _unsharp(paint: np.ndarray, n: int, amount: float) -> np.ndarray:
-    """paint (enlarged from n x n) plus amount times its detail at the scale of one of those n
-    pixels: the contrast that enlargement takes from the model's edges, given back (a new
-    array). Faces under 1.5 n (barely enlarged) and amount 0: paint itself."""
-    side = paint.shape[0]
-    if not amount or side <= 1.5 * n:
-        return paint
-    return paint + amount * (paint - _cv2().GaussianBlur(paint, (0, 0), 0.6 * side / n))
+def _unsharp(a: np.ndarray, amount: float, side: int) -> np.ndarray:
+    """a (n x n, to be enlarged to side x side) plus amount times its detail finer than a
+    Gaussian of 0.6 of its pixel: the contrast that bicubic enlargement takes from the model's
+    edges, given back before it (on the n x n grid: a blur at the photo's size would cost a
+    large face seconds). Faces under 1.5 n (barely enlarged) and amount 0: a itself."""
+    if not amount or side <= 1.5 * a.shape[0]:
+        return a
+    a = np.asarray(a, np.float32)
+    return a + amount * (a - _cv2().GaussianBlur(a, (0, 0), 0.6))
 
 
 def _closed(fade_hr: np.ndarray, fade: np.ndarray) -> np.ndarray:
