@@ -3,7 +3,7 @@ user gets it (whole photo, its own resolution) and beside the model's own 48x48 
 
     python benchmarks/photo_quality.py [--photos ../shared/data/photos] [--judge RUN ...]
         [--model FILE ...] [--paste model|gate:T+match:N+fade:R|legacy] [--frame-scale S]
-        [--out runs/photo_quality]
+        [--against SUMMARY.json] [--out runs/photo_quality]
 
 Judges: those the package ships, unless given. Pastes: `model` (the translator's own:
 paste.paste_edit as translate calls it), `gate:T` (old detail kept where the paint changes
@@ -31,7 +31,11 @@ table per model and paste: photo
 vs crop accuracy per target for each judge, same person (dlib, 150-pixel chip, 0.6),
 sharpness ratio of the face region, and whether a grin closes (of the faces the first judge
 reads happy unedited, turned angry, sad and neutral: the share whose mouth, under the face's
-own upper half, still reads happy; evaluate.photos.grin).
+own upper half, still reads happy; evaluate.photos.grin), with the photo reading's 95 %
+interval when the faces are drawn again; with --against, each paste paired with another run
+of the same photos (evaluate.photos.compare: translations gained and lost, McNemar p). On
+these 385 translations a change too small to see moves a few of them: a point is noise
+(experiments/photo_release/).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ import torch
 from ccyclegan.classifier import load_classifier
 from ccyclegan.core.checkpoint import BUNDLED_JUDGE, BUNDLED_SECOND_JUDGE, bundled_model_path
 from ccyclegan.core.data import EMOTIONS
-from ccyclegan.evaluate.photos import PhotoReader, summarize, translate_and_judge
+from ccyclegan.evaluate.photos import PhotoReader, compare, summarize, translate_and_judge
 from ccyclegan.translate import ExpressionTranslator, api
 from ccyclegan.translate import paste as paste_module
 from ccyclegan.translate.faces import FACE_SIZE, FRAME_SCALE, frame_box
@@ -194,6 +198,11 @@ def table(name: str, s: dict) -> str:
             r = res[kind]
             lines.append(f"| {judge} | {kind} | {_f(r['overall'], '.1%')} | "
                          + " | ".join(_f(r[e], ".0%") for e in EMOTIONS) + " |")
+    cis = [f"{judge} {_f(res['photo']['overall'], '.1%')} [{res['photo']['ci95'][0]:.1%}, "
+           f"{res['photo']['ci95'][1]:.1%}]" for judge, res in s["judges"].items()
+           if "ci95" in res["photo"]]
+    if cis:
+        lines += ["", "photo, 95 % interval when the faces are drawn again: " + "; ".join(cis)]
     bands = s["translations_by_size"]
     lines += ["", "| judge | face side (px): translations | photo | edit_frame | crop | gap |",
               "|---|---|---|---|---|---|"]
@@ -203,6 +212,17 @@ def table(name: str, s: dict) -> str:
             gap = None if photo is None else 100 * (crop - photo)
             lines.append(f"| {judge} | {band}: {n} | {_f(photo, '.1%')} | {_f(own, '.1%')} | "
                          f"{_f(crop, '.1%')} | {_f(gap, '.1f')} |")
+    return "\n".join(lines)
+
+
+def against_lines(s: dict, other: dict, name: str) -> str:
+    """This paste's photo reading against another run's on the same translations (compare)."""
+    lines = []
+    for judge, c in compare(s, other).items():
+        lo, hi = c["ci95"]
+        lines.append(f"against {name}: {judge}: +{c['gained']} / -{c['lost']} translations, "
+                     f"photo {c['difference']:+.1%} (95 % interval over faces {lo:+.1%} to "
+                     f"{hi:+.1%}), McNemar p {c['p']:.2f}")
     return "\n".join(lines)
 
 
@@ -217,10 +237,23 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/photo_quality")
     p.add_argument("--intensity", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--against", metavar="SUMMARY.json",
+                   help="another run's summary of the same photos: each paste's photo reading "
+                        "against it, paired (translations gained and lost, McNemar p, interval "
+                        "over faces)")
     p.add_argument("--frame-scale", type=float, default=FRAME_SCALE,
                    help=f"the translator's frame: the Haar box enlarged by this (default "
                    f"{FRAME_SCALE}, the package's); to measure the framing")
     a = p.parse_args(argv)
+    a.other = None
+    if a.against:
+        try:
+            a.other = json.loads(Path(a.against).read_text())
+        except (OSError, ValueError) as e:
+            sys.exit(f"--against {a.against}: not a readable summary ({e})")
+        if "pairs" not in a.other:
+            sys.exit(f"--against {a.against}: a summary from before the benchmark kept its "
+                     "translations' readings; run that paste again")
     if a.threads:
         torch.set_num_threads(a.threads)
     photos = sorted(q for q in Path(a.photos).iterdir() if q.suffix.lower() in PHOTO_SUFFIXES)
@@ -261,6 +294,8 @@ def run(a: argparse.Namespace, photos: list[Path], judges: dict, reader: PhotoRe
                 s["frame_scale"] = a.frame_scale
             (out / f"{tag}.json").write_text(json.dumps(s, indent=1))
             print(table(tag, s), "\n", json.dumps(info), flush=True)
+            if a.other is not None:
+                print(against_lines(s, a.other, Path(a.against).stem), flush=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from ccyclegan.evaluate.identity import IdentityModelError
 from ccyclegan.evaluate.photos import (
     FaceRecord,
     PhotoReader,
+    compare,
+    face_bootstrap,
     grin,
     match,
     sharpness,
@@ -81,7 +83,9 @@ def test_an_untouched_photo_reads_as_untouched(reader, photo_file, gen_path):
     judge = build_classifier(ClassifierConfig(width=4, feature_dim=8)).eval()
     s = summarize(records, {"tiny": judge})
     res = s["judges"]["tiny"]
-    assert res["photo"] == res["input"]
+    assert {k: v for k, v in res["photo"].items() if k != "ci95"} == res["input"]
+    assert res["photo"]["ci95"] == [res["photo"]["overall"]] * 2  # one face: nothing to redraw
+    assert len(res["photo_hits"]) == len(s["pairs"]) == len(EMOTIONS)
     assert res["edit_frame"] == res["crop"]  # the photo cut as its crop was: the crop itself
     band = next(b for b, n in s["translations_by_size"].items() if n)  # the one face's size
     assert s["translations_by_size"][band] == len(EMOTIONS)
@@ -143,6 +147,34 @@ def test_grin_counts_the_mouths_that_still_smile():
     assert grin([rec], {"mouth": _MouthJudge()}, ("happy",)) is None  # no closing target
 
 
+def test_compare_pairs_two_runs_of_the_same_translations():
+    """compare: the translations one paste gains and loses against another, the exact McNemar
+    p of those counts and the difference's interval over faces; runs of other translations are
+    refused. face_bootstrap: the faces drawn again."""
+    pairs = [f"p.jpg:{i}:{t}" for i in range(10) for t in ("sad", "angry", "fear", "happy")]
+
+    def run(hits):
+        return {"pairs": pairs, "judges": {"j": {"photo_hits": hits}}}
+
+    base = [1] * 28 + [0] * 12
+    one_more = run(base)
+    one_more["judges"]["only_here"] = {}  # a judge the other run did not have: left out
+    assert compare(one_more, run(base)) == {"j": {"gained": 0, "lost": 0, "p": 1.0,
+                                                  "difference": 0.0, "ci95": [0.0, 0.0]}}
+    worse = [h for i in range(10) for h in ([1, 1, 1, 0] if i < 6 else [1, 1, 0, 0])]
+    c = compare(run([1] * 40), run(worse))["j"]
+    assert (c["gained"], c["lost"]) == (14, 0) and c["p"] == pytest.approx(2 / 2 ** 14)
+    assert c["difference"] == pytest.approx(0.35)
+    assert 0.25 <= c["ci95"][0] < 0.35 < c["ci95"][1] <= 0.5  # each face gains 1 or 2 of 4
+    few = compare(run([1, 1, 1, 0] + [1] * 36), run([0, 0, 0, 1] + [1] * 36))["j"]
+    assert (few["gained"], few["lost"]) == (3, 1) and few["p"] == pytest.approx(10 / 16)
+    with pytest.raises(ValueError, match="not of the same translations"):
+        compare(run(base), {"pairs": pairs[:-1], "judges": {}})
+    # two faces, one always right and one never: any mean from 0 to 1
+    assert face_bootstrap(np.array([1.0] * 7 + [0.0] * 7), np.array([0] * 7 + [1] * 7)) == [0, 1]
+    assert face_bootstrap(np.ones(14), np.arange(14) // 7) == [1.0, 1.0]
+
+
 def test_a_photo_without_people_is_counted_not_scored(reader, tmp_path, gen_path):
     from PIL import Image
 
@@ -190,7 +222,13 @@ def test_the_benchmark_script_runs_and_compares_pastes(reader, photo_file, gen_p
     from ccyclegan.translate import api
     from ccyclegan.translate.faces import frame_box
 
-    assert bench.main(argv + ["--frame-scale", "1.3"]) == 0
+    model_json = next((tmp_path / "out").glob("*__model.json"))
+    capsys.readouterr()
+    assert bench.main(argv + ["--frame-scale", "1.3", "--against", str(model_json)]) == 0
+    assert "against " in capsys.readouterr().out  # the same translations, framed wider
+    (tmp_path / "old.json").write_text("{}")
+    with pytest.raises(SystemExit, match="before the benchmark kept"):
+        bench.main(argv + ["--against", str(tmp_path / "old.json")])
     assert api.frame_box is frame_box
     wide = json.loads(next((tmp_path / "out").glob("*__model__frame1.3.json")).read_text())
     assert wide["frame_scale"] == 1.3 and wide["translations"] == len(EMOTIONS)

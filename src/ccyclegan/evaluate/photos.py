@@ -12,6 +12,7 @@ Laplacian, output over input). Needs the eval extra (dlib and its model files).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,8 @@ from ccyclegan.evaluate.identity import (
 from ccyclegan.evaluate.metrics import GRIN_CLOSERS, mouth_composite
 from ccyclegan.translate.faces import MIN_FACE, Box, NoFaceError, crop_face, read_image
 
-__all__ = ["FaceRecord", "PhotoReader", "grin", "sharpness", "summarize", "translate_and_judge"]
+__all__ = ["FaceRecord", "PhotoReader", "compare", "face_bootstrap", "grin", "sharpness",
+           "summarize", "translate_and_judge"]
 
 # FER2013's framing in landmark terms, measured on 593 PublicTest faces (upscaled 4x, padded;
 # dlib's HOG box and 5-point landmarks; medians): the distance between the eye centres is
@@ -225,6 +227,7 @@ def summarize(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
     pairs = [(r, t) for r in records for t in targets]
     if not pairs:
         raise ValueError("no judged faces: nothing to summarize")
+    face_of = np.array([i for i, r in enumerate(records) for _ in targets])
     tgt = np.array([EMOTIONS.index(t) for _, t in pairs])
     blank = np.zeros((48, 48), np.uint8)
     found = np.array([r.photo_crop[t] is not None for r, t in pairs])
@@ -239,7 +242,8 @@ def summarize(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
              for lo, hi in SIZE_BANDS}
     out: dict[str, Any] = {"faces": len(records), "translations": len(pairs),
                            "found_again": float(found.mean()), "judges": {},
-                           "translations_by_size": {b: int(m.sum()) for b, m in bands.items()}}
+                           "translations_by_size": {b: int(m.sum()) for b, m in bands.items()},
+                           "pairs": [f"{r.photo}:{r.index}:{t}" for r, t in pairs]}
     for name, model in judges.items():
         res: dict[str, Any] = {"by_size": {}}
         for kind, faces in stacks.items():
@@ -249,6 +253,9 @@ def summarize(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
                 hit &= found  # a face lost in the output is a miss
             res[kind] = {"overall": float(hit.mean()),
                          **{t: float(hit[tgt == EMOTIONS.index(t)].mean()) for t in targets}}
+            if kind == "photo":  # for compare(), and how much the figure owes to which faces
+                res["photo_hits"] = hit.astype(int).tolist()
+                res[kind]["ci95"] = face_bootstrap(hit.astype(float), face_of)
             res["by_size"][kind] = {b: float(hit[m].mean()) if m.any() else None
                                     for b, m in bands.items()}
         out["judges"][name] = res
@@ -266,6 +273,41 @@ def summarize(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
                                   for t in targets}
     out["framing"] = framing(records)
     out["grin"] = grin(records, judges, targets)
+    return out
+
+
+def face_bootstrap(values: np.ndarray, faces: np.ndarray, draws: int = 2000, seed: int = 0
+                   ) -> list[float]:
+    """The 95 % interval of values' mean when the faces (one id per value) are drawn again
+    with replacement: how much a figure owes to which faces happened to be in the photos."""
+    ids, inverse = np.unique(faces, return_inverse=True)
+    sums = np.bincount(inverse, weights=values, minlength=len(ids))
+    counts = np.bincount(inverse, minlength=len(ids))
+    pick = np.random.default_rng(seed).integers(0, len(ids), (draws, len(ids)))
+    means = sums[pick].sum(1) / counts[pick].sum(1)
+    return [float(v) for v in np.percentile(means, [2.5, 97.5])]
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Two summaries of the same translations (same photos, faces and targets), paired, per
+    judge both have: the translations whose photo a reads as the target and b does not
+    (gained) and the reverse (lost); the exact two-sided McNemar p (a binomial test on those
+    two counts); the difference in the photo's reading and its 95 % interval over faces. An
+    imperceptible change to the paste moves a few translations that sit on a judge's boundary
+    (experiments/photo_release/), which is what p and the interval put in proportion."""
+    if not a.get("pairs") or a.get("pairs") != b.get("pairs"):
+        raise ValueError("the two summaries are not of the same translations (their photos, "
+                         "faces or targets differ, or one predates the pairs it keeps)")
+    faces = np.array([p.rsplit(":", 1)[0] for p in a["pairs"]])
+    out = {}
+    for judge in [j for j in a["judges"] if j in b["judges"]]:
+        ha, hb = (np.array(s["judges"][judge]["photo_hits"], bool) for s in (a, b))
+        gained, lost = int((ha & ~hb).sum()), int((~ha & hb).sum())
+        n, k = gained + lost, min(gained, lost)
+        p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+        out[judge] = {"gained": gained, "lost": lost, "p": p,
+                      "difference": float(ha.mean() - hb.mean()),
+                      "ci95": face_bootstrap(ha.astype(float) - hb, faces)}
     return out
 
 
