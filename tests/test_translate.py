@@ -25,7 +25,7 @@ from ccyclegan.translate.faces import (
     frame_box,
 )
 from ccyclegan.translate.files import expand_inputs
-from ccyclegan.translate.paste import FaceEdit, border_fade, harmonic_fill, paste_edit
+from ccyclegan.translate.paste import FaceEdit, border_fade, flow_of_edit, harmonic_fill, paste_edit
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -818,3 +818,26 @@ def cv2_blur(a: np.ndarray) -> np.ndarray:
     import cv2
 
     return cv2.GaussianBlur(a, (0, 0), 2.0)
+
+
+def test_the_translator_pastes_with_the_modules_settings_read_at_the_call(gen_path, astronaut,
+                                                                         monkeypatch):
+    """paste.SHARPEN, paste.MATCH_ROUNDS and the rest are switches, as paste.MOVE is: setting
+    one changes the photos translate() makes from then on (they were bound into paste_edit's
+    defaults at import, so setting them did nothing), the same photo as paste_edit given it."""
+    from ccyclegan.translate import paste
+
+    tr = ExpressionTranslator.load(gen_path)
+    default = tr.translate_faces(astronaut, to="sad").image()
+    monkeypatch.setattr(paste, "SHARPEN", 1.0)
+    result = tr.translate_faces(astronaut, to="sad")
+    sharpened = result.image()
+    assert not np.array_equal(sharpened, default)
+    face = result.faces[0]
+    by_hand = astronaut.copy()
+    paste_edit(by_hand, face.frame, flow_of_edit(face.before, face.edits["sad"]), border_fade(48),
+               sharpen=1.0)
+    assert np.array_equal(sharpened, by_hand)
+    monkeypatch.setattr(paste, "SHARPEN", 0.0)
+    monkeypatch.setattr(paste, "MATCH_ROUNDS", 0)
+    assert not np.array_equal(tr.translate_faces(astronaut, to="sad").image(), default)

@@ -53,7 +53,6 @@ from ccyclegan.translate.inputs import (
     restore,
 )
 from ccyclegan.translate.paste import (
-    SEAMLESS,
     FaceEdit,
     border_fade,
     edge_mask,
@@ -122,7 +121,9 @@ class TranslationResult:
                 edit = face.edits[emotion]
                 if paste.MOVE:  # computed here, so crops and 48x48 edits never pay for it
                     edit = flow_of_edit(face.before, edit)
-                paste_edit(pixels, face.frame, edit, fade, seamless=SEAMLESS and self.detect)
+                how = paste.settings()  # read now, so setting paste.SHARPEN (say) takes
+                how["seamless"] &= self.detect  # not for --no-detect's whole-image frame
+                paste_edit(pixels, face.frame, edit, fade, **how)
             self._images[emotion] = pixels
         return self._images[emotion]
 

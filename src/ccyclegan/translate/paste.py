@@ -18,7 +18,7 @@ from ccyclegan.translate.faces import Box, _cv2, _region, _resize
 __all__ = ["BORDER_RAMP", "COLOUR_GATE", "DETAIL_GATE", "GUIDE", "MATCH_ROUNDS", "MOVE", "PARTS",
            "SEAMLESS", "SHARPEN", "TEXTURE", "FaceEdit", "border_fade", "edge_mask",
            "flow_of_edit", "harmonic_fill", "luma_f", "moved_edit", "parts_mask", "paste_edit",
-           "warp_face"]
+           "settings", "warp_face"]
 
 BORDER_RAMP = 0.05  # the edit fades to nothing over this share of the frame at each side
 # paste_edit's defaults, chosen on the photo benchmark (experiments/photo_release/): old detail
@@ -67,6 +67,15 @@ PARTS = True
 
 # --------------------------------------------------------------------------------------------
 # Paste-back
+
+
+def settings() -> dict[str, float | int | bool | None]:
+    """paste_edit's settings as this module's switches say now (DETAIL_GATE, MATCH_ROUNDS,
+    SEAMLESS, TEXTURE, COLOUR_GATE, GUIDE, SHARPEN): what the translator pastes with, read at
+    each call, so setting paste.SHARPEN = 1 changes translate()'s photos as paste.MOVE does
+    (paste_edit's own defaults are these values at import)."""
+    return {"detail_gate": DETAIL_GATE, "match": MATCH_ROUNDS, "seamless": SEAMLESS,
+            "texture": TEXTURE, "colour_gate": COLOUR_GATE, "guide": GUIDE, "sharpen": SHARPEN}
 
 
 def border_fade(size: int, ramp: float = BORDER_RAMP) -> np.ndarray:
