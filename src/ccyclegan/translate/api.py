@@ -121,7 +121,7 @@ class TranslationResult:
                 edit = face.edits[emotion]
                 if paste.MOVE:  # computed here, so crops and 48x48 edits never pay for it
                     edit = flow_of_edit(face.before, edit)
-                how = paste.settings()  # read now, so setting paste.SHARPEN (say) takes
+                how = paste.settings()  # read now: setting paste.SHARPEN (say) takes effect
                 how["seamless"] &= self.detect  # not for --no-detect's whole-image frame
                 paste_edit(pixels, face.frame, edit, fade, **how)
             self._images[emotion] = pixels

@@ -21,9 +21,10 @@ __all__ = ["BORDER_RAMP", "COLOUR_GATE", "DETAIL_GATE", "GUIDE", "MATCH_ROUNDS",
            "settings", "warp_face"]
 
 BORDER_RAMP = 0.05  # the edit fades to nothing over this share of the frame at each side
-# paste_edit's defaults, chosen on the photo benchmark (experiments/photo_release/): old detail
-# is kept where the paint changes a pixel by less than DETAIL_GATE grey levels, and MATCH_ROUNDS
-# of back-projection make the photo seen at 48x48 show the model's (faded) result
+# paste_edit's defaults and the translator's switches (read at each call: settings()), chosen
+# on the photo benchmark (experiments/photo_release/): old detail is kept where the paint
+# changes a pixel by less than DETAIL_GATE grey levels, and MATCH_ROUNDS of back-projection
+# make the photo seen at 48x48 show the model's (faded) result
 DETAIL_GATE = 64.0
 MATCH_ROUNDS = 3
 # where the paint takes old detail out, its finest and faintest part stays (skin's grain: local
@@ -52,7 +53,7 @@ COLOUR_GATE = 16.0
 GUIDE = 0.0
 # the unsharp mask (its amount; 0: off) of the paint and back-projection's corrections before
 # they are enlarged: bicubic enlargement spreads the model's edges over several photo pixels.
-# Off: back-projection restores most of that by itself (at 1 the face region moves by 0.09
+# Off: back-projection restores most of that by itself (at 1 the face region moves by 0.07
 # grey levels on average), and the photo benchmark's reading moved by less than its own noise
 # (+0.3 / +1.0 points, and -0.5 / 0.0 with the faces framed 1.1 times wider:
 # experiments/photo_release/)
