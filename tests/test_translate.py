@@ -701,7 +701,6 @@ def test_flow_of_edit_turns_a_move_into_a_move_and_keeps_the_photo_sharp():
     sharp edge by about 10 pixels and keeps it sharp, where the same edit as paint alone lays
     a blurred copy over it."""
     from ccyclegan.translate.api import warp_face
-    from ccyclegan.translate.paste import flow_of_edit
 
     yy, xx = np.mgrid[0:240, 0:240]
     photo = np.full((240, 240, 3), 170, np.uint8)
@@ -734,7 +733,7 @@ def test_flow_of_edit_turns_a_move_into_a_move_and_keeps_the_photo_sharp():
 def test_a_smoothed_field_is_smoother_and_still_makes_the_edit():
     """flow_of_edit(smooth=S) blurs the field (a fold moves along its whole length instead of
     bending where the field fades) without losing the move or the 48x48 result."""
-    from ccyclegan.translate.paste import flow_of_edit, warp_face
+    from ccyclegan.translate.paste import warp_face
 
     yy, xx = np.mgrid[0:48, 0:48]
     face = np.where((yy - 20) ** 2 + (xx - 24) ** 2 < 36, 50, 170).astype(np.uint8)
@@ -757,7 +756,7 @@ def test_the_move_on_parts_keeps_the_mouth_moving_and_paints_the_cheek(monkeypat
     """flow_of_edit(parts=True, the default): a disc moved on the mouth is still moved, one
     moved on a cheek (where a lightened fold reads as a collapsed one) is left to paint; at
     48x48 the result is the model's exactly either way."""
-    from ccyclegan.translate.paste import flow_of_edit, parts_mask, warp_face
+    from ccyclegan.translate.paste import parts_mask, warp_face
 
     mask = parts_mask()
     assert mask[37, 24] > 0.99 and mask[16, 12] > 0.99 and mask[16, 36] > 0.99  # mouth, eyes

@@ -1,5 +1,5 @@
 """The paint's unsharp mask by eye: a face's lower half at the photo's own size, one row per
-amount (paste.paste_edit's sharpen), the input then each target.
+amount (paste.SHARPEN, as translate pastes with it), the input then each target.
 
     python experiments/photo_release/sharpen_figure.py docs/img/photos/grace_hopper.jpg \
         --targets fear,surprise,happy --sharpen 0 1 2 -o experiments/photo_release/sharpen.jpg
@@ -14,28 +14,29 @@ import argparse
 import numpy as np
 from PIL import Image
 
-from ccyclegan.translate import ExpressionTranslator
-from ccyclegan.translate.faces import FACE_SIZE
-from ccyclegan.translate.paste import border_fade, flow_of_edit, paste_edit
+from ccyclegan.translate import ExpressionTranslator, paste
 
 
 def rows(photo: str, face_index: int | None, targets: list[str], amounts: list[float]
          ) -> np.ndarray:
+    """The translator's own photos (TranslationResult.image) with paste.SHARPEN set to each
+    amount in turn."""
     img = np.asarray(Image.open(photo).convert("RGB"))
-    result = ExpressionTranslator.load().translate_faces(img, to="all")
-    face = (max(result.faces, key=lambda f: f.frame.w) if face_index is None
-            else result.faces[face_index])
-    f = face.frame
-    box = (f.x + f.w // 8, f.y + f.h // 2, f.x + 7 * f.w // 8, f.y + f.h)
-    out = []
-    for k in amounts:
-        tiles = [img]
-        for t in targets:
-            pixels = img.copy()
-            paste_edit(pixels, f, flow_of_edit(face.before, face.edits[t]),
-                       border_fade(FACE_SIZE), sharpen=k)
-            tiles.append(pixels)
-        out.append(np.concatenate([np.asarray(Image.fromarray(a).crop(box)) for a in tiles], 1))
+    tr = ExpressionTranslator.load()
+    out, before = [], paste.SHARPEN
+    try:
+        for k in amounts:
+            paste.SHARPEN = k
+            result = tr.translate_faces(img, to="all")  # a new result: images are cached
+            face = (max(result.faces, key=lambda f: f.frame.w) if face_index is None
+                    else result.faces[face_index])
+            f = face.frame
+            box = (f.x + f.w // 8, f.y + f.h // 2, f.x + 7 * f.w // 8, f.y + f.h)
+            tiles = [img] + [result.image(t) for t in targets]
+            out.append(np.concatenate([np.asarray(Image.fromarray(a).crop(box)) for a in tiles],
+                                      1))
+    finally:
+        paste.SHARPEN = before
     return np.concatenate(out, 0)
 
 
