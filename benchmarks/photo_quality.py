@@ -173,6 +173,13 @@ def framing_line(f: dict | None) -> str:
             f"{f['dx_q1_median_q3']}, y {f['dy_q1_median_q3']} (share of the side)")
 
 
+def sharpness_line(s: dict) -> str:
+    """Per target: the photo's sharpness ratio, and the model's own 48x48 output's."""
+    photo, crop = s["sharpness_by_target"], s.get("crop_sharpness_by_target") or {}
+    return ("sharpness ratio per target, photo / the model's 48x48 output: " + ", ".join(
+        f"{t} {_f(photo[t], '.2f')} / {_f(crop.get(t), '.2f')}" for t in photo))
+
+
 def grin_line(g: dict | None) -> str:
     if not g:
         return "grin: no face of these photos reads happy to the first judge"
@@ -192,7 +199,7 @@ def table(name: str, s: dict) -> str:
              f"{_f(s['median_distance'], '.3f')}); sharpness ratio mean "
              f"{_f(sharp['mean'], '.3f')}, min {_f(sharp['min'], '.3f')}, share >= 0.9: "
              f"{_f(sharp['share_at_least_0.9'], '.1%')}", "", framing_line(s.get("framing")),
-             "", grin_line(s.get("grin")), "", head,
+             "", sharpness_line(s), "", grin_line(s.get("grin")), "", head,
              "|" + "---|" * (3 + len(EMOTIONS))]
     for judge, res in s["judges"].items():
         for kind in ("photo", "edit_frame", "crop", "input"):

@@ -18,6 +18,7 @@ from ccyclegan.evaluate.photos import (
     compare,
     face_bootstrap,
     grin,
+    laplacian_variance,
     match,
     sharpness,
     summarize,
@@ -94,6 +95,7 @@ def test_an_untouched_photo_reads_as_untouched(reader, photo_file, gen_path):
     assert res["by_size"]["crop"][band] == res["crop"]["overall"]
     assert s["same_person"] == 1.0 and s["found_again"] == 1.0
     assert s["translations"] == len(EMOTIONS) and s["sharpness"]["min"] == 1.0
+    assert s["crop_sharpness_by_target"] == {t: 1.0 for t in EMOTIONS}  # the model's, too
     # one judge answer for the input: exactly one target (its reading) is a hit
     assert sum(res["input"][t] for t in EMOTIONS) == pytest.approx(1.0)
     # the two framings of the one face: the same numbers as the frames themselves give
@@ -145,6 +147,27 @@ def test_grin_counts_the_mouths_that_still_smile():
                            "neutral": 1.0}
     assert grin([calm], {"mouth": _MouthJudge()}) is None  # no smile to close
     assert grin([rec], {"mouth": _MouthJudge()}, ("happy",)) is None  # no closing target
+
+
+def test_the_models_own_sharpness_is_reported_beside_the_photos():
+    """summarize's crop_sharpness_by_target: the variance of the Laplacian of the model's
+    48x48 output over its input's, per target, so a generator that paints a face smoother shows
+    there and not only in the photo."""
+    import cv2
+
+    face = np.random.default_rng(0).integers(0, 256, (48, 48)).astype(np.uint8)
+    soft = cv2.GaussianBlur(face, (0, 0), 1.0)
+    rec = FaceRecord("a.jpg", 0, Box(0, 0, 48, 48), 48, face, model={"sad": soft, "happy": face},
+                     photo_crop={"sad": soft, "happy": face}, distance={"sad": 0.1, "happy": 0.1},
+                     sharpness={"sad": 0.5, "happy": 1.0}, edit_frame={"sad": soft, "happy": face},
+                     model_input=face)
+    s = summarize([rec], {"mouth": _MouthJudge()}, ("sad", "happy"))
+    crop = s["crop_sharpness_by_target"]
+    assert crop["happy"] == 1.0 and 0.0 < crop["sad"] < 0.2
+    assert crop["sad"] == pytest.approx(laplacian_variance(soft) / laplacian_variance(face))
+    rec.model_input = None  # a record without the model's input: nothing to say
+    assert summarize([rec], {"mouth": _MouthJudge()}, ("sad",))["crop_sharpness_by_target"] == {
+        "sad": None}
 
 
 def test_compare_pairs_two_runs_of_the_same_translations():

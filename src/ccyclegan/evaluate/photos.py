@@ -36,7 +36,8 @@ from ccyclegan.evaluate.identity import (
 from ccyclegan.evaluate.metrics import GRIN_CLOSERS, mouth_composite
 from ccyclegan.translate.faces import MIN_FACE, Box, NoFaceError, crop_face, read_image
 
-__all__ = ["FaceRecord", "PhotoReader", "compare", "face_bootstrap", "grin", "sharpness",
+__all__ = ["FaceRecord", "PhotoReader", "compare", "face_bootstrap", "grin",
+           "laplacian_variance", "sharpness",
            "summarize", "translate_and_judge"]
 
 # FER2013's framing in landmark terms, measured on 593 PublicTest faces (upscaled 4x, padded;
@@ -133,7 +134,14 @@ def sharpness(pixels: np.ndarray, frame: Box) -> float:
     x1, y1 = min(frame.x + frame.w, w), min(frame.y + frame.h, h)
     region = np.ascontiguousarray(pixels[y0:y1, x0:x1])
     grey = cv2.cvtColor(region, cv2.COLOR_RGB2GRAY) if region.ndim == 3 else region
-    return float(cv2.Laplacian(grey.astype(np.float64), cv2.CV_64F).var())
+    return laplacian_variance(grey)
+
+
+def laplacian_variance(grey: np.ndarray) -> float:
+    """Variance of the Laplacian of a grey image: sharpness's measure."""
+    import cv2
+
+    return float(cv2.Laplacian(np.asarray(grey, np.float64), cv2.CV_64F).var())
 
 
 @dataclass
@@ -271,6 +279,13 @@ def summarize(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
                         "share_at_least_0.9": float((sharp >= 0.9).mean())}
     out["sharpness_by_target"] = {t: float(np.mean([r.sharpness[t] for r in records]))
                                   for t in targets}
+    # the same ratio for the model's own 48x48 output against its input: how much of the
+    # photo's softness the generator brings (a disgust it paints smoother, say) and the paste
+    # only passes on
+    crop = {t: [laplacian_variance(r.model[t]) / max(laplacian_variance(r.model_input), 1e-9)
+                for r in records if r.model_input is not None] for t in targets}
+    out["crop_sharpness_by_target"] = {t: float(np.mean(v)) if v else None
+                                       for t, v in crop.items()}
     out["framing"] = framing(records)
     out["grin"] = grin(records, judges, targets)
     return out
