@@ -176,8 +176,14 @@ def framing_line(f: dict | None) -> str:
 def sharpness_line(s: dict) -> str:
     """Per target: the photo's sharpness ratio, and the model's own 48x48 output's."""
     photo, crop = s["sharpness_by_target"], s.get("crop_sharpness_by_target") or {}
-    return ("sharpness ratio per target, photo / the model's 48x48 output: " + ", ".join(
-        f"{t} {_f(photo[t], '.2f')} / {_f(crop.get(t), '.2f')}" for t in photo))
+    lines = ["sharpness ratio per target, photo / the model's 48x48 output: " + ", ".join(
+        f"{t} {_f(photo[t], '.2f')} / {_f(crop.get(t), '.2f')}" for t in photo)]
+    for band, by in (s.get("sharpness_by_size") or {}).items():
+        if by:
+            lines.append(f"photo sharpness ratio, faces {band} px: {by['overall']:.3f} ("
+                         + ", ".join(f"{t} {v:.2f}" for t, v in by.items() if t != "overall")
+                         + ")")
+    return "\n".join(lines)
 
 
 def grin_line(g: dict | None) -> str:

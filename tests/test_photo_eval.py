@@ -96,6 +96,8 @@ def test_an_untouched_photo_reads_as_untouched(reader, photo_file, gen_path):
     assert s["same_person"] == 1.0 and s["found_again"] == 1.0
     assert s["translations"] == len(EMOTIONS) and s["sharpness"]["min"] == 1.0
     assert s["crop_sharpness_by_target"] == {t: 1.0 for t in EMOTIONS}  # the model's, too
+    assert s["sharpness_by_size"][band] == {"overall": 1.0, **{t: 1.0 for t in EMOTIONS}}
+    assert all(v is None for b, v in s["sharpness_by_size"].items() if b != band)
     # one judge answer for the input: exactly one target (its reading) is a hit
     assert sum(res["input"][t] for t in EMOTIONS) == pytest.approx(1.0)
     # the two framings of the one face: the same numbers as the frames themselves give
@@ -163,6 +165,7 @@ def test_the_models_own_sharpness_is_reported_beside_the_photos():
                      model_input=face)
     s = summarize([rec], {"mouth": _MouthJudge()}, ("sad", "happy"))
     crop = s["crop_sharpness_by_target"]
+    assert s["sharpness_by_size"]["0-63"] == {"overall": 0.75, "sad": 0.5, "happy": 1.0}
     assert crop["happy"] == 1.0 and 0.0 < crop["sad"] < 0.2
     assert crop["sad"] == pytest.approx(laplacian_variance(soft) / laplacian_variance(face))
     rec.model_input = None  # a record without the model's input: nothing to say

@@ -279,6 +279,10 @@ def summarize(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
                         "share_at_least_0.9": float((sharp >= 0.9).mean())}
     out["sharpness_by_target"] = {t: float(np.mean([r.sharpness[t] for r in records]))
                                   for t in targets}
+    out["sharpness_by_size"] = {
+        b: None if not m.any() else {"overall": float(sharp[m].mean()), **{
+            t: float(sharp[m & (tgt == EMOTIONS.index(t))].mean()) for t in targets}}
+        for b, m in bands.items()}
     # the same ratio for the model's own 48x48 output against its input: how much of the
     # photo's softness the generator brings (a disgust it paints smoother, say) and the paste
     # only passes on
