@@ -135,8 +135,7 @@ def paste_with(**settings):
                 edit = flow_of_edit(face.before, edit, **flow)
             if settings.get("unblur"):
                 edit = unblurred(face.before, edit, settings["unblur"])
-            paste_edit(pixels, face.frame, edit, border_fade(FACE_SIZE, **ramp),
-                       **{**paste_module.settings(), **kwargs})
+            paste_edit(pixels, face.frame, edit, border_fade(FACE_SIZE, **ramp), **kwargs)
         return pixels
     return paste
 

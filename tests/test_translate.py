@@ -823,7 +823,8 @@ def test_the_translator_pastes_with_the_modules_settings_read_at_the_call(gen_pa
                                                                          monkeypatch):
     """paste.SHARPEN, paste.MATCH_ROUNDS and the rest are switches, as paste.MOVE is: setting
     one changes the photos translate() makes from then on (they were bound into paste_edit's
-    defaults at import, so setting them did nothing), the same photo as paste_edit given it."""
+    defaults at import, so setting them did nothing), the same photo as paste_edit given it,
+    and as paste_edit called without it (its defaults are the switches, read at the call)."""
     from ccyclegan.translate import paste
 
     tr = ExpressionTranslator.load(gen_path)
@@ -837,6 +838,14 @@ def test_the_translator_pastes_with_the_modules_settings_read_at_the_call(gen_pa
     paste_edit(by_hand, face.frame, flow_of_edit(face.before, face.edits["sad"]), border_fade(48),
                sharpen=1.0)
     assert np.array_equal(sharpened, by_hand)
+    by_default = astronaut.copy()  # paste_edit's own default: the switch, now 1
+    paste_edit(by_default, face.frame, flow_of_edit(face.before, face.edits["sad"]),
+               border_fade(48))
+    assert np.array_equal(sharpened, by_default)
+    given = astronaut.copy()  # a setting given wins over the switch
+    paste_edit(given, face.frame, flow_of_edit(face.before, face.edits["sad"]), border_fade(48),
+               sharpen=0.0)
+    assert np.array_equal(given, default)
     monkeypatch.setattr(paste, "SHARPEN", 0.0)
     monkeypatch.setattr(paste, "MATCH_ROUNDS", 0)
     assert not np.array_equal(tr.translate_faces(astronaut, to="sad").image(), default)

@@ -121,9 +121,10 @@ class TranslationResult:
                 edit = face.edits[emotion]
                 if paste.MOVE:  # computed here, so crops and 48x48 edits never pay for it
                     edit = flow_of_edit(face.before, edit)
-                how = paste.settings()  # read now: setting paste.SHARPEN (say) takes effect
-                how["seamless"] &= self.detect  # not for --no-detect's whole-image frame
-                paste_edit(pixels, face.frame, edit, fade, **how)
+                # paste's switches (SHARPEN, the gates, ...) are read by paste_edit now;
+                # seamless cloning is not for --no-detect's whole-image frame
+                paste_edit(pixels, face.frame, edit, fade,
+                           seamless=paste.SEAMLESS and self.detect)
             self._images[emotion] = pixels
         return self._images[emotion]
 

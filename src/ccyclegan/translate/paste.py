@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -70,11 +71,21 @@ PARTS = True
 # Paste-back
 
 
+class _Switch:
+    """paste_edit's default for a setting: this module's switch as it is at the call."""
+
+    def __repr__(self) -> str:
+        return "<the module's switch>"
+
+
+SWITCH: Any = _Switch()
+
+
 def settings() -> dict[str, float | int | bool | None]:
     """paste_edit's settings as this module's switches say now (DETAIL_GATE, MATCH_ROUNDS,
-    SEAMLESS, TEXTURE, COLOUR_GATE, GUIDE, SHARPEN): what the translator pastes with, read at
-    each call, so setting paste.SHARPEN = 1 changes translate()'s photos as paste.MOVE does
-    (paste_edit's own defaults are these values at import)."""
+    SEAMLESS, TEXTURE, COLOUR_GATE, GUIDE, SHARPEN): what paste_edit uses for each setting it
+    is not given, read at each call, so setting paste.SHARPEN = 1 changes translate()'s photos
+    (and paste_edit's) as paste.MOVE does."""
     return {"detail_gate": DETAIL_GATE, "match": MATCH_ROUNDS, "seamless": SEAMLESS,
             "texture": TEXTURE, "colour_gate": COLOUR_GATE, "guide": GUIDE, "sharpen": SHARPEN}
 
@@ -158,10 +169,10 @@ class FaceEdit:
 
 
 def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
-               detail_gate: float | None = DETAIL_GATE, match: int = MATCH_ROUNDS,
-               seamless: bool = SEAMLESS, texture: float = TEXTURE,
-               colour_gate: float | None = COLOUR_GATE, guide: float = GUIDE,
-               sharpen: float = SHARPEN) -> None:
+               detail_gate: float | None = SWITCH, match: int = SWITCH,
+               seamless: bool = SWITCH, texture: float = SWITCH,
+               colour_gate: float | None = SWITCH, guide: float = SWITCH,
+               sharpen: float = SWITCH) -> None:
     """Apply a 48x48 edit to the photo pixels (HxW or HxWx3 uint8) in frame, in place, at the
     photo's own resolution.
 
@@ -187,7 +198,13 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     fade x delta) and the smooth difference, upsampled, is added to the luminance, so the
     photo seen at the model's scale shows what the model made (needs edit.delta).
     seamless: the paint and the delta matched lose their harmonic fill from the frame's border
-    (harmonic_fill), zero there before the fade (not for --no-detect's whole-image frame)."""
+    (harmonic_fill), zero there before the fade (not for --no-detect's whole-image frame).
+    A setting not given is the module's switch at the call (settings(): DETAIL_GATE, ...)."""
+    given = {"detail_gate": detail_gate, "match": match, "seamless": seamless,
+             "texture": texture, "colour_gate": colour_gate, "guide": guide, "sharpen": sharpen}
+    now = settings()
+    detail_gate, match, seamless, texture, colour_gate, guide, sharpen = (
+        now[k] if v is SWITCH else v for k, v in given.items())
     cv2 = _cv2()
     side = frame.w
     n = edit.paint.shape[0]
