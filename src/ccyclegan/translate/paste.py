@@ -169,10 +169,9 @@ class FaceEdit:
 
 
 def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
-               detail_gate: float | None = SWITCH, match: int = SWITCH,
-               seamless: bool = SWITCH, texture: float = SWITCH,
-               colour_gate: float | None = SWITCH, guide: float = SWITCH,
-               sharpen: float = SWITCH) -> None:
+               detail_gate: float | None = SWITCH, match: int = SWITCH, seamless: bool = SWITCH,
+               texture: float = SWITCH, colour_gate: float | None = SWITCH,
+               guide: float = SWITCH, sharpen: float = SWITCH) -> None:
     """Apply a 48x48 edit to the photo pixels (HxW or HxWx3 uint8) in frame, in place, at the
     photo's own resolution.
 
@@ -180,37 +179,32 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     photo's own pixels (Lanczos), so what the model moves stays as sharp as the photo. The
     painted change is upsampled and added to the luminance; where a pixel is painted anew
     (weight w), its old fine detail is taken out in that share, and in colour it takes the
-    colour of the unpainted pixels around it, so new content (a closed mouth over teeth, say)
-    is skin- and lip-coloured rather than grey.
-    fade (same size as edit) scales all of it: 0 on the frame's border, so nothing outside the
-    frame changes and no seam shows. Pixels whose edit is zero keep their exact values.
-    detail_gate (grey levels; None: the whole painted share, 0: never): take the detail out
-    only in the share |paint| / detail_gate of a painted pixel, so a pixel repainted nearly as
-    it was keeps it (measured: experiments/photo_release/); colour_gate (grey levels; None:
-    the whole painted share, 0: never) the same for the colour; guide (grey levels; 0: off): the
-    paint upsampled by the guided filter (_guided_up) rather than bicubic; sharpen (0: off):
-    the unsharp mask (_unsharp) of the paint and of back-projection's corrections before they
-    are enlarged, on faces over 1.5 times the model's size (smaller ones are barely enlarged).
-    texture (grey levels; 0: none): the finest detail whose local RMS is under texture (skin's
-    grain) is kept even where painted (_old_detail).
+    colour of the unpainted pixels around it, so new content (a closed mouth over teeth, say) is
+    skin- and lip-coloured rather than grey. fade (same size as edit) scales all of it: 0 on the
+    frame's border, so nothing outside the frame changes and no seam shows. Pixels whose edit is
+    zero keep their exact values. detail_gate (grey levels; None: the whole painted share, 0:
+    never): take the detail out only in the share |paint| / detail_gate of a painted pixel, so a
+    pixel repainted nearly as it was keeps it (measured: experiments/photo_release/);
+    colour_gate (grey levels; None: the whole painted share, 0: never) the same for the colour;
+    guide (grey levels; 0: off): the paint upsampled by the guided filter (_guided_up) rather
+    than bicubic; sharpen (0: off): the unsharp mask (_unsharp) of the paint and of
+    back-projection's corrections before they are enlarged, on faces over 1.5 times the model's
+    size (smaller ones are barely enlarged). texture (grey levels; 0: none): the finest detail
+    whose local RMS is under texture (skin's grain) is kept even where painted (_old_detail).
     match: rounds of back-projection (Irani and Peleg's, as in super-resolution): the photo's
-    face, shrunk to 48x48 as a crop is, is compared with the faded 48x48 result (input +
-    fade x delta) and the smooth difference, upsampled, is added to the luminance, so the
-    photo seen at the model's scale shows what the model made (needs edit.delta).
-    seamless: the paint and the delta matched lose their harmonic fill from the frame's border
-    (harmonic_fill), zero there before the fade (not for --no-detect's whole-image frame).
-    A setting not given is the module's switch at the call (settings(): DETAIL_GATE, ...)."""
-    given = {"detail_gate": detail_gate, "match": match, "seamless": seamless,
-             "texture": texture, "colour_gate": colour_gate, "guide": guide, "sharpen": sharpen}
-    now = settings()
-    detail_gate, match, seamless, texture, colour_gate, guide, sharpen = (
-        now[k] if v is SWITCH else v for k, v in given.items())
+    face, shrunk to 48x48 as a crop is, is compared with the faded 48x48 result (input + fade x
+    delta) and the smooth difference, upsampled, is added to the luminance, so the photo seen at
+    the model's scale shows what the model made (needs edit.delta). seamless: the paint and the
+    delta matched lose their harmonic fill from the frame's border (harmonic_fill), zero there
+    before the fade (not for --no-detect's whole-image frame). A setting not given is the
+    module's switch at the call (settings())."""
+    detail_gate, match, seamless, texture, colour_gate, guide, sharpen = _at_call(
+        detail_gate, match, seamless, texture, colour_gate, guide, sharpen)
     cv2 = _cv2()
     side = frame.w
     n = edit.paint.shape[0]
-    h, w = pixels.shape[:2]
     x0, y0 = max(frame.x, 0), max(frame.y, 0)
-    x1, y1 = min(frame.x + frame.w, w), min(frame.y + frame.h, h)
+    x1, y1 = min(frame.x + frame.w, pixels.shape[1]), min(frame.y + frame.h, pixels.shape[0])
     if x0 >= x1 or y0 >= y1:
         return
 
@@ -254,6 +248,12 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     out = (moved + (y_out - y_moved)[:, :, None]) if colour else y_out
     part = out[y0 - frame.y:y1 - frame.y, x0 - frame.x:x1 - frame.x]
     pixels[y0:y1, x0:x1] = np.clip(np.rint(part), 0, 255).astype(np.uint8)
+
+
+def _at_call(*given: Any) -> tuple[Any, ...]:
+    """paste_edit's settings in settings()'s order, each SWITCH replaced by its switch now."""
+    return tuple(now if v is SWITCH else v
+                 for v, now in zip(given, settings().values(), strict=True))
 
 
 def flow_of_edit(face: np.ndarray, edit: FaceEdit, window: int = 7, max_len: float = 3.0,
