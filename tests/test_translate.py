@@ -25,6 +25,7 @@ from ccyclegan.translate.faces import (
     frame_box,
 )
 from ccyclegan.translate.files import expand_inputs
+from ccyclegan.translate.inputs import parse_targets
 from ccyclegan.translate.paste import FaceEdit, border_fade, flow_of_edit, harmonic_fill, paste_edit
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -351,6 +352,22 @@ def test_edit_is_gs_translation_blended_with_the_input(tr, astro_all):
             assert np.abs(delta[0, k]).mean() > 0.5  # every target changes the face
 
 
+def test_a_list_of_targets_gives_a_strip_of_those(tr, astronaut, astro_all):
+    """to="surprise,SAD": the input then surprise and sad, each tile the same as in the strip
+    of all seven (to a grey level: a batch of another size may round a pixel the other way);
+    a name given twice is translated once."""
+    assert parse_targets(" surprise, SAD ,surprise") == ("surprise", "sad")
+    strip = tr.translate(astronaut, to="surprise,SAD")
+    tile = strip.shape[0]
+    assert strip.shape == (tile, 3 * tile, 3)
+    full = astro_all.strip(tile)
+    for k, target in enumerate(("surprise", "sad")):
+        j = 1 + EMOTIONS.index(target)
+        diff = (strip[:, (k + 1) * tile:(k + 2) * tile].astype(int)
+                - full[:, j * tile:(j + 1) * tile])
+        assert np.abs(diff).max() <= 1 and (diff != 0).mean() < 1e-3
+
+
 def test_all_gives_a_strip_of_seven(tr, astronaut, astro_all):
     result = astro_all
     (face,) = result.faces
@@ -428,6 +445,10 @@ def test_api_returns_the_kind_it_was_given(tr, small, tmp_path):
             tr.translate(bad, to="sad")
     with pytest.raises(TranslateError, match="unknown emotion"):
         tr.translate(small, to="joy")
+    with pytest.raises(TranslateError, match="unknown emotion 'joy' in 'sad,joy'"):
+        tr.translate(small, to="sad,joy")
+    with pytest.raises(TranslateError, match="unknown emotion"):
+        tr.translate(small, to="sad,")
     with pytest.raises(TranslateError, match="intensity"):
         tr.translate(small, to="sad", intensity=1.01)
 
@@ -507,6 +528,13 @@ def test_cli_writes_beside_the_input(photos, gen_path, capsys):
     assert listing(photos / "out") == {"astro_all.jpg"}
     with Image.open(photos / "out" / "astro_all.jpg") as img:
         assert img.width == 8 * img.height
+    # several targets, comma-separated: a strip of those, named after them
+    rc, out, err = run(["translate", photos / "astro.jpg", "--to", "Sad, angry,sad",
+                        "--checkpoint", gen_path, "-o", photos / "out"], capsys)
+    assert rc == 0, err
+    assert listing(photos / "out") == {"astro_all.jpg", "astro_sad-angry.jpg"}
+    with Image.open(photos / "out" / "astro_sad-angry.jpg") as img:
+        assert img.width == 3 * img.height
 
 
 def test_cli_crop_only_and_no_detect(photos, gen_path, capsys):
@@ -582,9 +610,11 @@ def test_cli_keep_going_and_overwrite(photos, gen_path, capsys, astronaut):
 
 
 def test_expand_inputs_skips_own_outputs(tmp_path):
-    for name in ("a.jpg", "a_happy.jpg", "b_sad.jpg", "a_all_face2.png", "notes.txt"):
+    for name in ("a.jpg", "a_happy.jpg", "b_sad.jpg", "a_all_face2.png", "a_sad-angry.jpg",
+                 "a_sad-joy.jpg", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
-    assert [p.name for p in expand_inputs([tmp_path])] == ["a.jpg", "b_sad.jpg"]
+    assert [p.name for p in expand_inputs([tmp_path])] == ["a.jpg", "a_sad-joy.jpg",
+                                                             "b_sad.jpg"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(TranslateError, match="no image files"):
         expand_inputs([tmp_path / "empty"])

@@ -183,6 +183,14 @@ def test_all_emotions_strip(server, client, ref, astronaut):
     assert got.shape == want.shape and np.abs(got - want).mean() < 0.5
     assert decode(data["faces"][0]["crops"]).shape == (48, 48 * 8)
     assert "region" not in data["faces"][0]
+    # several targets, comma-separated: the strip of those, named as the command line names it
+    r = post(client, url, jpeg, name="astronaut.jpg", to="sad,fear")
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["filename"] == "astronaut_sad-fear.jpg" and data["targets"] == ["sad", "fear"]
+    image = decode(data["image"])
+    assert image.shape[1] == 3 * image.shape[0]
+    assert decode(data["faces"][0]["crops"]).shape == (48, 48 * 3)
 
 
 def multipart_body(photo: bytes, boundary: str = "xYzBoundary", **fields) -> bytes:

@@ -196,7 +196,8 @@ def add_translate_parsers(sub) -> None:
                     "(photo_happy.jpg beside photo.jpg, or in -o).")
     t.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of them")
     t.add_argument("--to", required=True, metavar="EMOTION",
-                   help=f"target emotion: {names}, or all (a strip of each face in all 7)")
+                   help=f"target emotion: {names}; several comma-separated (sad,angry: a strip "
+                        "of each face in those), or all (in all 7)")
     t.add_argument("--intensity", default="1.0", metavar="A",
                    help="0..1: 0 returns the face unchanged, 1 the full expression (default 1)")
     t.add_argument("--checkpoint", metavar="RUN",

@@ -308,7 +308,8 @@ class ExpressionTranslator:
                   detect: bool = True, min_face: float = MIN_FACE) -> Any:
         """The image with every face changed to emotion ``to``, of the kind given: a PIL image
         for a path or a PIL image, a uint8 array of the same layout for an array. ``to="all"``
-        gives a strip per face (rows): the input, then each of the 7 emotions."""
+        gives a strip per face (rows): the input, then each of the 7 emotions; several,
+        comma-separated ("sad,angry"), a strip of those."""
         targets = parse_targets(to)
         a = check_intensity(intensity)
         pic, kind, detail = as_picture(image)
@@ -343,8 +344,9 @@ def write_translations(translator: ExpressionTranslator,
     """translate_files with targets and intensity already checked (the command line's edge).
 
     Outputs: photo_happy.jpg beside the input (or in the folder ``out``; ``out`` with an
-    image suffix and a single input is the file itself); several targets: photo_all.jpg, a
-    strip per face; crop_only: photo_happy_face1.png, ... (48x48, or 8 side by side).
+    image suffix and a single input is the file itself); several targets: photo_all.jpg (or
+    photo_sad-angry.jpg), a strip per face; crop_only: photo_happy_face1.png, ... (48x48, or
+    the input and each target side by side).
     Everything is computed before anything is written, so an error writes nothing (unless
     keep_going: then failed inputs are reported and skipped). Never overwrites an input
     unless overwrite. log gets one line per image, only once its files are written."""

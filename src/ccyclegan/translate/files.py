@@ -22,7 +22,8 @@ from ccyclegan.translate.faces import (
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm",
                   ".pgm", ".pnm")
 _WRITABLE = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-_OUTPUT_RE = re.compile(r"^(?P<stem>.+)_(?:" + "|".join((*EMOTIONS, "all")) + r")(?:_face\d+)?$")
+_NAME = "(?:" + "|".join(EMOTIONS) + ")"
+_OUTPUT_RE = re.compile(rf"^(?P<stem>.+)_(?:all|{_NAME}(?:-{_NAME})*)(?:_face\d+)?$")
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -67,11 +68,17 @@ def _plan_outputs(src: Path, tag: str, n_out: int, crop_only: bool, out: Path | 
     return [folder / f"{src.stem}_{tag}{_out_suffix(src)}"]
 
 
+def output_tag(targets: Sequence[str]) -> str:
+    """The outputs' name part for these targets: photo_sad.jpg, photo_sad-angry.jpg,
+    photo_all.jpg (all 7)."""
+    return "all" if tuple(targets) == EMOTIONS else "-".join(targets)
+
+
 def outputs(src: Path, result, targets: tuple[str, ...], pic: Picture, crop_only: bool,
             out: Path | None, out_is_dir: bool) -> list[tuple[Path, bytes]]:
     """The encoded files of one translated image (a TranslationResult): its destination
     paths and bytes, nothing written yet."""
-    tag = "all" if len(targets) > 1 else targets[0]
+    tag = output_tag(targets)
     n_out = len(result.faces) if crop_only else 1
     blobs = []
     for k, dest in enumerate(_plan_outputs(src, tag, n_out, crop_only, out, out_is_dir)):

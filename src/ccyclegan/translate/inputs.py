@@ -25,13 +25,19 @@ from ccyclegan.translate.faces import (
 
 
 def parse_targets(to: str) -> tuple[str, ...]:
-    """An emotion name (any case) -> (name,); "all" -> all 7 in EMOTIONS order."""
+    """An emotion name (any case) -> (name,); several, comma-separated -> them in the order
+    given, once each (a strip of each face in those, as "all" gives); "all" -> all 7 in
+    EMOTIONS order."""
     key = str(to).strip().lower()
     if key == "all":
         return EMOTIONS
-    if key in EMOTIONS:
-        return (key,)
-    raise TranslateError(f"unknown emotion {to!r} (choose one of {', '.join(EMOTIONS)}, or all)")
+    names = [k.strip() for k in key.split(",")]
+    for name in names:
+        if name not in EMOTIONS:
+            what = f"{name!r} in {to!r}" if len(names) > 1 else repr(to)
+            raise TranslateError(f"unknown emotion {what} (choose one of {', '.join(EMOTIONS)}"
+                                 ", several comma-separated, or all)")
+    return tuple(dict.fromkeys(names))
 
 
 def check_intensity(value: Any) -> float:

@@ -38,6 +38,7 @@ from ccyclegan.translate.faces import (
     encode_image,
     to_pil,
 )
+from ccyclegan.translate.files import output_tag
 from ccyclegan.translate.inputs import check_intensity, parse_targets
 from ccyclegan.translate.upload import (
     WebError,
@@ -219,12 +220,11 @@ class _Service:
             img.close()
         suffix = ".jpg" if fmt == "JPEG" else ".png"
         mime = "image/jpeg" if suffix == ".jpg" else "image/png"
-        if len(targets) == 1:  # as `ccyclegan translate` writes it: the photo, or the strip
+        tag = output_tag(targets)  # as `ccyclegan translate` names and writes it
+        if len(targets) == 1:  # the photo, or the strip
             out = to_pil(result.picture())
-            tag = targets[0]
         else:
             out = to_pil(Picture(result.strip(), None, result.original.icc_profile))
-            tag = "all"
         main = encode_image(out, suffix)
         strip = result.strip() if len(targets) == 1 else None
         tile = strip.shape[0] // len(result.faces) if strip is not None else 0
