@@ -16,7 +16,7 @@ longest and shortest vectors, `changed:C` where it is kept, `changed:0` everywhe
 `smooth:S` its Gaussian blur, pixels of the 48x48 face, `parts:0|1` the field kept only on
 the mouth, eyes and brows: paste.parts_mask),
 `unblur:S` (the share S of the input's fine detail that the model's edit only blurs given back:
-a rejected candidate, `unblurred`),
+a rejected candidate, `unblurred`; `+grain:G` only its part of local RMS under G, rejected too),
 `texture:T` (the old detail's faint grain, local RMS under T, kept under paint; 0: none),
 `guide:E` (the paint upsampled by the guided filter, the photo's luminance as guide), `cgate:T`
 (the colour around taken only in the share |paint| / T of a painted pixel; `cgate:off`:
@@ -61,7 +61,7 @@ from ccyclegan.translate.paste import border_fade, flow_of_edit, paste_edit
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 KEYS = ("gate", "match", "fade", "seamless", "flow", "maxflow", "dead", "changed", "smooth",
-        "texture", "cgate", "guide", "parts", "unblur", "sharpen")
+        "texture", "cgate", "guide", "parts", "unblur", "grain", "sharpen")
 
 
 def legacy_mask(size: int = FACE_SIZE) -> np.ndarray:
@@ -94,7 +94,7 @@ def legacy_paste(result, emotion: str) -> np.ndarray:
     return pixels
 
 
-def unblurred(face: np.ndarray, edit, share: float):
+def unblurred(face: np.ndarray, edit, share: float, grain: float = 0.0):
     """A measured and rejected candidate (experiments/photo_release/): the share of the
     input's fine detail (its 1-pixel high-pass, after the move) that the model's edit takes out
     where it only blurs it (the edit's own high-pass, projected on the input's over 3x3
@@ -108,6 +108,9 @@ def unblurred(face: np.ndarray, edit, share: float):
     x = face.astype(np.float32)
     moved = warp_face(x, edit.flow) if edit.flow is not None else x
     hp_in = moved - cv2.GaussianBlur(moved, (0, 0), 1.0)
+    if grain:  # only the faint part (local RMS under grain grey levels): skin, not creases
+        rms = np.sqrt(cv2.GaussianBlur(hp_in * hp_in, (0, 0), 2.0))
+        hp_in = hp_in * np.clip(2.0 - rms / grain, 0.0, 1.0)
     paint = edit.paint.astype(np.float32)
     hp = paint - cv2.GaussianBlur(paint, (0, 0), 1.0)
     k = np.clip(-cv2.blur(hp * hp_in, (3, 3)) / (cv2.blur(hp_in * hp_in, (3, 3)) + 4.0), 0, 1)
@@ -122,7 +125,7 @@ def paste_with(**settings):
     flow_names = {"flow": "window", "maxflow": "max_len", "dead": "dead", "changed": "changed",
                   "smooth": "smooth", "parts": "parts"}  # flow_of_edit's
     kwargs = {names.get(k, k): v for k, v in settings.items()
-              if k not in flow_names and k not in ("fade", "unblur")}
+              if k not in flow_names and k not in ("fade", "unblur", "grain")}
     ramp = {"ramp": settings["fade"]} if "fade" in settings else {}
     flow = {flow_names[k]: v for k, v in settings.items() if k in flow_names}
     move = bool(flow["window"]) if "window" in flow else paste_module.MOVE
@@ -134,7 +137,7 @@ def paste_with(**settings):
             if move:
                 edit = flow_of_edit(face.before, edit, **flow)
             if settings.get("unblur"):
-                edit = unblurred(face.before, edit, settings["unblur"])
+                edit = unblurred(face.before, edit, settings["unblur"], settings.get("grain", 0))
             paste_edit(pixels, face.frame, edit, border_fade(FACE_SIZE, **ramp), **kwargs)
         return pixels
     return paste
@@ -151,8 +154,8 @@ def paste_of(name: str):
         if key not in KEYS or not value:
             raise SystemExit(f"unknown paste {name!r} (model, gate:T, match:N, fade:R, "
                              "seamless:0|1, flow:W, maxflow:L, dead:D, changed:C, smooth:S, "
-                             "parts:0|1, texture:T, cgate:T, guide:E, unblur:S, sharpen:K "
-                             "joined with +, legacy)")
+                             "parts:0|1, texture:T, cgate:T, guide:E, unblur:S, grain:G, "
+                             "sharpen:K joined with +, legacy)")
         settings[key] = (int(value) if key in ("match", "flow")
                          else bool(int(value)) if key in ("seamless", "parts")
                          else None if value == "off" else float(value))

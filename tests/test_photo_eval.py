@@ -272,6 +272,10 @@ def test_the_benchmark_script_runs_and_compares_pastes(reader, photo_file, gen_p
     before = result.original.pixels.astype(int)
     unblurred = bench.paste_of("unblur:1")(result, "sad").astype(int)
     assert np.abs(unblurred - before).sum() < np.abs(result.image("sad").astype(int) - before).sum()
+    # +grain:G gives back only its faint part: another image, and less of the input than all
+    grain = bench.paste_of("unblur:1+grain:4")(result, "sad").astype(int)
+    assert not np.array_equal(grain, unblurred) and not np.array_equal(grain, result.image("sad"))
+    assert np.abs(grain - before).sum() > np.abs(unblurred - before).sum()
     monkeypatch.setattr("ccyclegan.translate.paste.MOVE", False)
     # the same batch of 7 targets: a batch of 1 differs in the float's last bits, which can
     # round a pixel the other way
