@@ -21,7 +21,8 @@ a rejected candidate, `unblurred`; `+grain:G` only its part of local RMS under G
 `guide:E` (the paint upsampled by the guided filter, the photo's luminance as guide), `cgate:T`
 (the colour around taken only in the share |paint| / T of a painted pixel; `cgate:off`:
 wherever painted), `sharpen:K` (the unsharp mask of the paint and back-projection's
-corrections before they are enlarged, amount K; 0: off), joined with `+`
+corrections before they are enlarged, amount K; 0: off), `shade:S` (the chroma scaled by the
+luminance's change to the power S; 0: off), joined with `+`
 (`gate:off+match:0+fade:0.1+seamless:0+flow:0+texture:0+cgate:off`: the paste before these
 defaults);
 `legacy` (the paste before paste_edit: the 48x48 change added
@@ -61,7 +62,7 @@ from ccyclegan.translate.paste import border_fade, flow_of_edit, paste_edit
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 KEYS = ("gate", "match", "fade", "seamless", "flow", "maxflow", "dead", "changed", "smooth",
-        "texture", "cgate", "guide", "parts", "unblur", "grain", "sharpen")
+        "texture", "cgate", "guide", "parts", "unblur", "grain", "sharpen", "shade")
 
 
 def legacy_mask(size: int = FACE_SIZE) -> np.ndarray:
@@ -155,7 +156,7 @@ def paste_of(name: str):
             raise SystemExit(f"unknown paste {name!r} (model, gate:T, match:N, fade:R, "
                              "seamless:0|1, flow:W, maxflow:L, dead:D, changed:C, smooth:S, "
                              "parts:0|1, texture:T, cgate:T, guide:E, unblur:S, grain:G, "
-                             "sharpen:K joined with +, legacy)")
+                             "sharpen:K, shade:S joined with +, legacy)")
         settings[key] = (int(value) if key in ("match", "flow")
                          else bool(int(value)) if key in ("seamless", "parts")
                          else None if value == "off" else float(value))
@@ -185,6 +186,10 @@ def sharpness_line(s: dict) -> str:
             lines.append(f"photo sharpness ratio, faces {band} px: {by['overall']:.3f} ("
                          + ", ".join(f"{t} {v:.2f}" for t, v in by.items() if t != "overall")
                          + ")")
+    colour = s.get("colour_by_target") or {}
+    if any(v is not None for v in colour.values()):
+        lines.append("colourfulness of the face region (chroma over luminance), output / input: "
+                     + ", ".join(f"{t} {_f(v, '.2f')}" for t, v in colour.items()))
     return "\n".join(lines)
 
 

@@ -78,6 +78,7 @@ def test_an_untouched_photo_reads_as_untouched(reader, photo_file, gen_path):
     (rec,) = records
     assert all(d == 0.0 for d in rec.distance.values())
     assert all(s == 1.0 for s in rec.sharpness.values())
+    assert all(c == 1.0 for c in rec.colour.values()) and len(rec.colour) == len(EMOTIONS)
     assert all(np.array_equal(rec.photo_crop[t], rec.before) for t in EMOTIONS)
     assert all(np.array_equal(rec.edit_frame[t], rec.model[t]) for t in EMOTIONS)
     torch.manual_seed(0)
@@ -96,6 +97,7 @@ def test_an_untouched_photo_reads_as_untouched(reader, photo_file, gen_path):
     assert s["same_person"] == 1.0 and s["found_again"] == 1.0
     assert s["translations"] == len(EMOTIONS) and s["sharpness"]["min"] == 1.0
     assert s["crop_sharpness_by_target"] == {t: 1.0 for t in EMOTIONS}  # the model's, too
+    assert s["colour_by_target"] == {t: 1.0 for t in EMOTIONS}
     assert s["sharpness_by_size"][band] == {"overall": 1.0, **{t: 1.0 for t in EMOTIONS}}
     assert all(v is None for b, v in s["sharpness_by_size"].items() if b != band)
     # one judge answer for the input: exactly one target (its reading) is a hit

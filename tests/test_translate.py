@@ -265,6 +265,47 @@ def test_a_colour_gate_keeps_the_colour_of_a_pixel_repainted_as_it_was():
     assert float((out[88:104, 88:104, 0].astype(int) - out[88:104, 88:104, 1]).mean()) > 85
 
 
+def test_shade_keeps_a_lightened_face_as_colourful_as_it_was():
+    """paste_edit(shade=S): the chroma scaled by the luminance's change to the power S. A skin
+    patch the model lightens by 40 grey levels keeps its chroma as it was with S 0 (paler: the
+    chroma over the luminance drops), and its saturation with S 1; no edit changes nothing,
+    and the frame's closed border keeps its pixels either way."""
+    from ccyclegan.evaluate.photos import colourfulness
+
+    photo = np.zeros((192, 192, 3), np.uint8)
+    photo[:] = (150, 100, 80)  # skin
+    frame = Box(0, 0, 192, 192)
+    paint = np.zeros((48, 48), np.float32)
+    paint[12:36, 12:36] = 40.0
+    patch = Box(64, 64, 64, 64)
+    before = colourfulness(photo, patch)
+    got = {}
+    for shade in (0.0, 0.5, 1.0):
+        out = photo.copy()
+        paste_edit(out, frame, FaceEdit(paint), border_fade(48), match=0, shade=shade)
+        assert np.array_equal(out[0], photo[0]) and np.array_equal(out[:, -1], photo[:, -1])
+        lum = out[64:128, 64:128].astype(float) @ np.array([0.299, 0.587, 0.114])
+        assert abs(lum.mean() - (photo[0, 0] @ np.array([0.299, 0.587, 0.114]) + 40)) < 1.5
+        got[shade] = colourfulness(out, patch) / before
+        same = photo.copy()
+        paste_edit(same, frame, FaceEdit(np.zeros((48, 48), np.float32)), border_fade(48),
+                   match=0, shade=shade)
+        assert np.array_equal(same, photo)
+    assert got[0.0] < 0.8 and got[0.0] < got[0.5] < got[1.0] and abs(got[1.0] - 1.0) < 0.05
+
+
+def test_colourfulness_is_none_for_grey_and_falls_as_a_face_pales():
+    from ccyclegan.evaluate.photos import colourfulness
+
+    frame = Box(0, 0, 32, 32)
+    assert colourfulness(np.full((32, 32), 120, np.uint8), frame) is None
+    assert colourfulness(np.full((32, 32, 3), 120, np.uint8), frame) is None  # R = G = B
+    skin = np.zeros((32, 32, 3), np.uint8)
+    skin[:] = (150, 100, 80)
+    pale = np.clip(skin.astype(int) + 40, 0, 255).astype(np.uint8)  # lighter, same chroma
+    assert colourfulness(pale, frame) < 0.8 * colourfulness(skin, frame)
+
+
 def test_back_projection_makes_the_photo_show_the_48px_result():
     """paste_edit's match: the pasted photo, cropped to 48x48 again as the model's input was,
     shows the faded 48x48 result (input + fade x delta) far more closely than an upsampled

@@ -36,7 +36,7 @@ from ccyclegan.evaluate.identity import (
 from ccyclegan.evaluate.metrics import GRIN_CLOSERS, mouth_composite
 from ccyclegan.translate.faces import MIN_FACE, Box, NoFaceError, crop_face, read_image
 
-__all__ = ["FaceRecord", "PhotoReader", "compare", "face_bootstrap", "grin",
+__all__ = ["FaceRecord", "PhotoReader", "colourfulness", "compare", "face_bootstrap", "grin",
            "laplacian_variance", "sharpness",
            "summarize", "translate_and_judge"]
 
@@ -137,6 +137,22 @@ def sharpness(pixels: np.ndarray, frame: Box) -> float:
     return laplacian_variance(grey)
 
 
+def colourfulness(pixels: np.ndarray, frame: Box) -> float | None:
+    """The frame's mean chroma (BT.601 Cb, Cr magnitude) over its mean luminance plus 16: how
+    colourful the face region looks, lighter or darker; None for a grey photo (no chroma to
+    keep)."""
+    if pixels.ndim != 3:
+        return None
+    h, w = pixels.shape[:2]
+    x0, y0 = max(frame.x, 0), max(frame.y, 0)
+    x1, y1 = min(frame.x + frame.w, w), min(frame.y + frame.h, h)
+    rgb = pixels[y0:y1, x0:x1].astype(np.float64)
+    y = rgb @ np.array([0.299, 0.587, 0.114])
+    cb, cr = 0.564 * (rgb[..., 2] - y), 0.713 * (rgb[..., 0] - y)
+    chroma = float(np.sqrt(cb * cb + cr * cr).mean())
+    return None if chroma < 0.5 else chroma / (float(y.mean()) + 16.0)
+
+
 def laplacian_variance(grey: np.ndarray) -> float:
     """Variance of the Laplacian of a grey image: sharpness's measure."""
     import cv2
@@ -163,6 +179,8 @@ class FaceRecord:
     # the independent path's FER2013 frame of the input face: how the two framings differ
     reader_frame: Box | None = None
     model_input: np.ndarray | None = None  # 48x48: what the model saw (the translator's frame)
+    # target -> output / input colourfulness of the face region (None: a grey photo)
+    colour: dict[str, float | None] = field(default_factory=dict)
     images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
@@ -200,6 +218,7 @@ def translate_and_judge(translator, photos: Sequence[str | Path], reader: PhotoR
                 continue
             desc_in = reader.descriptor(original, src)
             sharp_in = sharpness(original, face.frame)
+            colour_in = colourfulness(original, face.frame)
             fer = src.fer_frame()
             rec = FaceRecord(Path(path).name, i, face.frame, face.frame.w,
                              crop_face(original, fer), dict(face.after), {}, {}, {},
@@ -212,6 +231,9 @@ def translate_and_judge(translator, photos: Sequence[str | Path], reader: PhotoR
                 rec.distance[t] = (None if hit is None else float(
                     np.linalg.norm(reader.descriptor(out, hit) - desc_in)))
                 rec.sharpness[t] = sharpness(out, face.frame) / max(sharp_in, 1e-9)
+                colour_out = colourfulness(out, face.frame)
+                rec.colour[t] = (None if colour_in is None or colour_out is None
+                                 else colour_out / colour_in)
                 if keep_images:
                     rec.images[t] = out
             if keep_images:
@@ -290,6 +312,8 @@ def summarize(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
                 for r in records if r.model_input is not None] for t in targets}
     out["crop_sharpness_by_target"] = {t: float(np.mean(v)) if v else None
                                        for t, v in crop.items()}
+    colour = {t: [r.colour[t] for r in records if r.colour.get(t) is not None] for t in targets}
+    out["colour_by_target"] = {t: float(np.mean(v)) if v else None for t, v in colour.items()}
     out["framing"] = framing(records)
     out["grin"] = grin(records, judges, targets)
     return out

@@ -17,7 +17,7 @@ import numpy as np
 from ccyclegan.translate.faces import Box, _cv2, _region, _resize
 
 __all__ = ["BORDER_RAMP", "COLOUR_GATE", "DETAIL_GATE", "GUIDE", "MATCH_ROUNDS", "MOVE", "PARTS",
-           "SEAMLESS", "SHARPEN", "TEXTURE", "FaceEdit", "border_fade", "edge_mask",
+           "SEAMLESS", "SHADE", "SHARPEN", "TEXTURE", "FaceEdit", "border_fade", "edge_mask",
            "flow_of_edit", "harmonic_fill", "luma_f", "moved_edit", "parts_mask", "paste_edit",
            "settings", "warp_face"]
 
@@ -65,6 +65,9 @@ CHANGED = 4.0  # grey levels: the move fades out where the model changes the fac
 # flow as a fold that collapses, and moving it bent the photo's fold into a ripple or a hook
 # (the same reading on the photo benchmark, the person kept more often: experiments/photo_release/)
 PARTS = True
+# the chroma scaled by the edit's change of luminance to this power (0: kept as it was), so a
+# face the model lightens keeps its saturation instead of paling (_recolour)
+SHADE = 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,11 +86,12 @@ SWITCH: Any = _Switch()
 
 def settings() -> dict[str, float | int | bool | None]:
     """paste_edit's settings as this module's switches say now (DETAIL_GATE, MATCH_ROUNDS,
-    SEAMLESS, TEXTURE, COLOUR_GATE, GUIDE, SHARPEN): what paste_edit uses for each setting it
+    SEAMLESS, TEXTURE, COLOUR_GATE, GUIDE, SHARPEN, SHADE): what paste_edit uses for each setting it
     is not given, read at each call, so setting paste.SHARPEN = 1 changes translate()'s photos
     (and paste_edit's) as paste.MOVE does."""
     return {"detail_gate": DETAIL_GATE, "match": MATCH_ROUNDS, "seamless": SEAMLESS,
-            "texture": TEXTURE, "colour_gate": COLOUR_GATE, "guide": GUIDE, "sharpen": SHARPEN}
+            "texture": TEXTURE, "colour_gate": COLOUR_GATE, "guide": GUIDE, "sharpen": SHARPEN,
+            "shade": SHADE}
 
 
 def border_fade(size: int, ramp: float = BORDER_RAMP) -> np.ndarray:
@@ -171,7 +175,7 @@ class FaceEdit:
 def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
                detail_gate: float | None = SWITCH, match: int = SWITCH, seamless: bool = SWITCH,
                texture: float = SWITCH, colour_gate: float | None = SWITCH,
-               guide: float = SWITCH, sharpen: float = SWITCH) -> None:
+               guide: float = SWITCH, sharpen: float = SWITCH, shade: float = SWITCH) -> None:
     """Apply a 48x48 edit to the photo pixels (HxW or HxWx3 uint8) in frame, in place, at the
     photo's own resolution.
 
@@ -196,10 +200,10 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     delta) and the smooth difference, upsampled, is added to the luminance, so the photo seen at
     the model's scale shows what the model made (needs edit.delta). seamless: the paint and the
     delta matched lose their harmonic fill from the frame's border (harmonic_fill), zero there
-    before the fade (not for --no-detect's whole-image frame). A setting not given is the
-    module's switch at the call (settings())."""
-    detail_gate, match, seamless, texture, colour_gate, guide, sharpen = _at_call(
-        detail_gate, match, seamless, texture, colour_gate, guide, sharpen)
+    before the fade (not for --no-detect's whole-image frame). shade (0: off): _recolour's. A
+    setting not given is the module's switch at the call (settings())."""
+    detail_gate, match, seamless, texture, colour_gate, guide, sharpen, shade = _at_call(
+        detail_gate, match, seamless, texture, colour_gate, guide, sharpen, shade)
     cv2 = _cv2()
     side = frame.w
     n = edit.paint.shape[0]
@@ -245,9 +249,27 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
         for _ in range(match):
             fix = _unsharp(target - _resize(y_out, n), sharpen, side) * fade
             y_out += _closed(up(fix, cv2.INTER_CUBIC), fade)
-    out = (moved + (y_out - y_moved)[:, :, None]) if colour else y_out
+    out = _recolour(moved, y_moved, y_out, fade_hr, n, shade) if colour else y_out
     part = out[y0 - frame.y:y1 - frame.y, x0 - frame.x:x1 - frame.x]
     pixels[y0:y1, x0:x1] = np.clip(np.rint(part), 0, 255).astype(np.uint8)
+
+
+def _recolour(moved: np.ndarray, y_moved: np.ndarray, y_out: np.ndarray, fade_hr: np.ndarray,
+              n: int, shade: float) -> np.ndarray:
+    """The colour photo with luminance y_out and moved's chroma, scaled by how much the edit
+    changes the luminance, to the power shade (0: the chroma as it was). A face the model
+    lightens keeps its saturation as lit skin does, instead of paling to grey. The ratio is
+    taken on the n x n grid, so a crease lightened pixel by pixel does not redden."""
+    if not shade:
+        return moved + (y_out - y_moved)[:, :, None]
+    cv2 = _cv2()
+    ratio = np.clip((_resize(y_out, n) + 8.0) / (_resize(y_moved, n) + 8.0), 0.25, 4.0) ** shade
+    side = y_out.shape[0]
+    if side != n:
+        ratio = cv2.resize(ratio.astype(np.float32), (side, side),
+                           interpolation=cv2.INTER_LINEAR if side > n else cv2.INTER_AREA)
+    scale = 1.0 + (ratio - 1.0) * fade_hr  # 1 where the frame's fade closes
+    return y_out[:, :, None] + (moved - y_moved[:, :, None]) * scale[:, :, None]
 
 
 def _at_call(*given: Any) -> tuple[Any, ...]:
