@@ -270,6 +270,8 @@ def test_the_benchmark_script_runs_and_compares_pastes(reader, photo_file, gen_p
     assert not np.array_equal(painted, result.image("sad"))
     # sharpen:1 is the paste with the unsharp mask (off by default): another image of this face
     assert not np.array_equal(bench.paste_of("sharpen:1")(result, "sad"), result.image("sad"))
+    # shade:1 scales the chroma with the luminance's change (off by default): another image
+    assert not np.array_equal(bench.paste_of("shade:1")(result, "sad"), result.image("sad"))
     # unblur:1 gives back the photo's detail where the edit only blurs it: closer to the input
     before = result.original.pixels.astype(int)
     unblurred = bench.paste_of("unblur:1")(result, "sad").astype(int)
