@@ -3,6 +3,7 @@ user gets it (whole photo, its own resolution) and beside the model's own 48x48 
 
     python benchmarks/photo_quality.py [--photos ../shared/data/photos] [--judge RUN ...]
         [--model FILE ...] [--paste model|gate:T+match:N+fade:R|legacy] [--frame-scale S]
+        [--turn]
         [--against SUMMARY.json] [--out runs/photo_quality]
 
 Judges: those the package ships, unless given. Pastes: `model` (the translator's own:
@@ -56,9 +57,10 @@ from ccyclegan.core.checkpoint import BUNDLED_JUDGE, BUNDLED_SECOND_JUDGE, bundl
 from ccyclegan.core.data import EMOTIONS
 from ccyclegan.evaluate.photos import PhotoReader, compare, summarize, translate_and_judge
 from ccyclegan.translate import ExpressionTranslator, api
+from ccyclegan.translate import faces as faces_module
 from ccyclegan.translate import paste as paste_module
 from ccyclegan.translate.faces import FACE_SIZE, FRAME_SCALE, frame_box
-from ccyclegan.translate.paste import border_fade, flow_of_edit, paste_edit
+from ccyclegan.translate.paste import border_fade, flow_of_edit, paste_turned
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 KEYS = ("gate", "match", "fade", "seamless", "flow", "maxflow", "dead", "changed", "smooth",
@@ -139,7 +141,8 @@ def paste_with(**settings):
                 edit = flow_of_edit(face.before, edit, **flow)
             if settings.get("unblur"):
                 edit = unblurred(face.before, edit, settings["unblur"], settings.get("grain", 0))
-            paste_edit(pixels, face.frame, edit, border_fade(FACE_SIZE, **ramp), **kwargs)
+            paste_turned(pixels, face.frame, face.roll, edit, border_fade(FACE_SIZE, **ramp),
+                         **kwargs)
         return pixels
     return paste
 
@@ -265,6 +268,9 @@ def main(argv=None) -> int:
     p.add_argument("--frame-scale", type=float, default=FRAME_SCALE,
                    help=f"the translator's frame: the Haar box enlarged by this (default "
                    f"{FRAME_SCALE}, the package's); to measure the framing")
+    p.add_argument("--turn", action=argparse.BooleanOptionalAction, default=None,
+                   help="crop rolled faces upright and turn the edit back (faces.TURN; "
+                        "default: the package's, off; the legacy paste knows no turn)")
     a = p.parse_args(argv)
     a.other = None
     if a.against:
@@ -287,10 +293,14 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     api.frame_box = functools.partial(frame_box, scale=a.frame_scale)
+    turn = faces_module.TURN
+    if a.turn is not None:
+        faces_module.TURN = a.turn
     try:
         run(a, photos, judges, reader, out)
     finally:
         api.frame_box = frame_box
+        faces_module.TURN = turn
     return 0
 
 
@@ -313,6 +323,9 @@ def run(a: argparse.Namespace, photos: list[Path], judges: dict, reader: PhotoRe
             if a.frame_scale != FRAME_SCALE:
                 tag += f"__frame{a.frame_scale:g}"
                 s["frame_scale"] = a.frame_scale
+            if faces_module.TURN:
+                tag += "__turn"
+            s["turn"] = faces_module.TURN
             (out / f"{tag}.json").write_text(json.dumps(s, indent=1))
             print(table(tag, s), "\n", json.dumps(info), flush=True)
             if a.other is not None:

@@ -920,3 +920,63 @@ def test_the_translator_pastes_with_the_modules_settings_read_at_the_call(gen_pa
     monkeypatch.setattr(paste, "SHARPEN", 0.0)
     monkeypatch.setattr(paste, "MATCH_ROUNDS", 0)
     assert not np.array_equal(tr.translate_faces(astronaut, to="sad").image(), default)
+
+
+def _rolled(photo: np.ndarray, angle: float) -> np.ndarray:
+    import cv2
+
+    h, w = photo.shape[:2]
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    return cv2.warpAffine(photo, turn, (w, h), borderMode=cv2.BORDER_REFLECT)
+
+
+def test_a_rolled_face_is_found_rolled_and_cropped_upright(astronaut):
+    """face_roll reads the eye line through the eye cascade on turned copies: the astronaut
+    turned by 12 degrees either way is read within 2.5 degrees of it; crop_face with that roll
+    gives her face upright again, as the unturned photo's crop; nothing to read, 0."""
+    from ccyclegan.translate.faces import face_roll, turned_region
+
+    frame = frame_box(detect_faces(astronaut)[0])
+    own = face_roll(astronaut, frame)
+    assert abs(own) < 5.0  # she stands nearly upright
+    upright = crop_face(astronaut, frame).astype(float)
+    for angle in (12.0, -12.0):
+        photo = _rolled(astronaut, angle)
+        f = frame_box(detect_faces(photo)[0])
+        roll = face_roll(photo, f)
+        assert abs(roll - own + angle) < 2.5, (angle, roll, own)
+        turned = crop_face(photo, f, roll=roll - own).astype(float)
+        assert np.corrcoef(turned.ravel(), upright.ravel())[0, 1] > 0.8
+        assert np.corrcoef(crop_face(photo, f).astype(float).ravel(),
+                           upright.ravel())[0, 1] < np.corrcoef(turned.ravel(),
+                                                                upright.ravel())[0, 1]
+    assert face_roll(np.full((200, 200, 3), 128, np.uint8), Box(50, 50, 100, 100)) == 0.0
+    assert np.array_equal(turned_region(astronaut, frame, 0.0), astronaut[
+        frame.y:frame.y + frame.h, frame.x:frame.x + frame.w])
+
+
+def test_a_rolled_face_is_edited_upright_and_turned_back(tr, astronaut, monkeypatch):
+    """With faces.TURN (off by default) the translator crops a face rolled by ROLL_MIN or
+    more upright (FaceResult.roll) and pastes its edit turned back (paste_turned): pixels
+    beyond the turned frame keep their values, a zero edit changes nothing, and with
+    faces.TURN off it is edited as it stands."""
+    from ccyclegan.translate import faces as faces_module
+    from ccyclegan.translate.paste import paste_turned
+
+    monkeypatch.setattr(faces_module, "TURN", True)
+    photo = _rolled(astronaut, -12.0)
+    result = tr.translate_faces(photo, to="sad")
+    face = result.faces[0]
+    assert abs(face.roll) >= faces_module.ROLL_MIN
+    out = result.image()
+    f = face.frame
+    reach = int(np.ceil(f.w * (np.sqrt(2) - 1) / 2)) + 2  # a turned square's corners
+    mask = np.ones(photo.shape[:2], bool)
+    mask[max(f.y - reach, 0):f.y + f.h + reach, max(f.x - reach, 0):f.x + f.w + reach] = False
+    assert np.array_equal(out[mask], photo[mask]) and not np.array_equal(out, photo)
+    same = photo.copy()
+    paste_turned(same, f, face.roll, FaceEdit(np.zeros((48, 48), np.float32)), border_fade(48))
+    assert np.array_equal(same, photo)
+    monkeypatch.setattr(faces_module, "TURN", False)
+    flat = tr.translate_faces(photo, to="sad")
+    assert flat.faces[0].roll == 0.0 and not np.array_equal(flat.image(), out)

@@ -227,7 +227,7 @@ def translate_and_judge(translator, photos: Sequence[str | Path], reader: PhotoR
                 out = outputs[t]
                 hit = match(face.frame, found_out[t])
                 rec.photo_crop[t] = None if hit is None else crop_face(out, hit.fer_frame())
-                rec.edit_frame[t] = crop_face(out, face.frame)
+                rec.edit_frame[t] = crop_face(out, face.frame, roll=face.roll)
                 rec.distance[t] = (None if hit is None else float(
                     np.linalg.norm(reader.descriptor(out, hit) - desc_in)))
                 rec.sharpness[t] = sharpness(out, face.frame) / max(sharp_in, 1e-9)

@@ -26,11 +26,13 @@ import numpy as np
 
 from ccyclegan.core.checkpoint import BUNDLED_MODEL, NO_BUNDLED_MODEL, bundled_model_path
 from ccyclegan.core.data import EMOTIONS, NUM_CLASSES
+from ccyclegan.translate import faces as faces_module
 from ccyclegan.translate import paste
 from ccyclegan.translate.backends import open_backend
 from ccyclegan.translate.faces import (
     FACE_SIZE,
     MIN_FACE,
+    ROLL_MIN,
     Box,
     NoFaceError,
     Picture,
@@ -38,6 +40,7 @@ from ccyclegan.translate.faces import (
     crop_face,
     crop_region,
     detect_faces,
+    face_roll,
     frame_box,
     read_image,
     to_pil,
@@ -58,7 +61,8 @@ from ccyclegan.translate.paste import (
     edge_mask,
     flow_of_edit,
     moved_edit,
-    paste_edit,
+    paste_edit,  # noqa: F401 (public here)
+    paste_turned,
     warp_face,  # noqa: F401 (public here before it moved to paste)
 )
 
@@ -91,6 +95,7 @@ class FaceResult:
     after: dict[str, np.ndarray]  # emotion -> 48x48 uint8 grey, the edited face
     delta: dict[str, np.ndarray]  # emotion -> 48x48 float32, after - before in grey levels
     edits: dict[str, FaceEdit]  # emotion -> the edit in parts, for the photo's resolution
+    roll: float = 0.0  # degrees the frame was turned to stand the face upright (face_roll)
 
 
 @dataclass
@@ -123,8 +128,8 @@ class TranslationResult:
                     edit = flow_of_edit(face.before, edit)
                 # paste's switches (SHARPEN, the gates, ...) are read by paste_edit now;
                 # seamless cloning is not for --no-detect's whole-image frame
-                paste_edit(pixels, face.frame, edit, fade,
-                           seamless=paste.SEAMLESS and self.detect)
+                paste_turned(pixels, face.frame, face.roll, edit, fade,
+                             seamless=paste.SEAMLESS and self.detect)
             self._images[emotion] = pixels
         return self._images[emotion]
 
@@ -291,14 +296,19 @@ class ExpressionTranslator:
         else:
             frames = [whole_image_frame(pic.pixels.shape)]
             boxes = list(frames)
-        crops = np.stack([crop_face(pic.pixels, f) for f in frames])
+        rolls = [0.0] * len(frames)
+        if detect and faces_module.TURN:  # read now, as paste's switches are
+            rolls = [r if abs(r := face_roll(pic.pixels, f)) >= ROLL_MIN else 0.0
+                     for f in frames]
+        crops = np.stack([crop_face(pic.pixels, f, roll=r)
+                          for f, r in zip(frames, rolls, strict=True)])
         after, delta, edits = self.edit_parts(crops, targets, a)
         faces = [
             FaceResult(
                 box=b, frame=f, before=crops[i],
                 after={t: after[i, j] for j, t in enumerate(targets)},
                 delta={t: delta[i, j] for j, t in enumerate(targets)},
-                edits={t: edits[i][j] for j, t in enumerate(targets)},
+                edits={t: edits[i][j] for j, t in enumerate(targets)}, roll=rolls[i],
             )
             for i, (b, f) in enumerate(zip(boxes, frames, strict=True))
         ]

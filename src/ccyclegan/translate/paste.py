@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from ccyclegan.translate.faces import Box, _cv2, _region, _resize
+from ccyclegan.translate.faces import Box, _cv2, _region, _resize, turn_matrix, turned_region
 
 __all__ = ["BORDER_RAMP", "COLOUR_GATE", "DETAIL_GATE", "GUIDE", "MATCH_ROUNDS", "MOVE", "PARTS",
            "SEAMLESS", "SHADE", "SHARPEN", "TEXTURE", "FaceEdit", "border_fade", "edge_mask",
            "flow_of_edit", "harmonic_fill", "luma_f", "moved_edit", "parts_mask", "paste_edit",
-           "settings", "warp_face"]
+           "paste_turned", "settings", "warp_face"]
 
 BORDER_RAMP = 0.05  # the edit fades to nothing over this share of the frame at each side
 # paste_edit's defaults and the translator's switches (read at each call: settings()), chosen
@@ -251,6 +251,34 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
             y_out += _closed(up(fix, cv2.INTER_CUBIC), fade)
     out = _recolour(moved, y_moved, y_out, fade_hr, n, shade) if colour else y_out
     part = out[y0 - frame.y:y1 - frame.y, x0 - frame.x:x1 - frame.x]
+    pixels[y0:y1, x0:x1] = np.clip(np.rint(part), 0, 255).astype(np.uint8)
+
+
+def paste_turned(pixels: np.ndarray, frame: Box, roll: float, edit: FaceEdit,
+                 fade: np.ndarray, **settings: Any) -> None:
+    """paste_edit for a face the model saw turned upright by roll degrees (crop_face's roll):
+    the edit is pasted on the frame's region turned the same way, and only the change is turned
+    back and added to the photo, so pixels it does not reach keep their exact values."""
+    if not roll:
+        paste_edit(pixels, frame, edit, fade, **settings)
+        return
+    cv2 = _cv2()
+    before = np.ascontiguousarray(turned_region(pixels, frame, roll))
+    after = before.copy()
+    paste_edit(after, Box(0, 0, frame.w, frame.h), edit, fade, **settings)
+    change = after.astype(np.float32) - before
+    back = cv2.invertAffineTransform(turn_matrix(frame, roll))  # the frame's square -> photo
+    corners = np.array([[0, 0, 1], [frame.w, 0, 1], [0, frame.h, 1], [frame.w, frame.h, 1]],
+                       np.float64) @ back.T
+    h, w = pixels.shape[:2]
+    x0, y0 = (max(int(np.floor(v)), 0) for v in corners.min(0))
+    x1, y1 = min(int(np.ceil(corners[:, 0].max())), w), min(int(np.ceil(corners[:, 1].max())), h)
+    if x0 >= x1 or y0 >= y1:
+        return
+    back[:, 2] -= (x0, y0)
+    moved = cv2.warpAffine(change, back, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    part = pixels[y0:y1, x0:x1].astype(np.float32) + moved.reshape(pixels[y0:y1, x0:x1].shape)
     pixels[y0:y1, x0:x1] = np.clip(np.rint(part), 0, 255).astype(np.uint8)
 
 
