@@ -4,8 +4,9 @@ The translator frames faces as they stand in the photo; FER2013's faces are upri
 Here the photo is turned about the face's centre by its roll (from dlib's eye landmarks: the
 evaluation extra's independent path, used as an oracle), translated with the package's own
 paste, and only the change is turned back and added to the photo. Rows: as it is, upright.
-Also prints how well two estimators that need no dlib recover that roll on every face of the
-photos: OpenCV's eye cascade and the angle that makes the face most left-right symmetric.
+Also prints how well three estimators that need no dlib recover that roll on every face of
+the photos: OpenCV's eye cascade, the angle that makes the face most left-right symmetric, and
+the package's faces.face_roll (the eye cascade on turned copies of the face).
 
     python experiments/photo_release/tilt_figure.py ../shared/data/photos/2008_002506.jpg \
         --face 0 -o experiments/photo_release/tilt.jpg [--estimators ../shared/data/photos]
@@ -22,7 +23,7 @@ from PIL import Image
 
 from ccyclegan.evaluate.photos import PhotoReader, match
 from ccyclegan.translate import ExpressionTranslator
-from ccyclegan.translate.faces import Box, NoFaceError, luma
+from ccyclegan.translate.faces import Box, NoFaceError, face_roll, luma
 from ccyclegan.translate.inputs import read_image
 
 TARGETS = ("disgust", "fear", "surprise", "sad", "neutral")
@@ -85,7 +86,7 @@ def cascade_roll(grey: np.ndarray, frame: Box) -> float | None:
 
 
 def estimators(tr, reader: PhotoReader, folder: Path) -> None:
-    truth, sym, casc = [], [], []
+    truth, sym, casc, turned = [], [], [], []
     for path in sorted(folder.glob("*.jpg")):
         pixels = read_image(path).pixels
         try:
@@ -99,6 +100,7 @@ def estimators(tr, reader: PhotoReader, folder: Path) -> None:
                 truth.append(t)
                 sym.append(symmetric_roll(grey, face.frame))
                 casc.append(cascade_roll(grey, face.frame))
+                turned.append(face_roll(pixels, face.frame))
     t, s = np.array(truth), np.array(sym)
     tilted = np.abs(t) > 10
     print(f"{len(t)} faces, {int(tilted.sum())} rolled over 10 degrees (dlib's eyes)")
@@ -110,6 +112,11 @@ def estimators(tr, reader: PhotoReader, folder: Path) -> None:
     rolled = sum(abs(a) > 10 for a, _ in pairs)
     print(f"eye cascade: finds two eyes on {len(pairs)} faces ({rolled} of the rolled ones), "
           f"mean error {err.mean():.1f} degrees, {int((err > 8).sum())} off by over 8")
+    pairs = [(a, b) for a, b in zip(truth, turned, strict=True) if b != 0.0]
+    err = np.abs(np.array([a - b for a, b in pairs]))
+    rolled = sum(abs(a) > 10 for a, _ in pairs)
+    print(f"faces.face_roll (the cascade on turned copies): answers {len(pairs)} faces ({rolled} "
+          f"of the rolled ones), mean error {err.mean():.1f} degrees, largest {err.max():.1f}")
 
 
 def main() -> None:
