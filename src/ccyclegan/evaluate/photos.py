@@ -34,7 +34,8 @@ from ccyclegan.evaluate.identity import (
     default_model_dir,
 )
 from ccyclegan.evaluate.metrics import GRIN_CLOSERS, mouth_composite
-from ccyclegan.translate.faces import MIN_FACE, Box, NoFaceError, crop_face, read_image
+from ccyclegan.translate.faces import MIN_FACE, Box, NoFaceError, crop_face, luma, read_image
+from ccyclegan.translate.paste import luma_f
 
 __all__ = ["FaceRecord", "PhotoReader", "colourfulness", "compare", "face_bootstrap", "grin",
            "laplacian_variance", "sharpness",
@@ -127,14 +128,15 @@ def match(frame: Box, found: Iterable[Landmarks]) -> Landmarks | None:
 
 def sharpness(pixels: np.ndarray, frame: Box) -> float:
     """Variance of the Laplacian of the frame's grey region (the part inside the photo)."""
-    import cv2
+    return laplacian_variance(luma(_inside(pixels, frame)))
 
+
+def _inside(pixels: np.ndarray, frame: Box) -> np.ndarray:
+    """The part of the frame inside the photo."""
     h, w = pixels.shape[:2]
     x0, y0 = max(frame.x, 0), max(frame.y, 0)
     x1, y1 = min(frame.x + frame.w, w), min(frame.y + frame.h, h)
-    region = np.ascontiguousarray(pixels[y0:y1, x0:x1])
-    grey = cv2.cvtColor(region, cv2.COLOR_RGB2GRAY) if region.ndim == 3 else region
-    return laplacian_variance(grey)
+    return pixels[y0:y1, x0:x1]
 
 
 def colourfulness(pixels: np.ndarray, frame: Box) -> float | None:
@@ -143,11 +145,8 @@ def colourfulness(pixels: np.ndarray, frame: Box) -> float | None:
     keep)."""
     if pixels.ndim != 3:
         return None
-    h, w = pixels.shape[:2]
-    x0, y0 = max(frame.x, 0), max(frame.y, 0)
-    x1, y1 = min(frame.x + frame.w, w), min(frame.y + frame.h, h)
-    rgb = pixels[y0:y1, x0:x1].astype(np.float64)
-    y = rgb @ np.array([0.299, 0.587, 0.114])
+    rgb = _inside(pixels, frame).astype(np.float64)
+    y = luma_f(rgb)
     cb, cr = 0.564 * (rgb[..., 2] - y), 0.713 * (rgb[..., 0] - y)
     chroma = float(np.sqrt(cb * cb + cr * cr).mean())
     return None if chroma < 0.5 else chroma / (float(y.mean()) + 16.0)
@@ -308,8 +307,9 @@ def summarize(records: Sequence[FaceRecord], judges: dict[str, torch.nn.Module],
     # the same ratio for the model's own 48x48 output against its input: how much of the
     # photo's softness the generator brings (a disgust it paints smoother, say) and the paste
     # only passes on
-    crop = {t: [laplacian_variance(r.model[t]) / max(laplacian_variance(r.model_input), 1e-9)
-                for r in records if r.model_input is not None] for t in targets}
+    own = [(r, max(laplacian_variance(r.model_input), 1e-9)) for r in records
+           if r.model_input is not None]
+    crop = {t: [laplacian_variance(r.model[t]) / base for r, base in own] for t in targets}
     out["crop_sharpness_by_target"] = {t: float(np.mean(v)) if v else None
                                        for t, v in crop.items()}
     colour = {t: [r.colour[t] for r in records if r.colour.get(t) is not None] for t in targets}

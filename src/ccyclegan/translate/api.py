@@ -42,6 +42,7 @@ from ccyclegan.translate.faces import (
     detect_faces,
     face_roll,
     frame_box,
+    luma,
     read_image,
     to_pil,
     warm_up,
@@ -298,8 +299,8 @@ class ExpressionTranslator:
             boxes = list(frames)
         rolls = [0.0] * len(frames)
         if detect and faces_module.TURN:  # read now, as paste's switches are
-            rolls = [r if abs(r := face_roll(pic.pixels, f)) >= ROLL_MIN else 0.0
-                     for f in frames]
+            grey = luma(pic.pixels)  # once, not once per face
+            rolls = [r if abs(r := face_roll(grey, f)) >= ROLL_MIN else 0.0 for f in frames]
         crops = np.stack([crop_face(pic.pixels, f, roll=r)
                           for f, r in zip(frames, rolls, strict=True)])
         after, delta, edits = self.edit_parts(crops, targets, a)

@@ -375,12 +375,12 @@ def turned_region(pixels: np.ndarray, frame: Box, roll: float) -> np.ndarray:
 
 def face_roll(pixels: np.ndarray, frame: Box, turns: tuple[float, ...] = (0, -10, 10, -20, 20),
               size: int = 96) -> float:
-    """The face's roll in degrees (its eye line against the horizontal), or 0.0 when it cannot
-    be told. OpenCV's eye cascade sees only near-level eyes, so it is run on copies of the face
-    turned by each of turns; a pair of eyes placed as in a FER2013 frame (upper half, apart by
-    a fifth to three fifths of the side) and level within 8 degrees gives the roll. On the
-    photo benchmark's faces it answers about half, within 5 degrees of dlib's landmarks each
-    time (experiments/photo_release/)."""
+    """The face's roll in degrees (its eye line against the horizontal) in pixels (HxW grey or
+    HxWx3), or 0.0 when it cannot be told. OpenCV's eye cascade sees only near-level eyes,
+    so it is run on copies of the face turned by each of turns; a pair of eyes placed as in
+    a FER2013 frame (upper half, apart by a fifth to three fifths of the side) and level
+    within 8 degrees gives the roll. On the photo benchmark's faces it answers about half,
+    within 5 degrees of dlib's landmarks each time (experiments/photo_release/)."""
     cv2 = _cv2()
     grey = luma(pixels)
     best: tuple[float, float] | None = None

@@ -212,12 +212,7 @@ def paste_edit(pixels: np.ndarray, frame: Box, edit: FaceEdit, fade: np.ndarray,
     if x0 >= x1 or y0 >= y1:
         return
 
-    def up(a: np.ndarray, how: int) -> np.ndarray:
-        a = np.ascontiguousarray(a, np.float32)
-        if a.shape[0] == side:
-            return a
-        return cv2.resize(a, (side, side), interpolation=how if side > n else cv2.INTER_AREA)
-
+    up = functools.partial(_up, side=side)
     fade_hr = _closed(up(fade, cv2.INTER_LINEAR), fade)
     region = _region(pixels, frame).astype(np.float32)
     moved = region
@@ -278,7 +273,7 @@ def paste_turned(pixels: np.ndarray, frame: Box, roll: float, edit: FaceEdit,
     back[:, 2] -= (x0, y0)
     moved = cv2.warpAffine(change, back, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    part = pixels[y0:y1, x0:x1].astype(np.float32) + moved.reshape(pixels[y0:y1, x0:x1].shape)
+    part = pixels[y0:y1, x0:x1].astype(np.float32) + moved
     pixels[y0:y1, x0:x1] = np.clip(np.rint(part), 0, 255).astype(np.uint8)
 
 
@@ -290,13 +285,9 @@ def _recolour(moved: np.ndarray, y_moved: np.ndarray, y_out: np.ndarray, fade_hr
     taken on the n x n grid, so a crease lightened pixel by pixel does not redden."""
     if not shade:
         return moved + (y_out - y_moved)[:, :, None]
-    cv2 = _cv2()
     ratio = np.clip((_resize(y_out, n) + 8.0) / (_resize(y_moved, n) + 8.0), 0.25, 4.0) ** shade
-    side = y_out.shape[0]
-    if side != n:
-        ratio = cv2.resize(ratio.astype(np.float32), (side, side),
-                           interpolation=cv2.INTER_LINEAR if side > n else cv2.INTER_AREA)
-    scale = 1.0 + (ratio - 1.0) * fade_hr  # 1 where the frame's fade closes
+    # 1 where the frame's fade closes
+    scale = 1.0 + (_up(ratio, _cv2().INTER_LINEAR, y_out.shape[0]) - 1.0) * fade_hr
     return y_out[:, :, None] + (moved - y_moved[:, :, None]) * scale[:, :, None]
 
 
@@ -431,6 +422,16 @@ def _guided_up(paint: np.ndarray, y: np.ndarray, n: int, eps: float, radius: int
     a_hr, b_hr = (cv2.resize(box(v), (side, side), interpolation=cv2.INTER_LINEAR)
                   for v in (a, b))
     return a_hr * y + b_hr
+
+
+def _up(a: np.ndarray, how: int, side: int) -> np.ndarray:
+    """a (n x n, float32) at side x side: OpenCV's interpolation how when enlarging, area
+    averaging when shrinking."""
+    a = np.ascontiguousarray(a, np.float32)
+    if a.shape[0] == side:
+        return a
+    return _cv2().resize(a, (side, side),
+                         interpolation=how if side > a.shape[0] else _cv2().INTER_AREA)
 
 
 def _unsharp(a: np.ndarray, amount: float, side: int) -> np.ndarray:
