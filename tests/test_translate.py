@@ -271,6 +271,7 @@ def test_shade_keeps_a_lightened_face_as_colourful_as_it_was():
     chroma over the luminance drops), and its saturation with S 1; no edit changes nothing,
     and the frame's closed border keeps its pixels either way."""
     from ccyclegan.evaluate.photos import colourfulness
+    from ccyclegan.translate.paste import luma_f
 
     photo = np.zeros((192, 192, 3), np.uint8)
     photo[:] = (150, 100, 80)  # skin
@@ -284,8 +285,8 @@ def test_shade_keeps_a_lightened_face_as_colourful_as_it_was():
         out = photo.copy()
         paste_edit(out, frame, FaceEdit(paint), border_fade(48), match=0, shade=shade)
         assert np.array_equal(out[0], photo[0]) and np.array_equal(out[:, -1], photo[:, -1])
-        lum = out[64:128, 64:128].astype(float) @ np.array([0.299, 0.587, 0.114])
-        assert abs(lum.mean() - (photo[0, 0] @ np.array([0.299, 0.587, 0.114]) + 40)) < 1.5
+        lum = luma_f(out[64:128, 64:128].astype(np.float32))
+        assert abs(lum.mean() - (luma_f(photo[0, 0].astype(np.float32)) + 40)) < 1.5
         got[shade] = colourfulness(out, patch) / before
         same = photo.copy()
         paste_edit(same, frame, FaceEdit(np.zeros((48, 48), np.float32)), border_fade(48),
