@@ -158,6 +158,7 @@ def train(args: argparse.Namespace) -> None:
     grin_pos, grin_cache = grin_targets(args, len(images))
     closers = torch.tensor([EMOTIONS.index(n) for n in args.mouth_targets.split(",")])
     step = resume(out, G, G_ema, opt) if args.resume else 0
+    critic = Critic.start(out, args)
     log = (out / "metrics.csv").open("a")
     g = torch.Generator().manual_seed(args.seed)
     deadline = time.time() + 60 * args.minutes
@@ -185,6 +186,8 @@ def train(args: argparse.Namespace) -> None:
             loss = loss + args.lambda_flow * losses.flow_smoothness(flow)
         if args.lambda_feat:
             loss = loss + args.lambda_feat * feature_match(judge, pred, y)
+        if critic is not None:
+            loss = loss + args.lambda_adv * critic.step(x, pred)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -192,13 +195,14 @@ def train(args: argparse.Namespace) -> None:
         step += 1
         run_l1 = 0.98 * run_l1 + 0.02 * l1.item() if run_l1 else l1.item()
         if step % 100 == 0:
+            d_loss = f", D {critic.last:.3f}" if critic is not None else ""
             print(f"step {step}, L1 {run_l1:.4f} ({run_l1 * 127.5:.2f} grey levels), "
-                  f"mouth {run_mouth:.3f}, lr {lr:.2e}", flush=True)
+                  f"mouth {run_mouth:.3f}, lr {lr:.2e}{d_loss}", flush=True)
             log.write(f"{step},{run_l1:.5f}\n")
             log.flush()
         if step % args.ckpt_every == 0:
-            save(out, G, G_ema, opt, cfg, step)
-    save(out, G, G_ema, opt, cfg, step)
+            save(out, G, G_ema, opt, cfg, step, critic)
+    save(out, G, G_ema, opt, cfg, step, critic)
     print(f"done: {step} steps; generator in {out / 'generator.safetensors'}")
 
 
@@ -248,7 +252,25 @@ def paint_terms(args: argparse.Namespace, pred: torch.Tensor, mask: torch.Tensor
         loss = loss + args.mouth_paint * kept + args.mouth_hold * painted
     if args.paint_smooth:
         loss = loss + args.paint_smooth * painted_texture(pred, mask, x)
+    if args.lambda_detail:
+        loss = loss + args.lambda_detail * detail_lost(pred, x)
     return loss
+
+
+def local_detail(z: torch.Tensor) -> torch.Tensor:
+    """[B, 1, H, W]: the RMS of z's Laplacian over each 5x5 neighbourhood (reflected at the
+    border): how much fine detail a face has there, the measure of the photo benchmark's
+    sharpness (variance of the Laplacian) taken locally."""
+    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
+    lap = F.conv2d(F.pad(z, (1, 1, 1, 1), mode="reflect"), k)
+    return F.avg_pool2d(lap.square(), 5, 1, 2, count_include_pad=False).add(1e-8).sqrt()
+
+
+def detail_lost(pred: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean of the local detail the output has less than its input (one-sided: a crease the
+    edit adds costs nothing). The teacher paints some targets softer than their input (its
+    48x48 disgust keeps 0.63 of the input's sharpness), which a photo shows as a smudge."""
+    return (local_detail(x) - local_detail(pred)).clamp(min=0).mean()
 
 
 def painted_texture(pred: torch.Tensor, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -472,10 +494,59 @@ def reframe(x: torch.Tensor, y: torch.Tensor, amount: float, g: torch.Generator
     return cut(x), cut(y)
 
 
-def save(out: Path, G, G_ema, opt, cfg: Config, step: int) -> None:
+class Critic:
+    """An unconditional real/fake discriminator (the package's D, spectral norm, hinge loss)
+    for --lambda-adv: L1 to a teacher that paints a target softer than a real face (disgust
+    keeps 0.63 of its input's sharpness at 48x48) learns that softness; a D that tells
+    translations from real training faces asks for detail a real face has, where a one-sided
+    detail term (--lambda-detail) is met by a lattice of ConvTranspose noise."""
+
+    def __init__(self, out: Path, lr: float):
+        cfg = Config(spectral_norm=True, adv_loss="hinge")
+        self.D = build_models(replace(cfg, gen_channels=8))[1]
+        self.opt = torch.optim.Adam(self.D.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.path = out / "critic.pt"
+
+    @classmethod
+    def start(cls, out: Path, args: argparse.Namespace) -> Critic | None:
+        """The run's critic (None without --lambda-adv); --resume loads its saved state."""
+        if not args.lambda_adv:
+            return None
+        critic = cls(out, args.lr)
+        if args.resume:
+            critic.load()
+        return critic
+
+    def step(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """One D update on (real, detached fake); returns G's hinge term for fake."""
+        self.D.requires_grad_(True)
+        loss_d = losses.d_adversarial(self.D(real)[0], self.D(fake.detach())[0], "hinge")
+        self.opt.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt.step()
+        self.D.requires_grad_(False)
+        self.last = loss_d.item()
+        return losses.g_adversarial(self.D(fake)[0], "hinge")
+
+    def save(self, step: int) -> None:
+        tmp = self.path.with_suffix(".pt.tmp")
+        torch.save({"step": step, "D": self.D.state_dict(), "opt": self.opt.state_dict()}, tmp)
+        tmp.replace(self.path)
+
+    def load(self) -> None:
+        if self.path.exists():
+            saved = torch.load(self.path, weights_only=True)
+            self.D.load_state_dict(saved["D"])
+            self.opt.load_state_dict(saved["opt"])
+
+
+def save(out: Path, G, G_ema, opt, cfg: Config, step: int, critic: Critic | None = None
+         ) -> None:
     """Training state (atomic: the weights, then the optimizer tagged with their step, each
     written to a temp file and renamed; resume trusts the optimizer only if the steps agree)
     and the EMA generator as a plain generator file."""
+    if critic is not None:
+        critic.save(step)
     tensors = {**prefixed("G", G.state_dict()), **prefixed("G_ema", G_ema.state_dict())}
     save_tensors(out / "checkpoint.safetensors", tensors, {"kind": "student", "step": step})
     tmp = out / "optimizer.pt.tmp"
@@ -550,6 +621,12 @@ def main() -> None:
     t.add_argument("--paint-smooth", type=float, default=0.0,
                    help="weight of the painted colour's fine texture (painted_texture): paint "
                         "only smooth new content, keep the face's own texture (0: off)")
+    t.add_argument("--lambda-adv", type=float, default=0.0,
+                   help="weight of an unconditional discriminator's hinge term (Critic): "
+                        "translations as detailed as real faces (0: off)")
+    t.add_argument("--lambda-detail", type=float, default=0.0,
+                   help="weight of the local fine detail the output has less than its input "
+                        "(detail_lost): an edit as sharp as the face (0: off)")
     t.add_argument("--grin-teeth", type=float, default=0.0,
                    help="--grin-cache's closed mouth taught over the teeth only "
                         "(teeth_composite, from this many grey levels; 0: its whole edit)")
