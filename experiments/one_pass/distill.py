@@ -187,7 +187,7 @@ def train(args: argparse.Namespace) -> None:
         if args.lambda_feat:
             loss = loss + args.lambda_feat * feature_match(judge, pred, y)
         if critic is not None:
-            loss = loss + args.lambda_adv * critic.step(x, pred)
+            loss = loss + args.lambda_adv * critic.step(x, pred, torch.isin(t, critic.targets))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -501,24 +501,30 @@ class Critic:
     translations from real training faces asks for detail a real face has, where a one-sided
     detail term (--lambda-detail) is met by a lattice of ConvTranspose noise."""
 
-    def __init__(self, out: Path, lr: float):
-        cfg = Config(spectral_norm=True, adv_loss="hinge")
-        self.D = build_models(replace(cfg, gen_channels=8))[1]
+    def __init__(self, out: Path, lr: float, width: int, targets: str):
+        cfg = Config(spectral_norm=True, adv_loss="hinge", disc_channels=width, gen_channels=8)
+        self.D = build_models(cfg)[1]
         self.opt = torch.optim.Adam(self.D.parameters(), lr=lr, betas=(0.5, 0.999))
         self.path = out / "critic.pt"
+        self.last = 0.0
+        self.targets = torch.tensor([EMOTIONS.index(n) for n in targets.split(",")])
 
     @classmethod
     def start(cls, out: Path, args: argparse.Namespace) -> Critic | None:
         """The run's critic (None without --lambda-adv); --resume loads its saved state."""
         if not args.lambda_adv:
             return None
-        critic = cls(out, args.lr)
+        critic = cls(out, args.d_lr, args.d_width, args.adv_targets)
         if args.resume:
             critic.load()
         return critic
 
-    def step(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """One D update on (real, detached fake); returns G's hinge term for fake."""
+    def step(self, real: torch.Tensor, fake: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """One D update on (real, the detached fakes of rows); returns G's hinge term for
+        those fakes (0 when the batch has none)."""
+        if not rows.any():
+            return torch.zeros(())
+        fake = fake[rows]
         self.D.requires_grad_(True)
         loss_d = losses.d_adversarial(self.D(real)[0], self.D(fake.detach())[0], "hinge")
         self.opt.zero_grad(set_to_none=True)
@@ -624,6 +630,10 @@ def main() -> None:
     t.add_argument("--lambda-adv", type=float, default=0.0,
                    help="weight of an unconditional discriminator's hinge term (Critic): "
                         "translations as detailed as real faces (0: off)")
+    t.add_argument("--d-lr", type=float, default=2e-4, help="the critic's Adam rate (constant)")
+    t.add_argument("--d-width", type=int, default=32, help="the critic's first-layer width")
+    t.add_argument("--adv-targets", default=",".join(EMOTIONS),
+                   help="the targets whose translations the critic reads (default: all)")
     t.add_argument("--lambda-detail", type=float, default=0.0,
                    help="weight of the local fine detail the output has less than its input "
                         "(detail_lost): an edit as sharp as the face (0: off)")
