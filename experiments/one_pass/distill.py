@@ -253,24 +253,28 @@ def paint_terms(args: argparse.Namespace, pred: torch.Tensor, mask: torch.Tensor
     if args.paint_smooth:
         loss = loss + args.paint_smooth * painted_texture(pred, mask, x)
     if args.lambda_detail:
-        loss = loss + args.lambda_detail * detail_lost(pred, x)
+        loss = loss + args.lambda_detail * detail_lost(pred, x, args.detail_scale)
     return loss
 
 
-def local_detail(z: torch.Tensor) -> torch.Tensor:
+def local_detail(z: torch.Tensor, scale: int = 1) -> torch.Tensor:
     """[B, 1, H, W]: the RMS of z's Laplacian over each 5x5 neighbourhood (reflected at the
     border): how much fine detail a face has there, the measure of the photo benchmark's
-    sharpness (variance of the Laplacian) taken locally."""
+    sharpness (variance of the Laplacian) taken locally. scale 2: of z averaged over 2x2
+    blocks first, a band that a stride-2 lattice (a transposed convolution's checkerboard)
+    cannot fill."""
+    if scale > 1:
+        z = F.avg_pool2d(z, scale)
     k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
     lap = F.conv2d(F.pad(z, (1, 1, 1, 1), mode="reflect"), k)
     return F.avg_pool2d(lap.square(), 5, 1, 2, count_include_pad=False).add(1e-8).sqrt()
 
 
-def detail_lost(pred: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def detail_lost(pred: torch.Tensor, x: torch.Tensor, scale: int = 1) -> torch.Tensor:
     """Mean of the local detail the output has less than its input (one-sided: a crease the
     edit adds costs nothing). The teacher paints some targets softer than their input (its
     48x48 disgust keeps 0.63 of the input's sharpness), which a photo shows as a smudge."""
-    return (local_detail(x) - local_detail(pred)).clamp(min=0).mean()
+    return (local_detail(x, scale) - local_detail(pred, scale)).clamp(min=0).mean()
 
 
 def painted_texture(pred: torch.Tensor, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -637,6 +641,8 @@ def main() -> None:
     t.add_argument("--lambda-detail", type=float, default=0.0,
                    help="weight of the local fine detail the output has less than its input "
                         "(detail_lost): an edit as sharp as the face (0: off)")
+    t.add_argument("--detail-scale", type=int, default=1,
+                   help="--lambda-detail's band: 2 measures the detail of 2x2 block means")
     t.add_argument("--grin-teeth", type=float, default=0.0,
                    help="--grin-cache's closed mouth taught over the teeth only "
                         "(teeth_composite, from this many grey levels; 0: its whole edit)")
