@@ -15,22 +15,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ccyclegan.core.data import denormalize, load_split, normalize
-from ccyclegan.core.faces_data import NUM_CLASSES
+from ccyclegan.core.data import load_split
 from ccyclegan.core.generator_files import load_generator
-from ccyclegan.core.models import one_hot
+from ccyclegan.core.visualize import translate_all
 
 
-def block(path: str, x: torch.Tensor) -> np.ndarray:
+def block(path: str, faces: torch.Tensor) -> np.ndarray:
     """uint8 [faces x 48, 8 x 48]: the input and its seven edits by the generator at path."""
-    G = load_generator(path)[0].float().eval()
-    cols = [denormalize(x)[:, 0].numpy()]
-    with torch.no_grad():
-        feats = G.encode(x)
-        for t in range(NUM_CLASSES):
-            c = one_hot(torch.full((len(x),), t, dtype=torch.long))
-            cols.append(denormalize(G.decode(feats, c))[:, 0].numpy())
-    return np.concatenate([np.concatenate([c[i] for c in cols], 1) for i in range(len(x))], 0)
+    edits = translate_all(load_generator(path)[0].float().eval(), faces).numpy()
+    rows = zip(faces.numpy(), edits, strict=True)
+    return np.concatenate([np.concatenate([f[0], *e], 1) for f, e in rows], 0)
 
 
 def main() -> None:
@@ -42,9 +36,9 @@ def main() -> None:
     p.add_argument("-o", "--out", required=True)
     args = p.parse_args()
     idx = [int(i) for i in args.faces.split(",")]
-    x = normalize(load_split(args.data, "test").images[idx])
+    faces = load_split(args.data, "test").images[idx]
     gap = np.full((4, 8 * 48), 255, np.uint8)
-    parts = [b for path in args.model for b in (block(path, x), gap)][:-1]
+    parts = [b for path in args.model for b in (block(path, faces), gap)][:-1]
     img = np.concatenate(parts, 0).astype(np.uint8)
     h, w = img.shape
     Image.fromarray(img).resize((w * args.zoom, h * args.zoom), Image.NEAREST).save(args.out)
