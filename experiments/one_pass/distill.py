@@ -158,7 +158,7 @@ def train(args: argparse.Namespace) -> None:
     grin_pos, grin_cache = grin_targets(args, len(images))
     closers = torch.tensor([EMOTIONS.index(n) for n in args.mouth_targets.split(",")])
     step = resume(out, G, G_ema, opt) if args.resume else 0
-    critic = Critic.start(out, args)
+    critic = Critic.start(out, args, step)
     log = (out / "metrics.csv").open("a")
     g = torch.Generator().manual_seed(args.seed)
     deadline = time.time() + 60 * args.minutes
@@ -514,13 +514,14 @@ class Critic:
         self.targets = torch.tensor([EMOTIONS.index(n) for n in targets.split(",")])
 
     @classmethod
-    def start(cls, out: Path, args: argparse.Namespace) -> Critic | None:
-        """The run's critic (None without --lambda-adv); --resume loads its saved state."""
+    def start(cls, out: Path, args: argparse.Namespace, step: int) -> Critic | None:
+        """The run's critic (None without --lambda-adv); --resume loads its state saved at
+        step, the generator's."""
         if not args.lambda_adv:
             return None
         critic = cls(out, args.d_lr, args.d_width, args.adv_targets)
         if args.resume:
-            critic.load()
+            critic.load(step)
         return critic
 
     def step(self, real: torch.Tensor, fake: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -543,20 +544,25 @@ class Critic:
         torch.save({"step": step, "D": self.D.state_dict(), "opt": self.opt.state_dict()}, tmp)
         tmp.replace(self.path)
 
-    def load(self) -> None:
-        if self.path.exists():
-            saved = torch.load(self.path, weights_only=True)
-            self.D.load_state_dict(saved["D"])
-            self.opt.load_state_dict(saved["opt"])
+    def load(self, step: int) -> None:
+        """Its state, if saved at step (written after the generator's: a crash between leaves
+        it older, and it starts afresh as resume's optimizer does)."""
+        if not self.path.exists():
+            return
+        saved = torch.load(self.path, weights_only=True)
+        if saved["step"] != step:
+            print(f"critic.pt is not of step {step}: the critic starts afresh")
+            return
+        self.D.load_state_dict(saved["D"])
+        self.opt.load_state_dict(saved["opt"])
 
 
 def save(out: Path, G, G_ema, opt, cfg: Config, step: int, critic: Critic | None = None
          ) -> None:
     """Training state (atomic: the weights, then the optimizer tagged with their step, each
     written to a temp file and renamed; resume trusts the optimizer only if the steps agree)
-    and the EMA generator as a plain generator file."""
-    if critic is not None:
-        critic.save(step)
+    and the EMA generator as a plain generator file; then the critic's state, tagged the same
+    way."""
     tensors = {**prefixed("G", G.state_dict()), **prefixed("G_ema", G_ema.state_dict())}
     save_tensors(out / "checkpoint.safetensors", tensors, {"kind": "student", "step": step})
     tmp = out / "optimizer.pt.tmp"
@@ -564,6 +570,8 @@ def save(out: Path, G, G_ema, opt, cfg: Config, step: int, critic: Critic | None
     tmp.replace(out / "optimizer.pt")
     save_generator(out / "generator.safetensors", G_ema, cfg, {"step": step})
     atomic_write_json(out / "progress.json", {"step": step})
+    if critic is not None:
+        critic.save(step)
 
 
 def main() -> None:
