@@ -21,7 +21,7 @@ def main() -> None:
     p.add_argument("--split", default="train")
     args = p.parse_args()
     faces = drop_blank(load_split(args.data, args.split))[0]
-    images = faces.images.reshape(len(faces.labels), 48, 48).numpy()
+    images = faces.images[:, 0].numpy()
     sharp = np.array([laplacian_variance(i) for i in images])
     labels = faces.labels.numpy()
     overall = np.median(sharp)

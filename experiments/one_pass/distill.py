@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ccyclegan.classifier import load_classifier
-from ccyclegan.core import losses
+from ccyclegan.core import losses, models
 from ccyclegan.core.augment import diff_augment
 from ccyclegan.core.checkpoint import atomic_write_json, load_tensors, prefixed, save_tensors
 from ccyclegan.core.config import Config
@@ -506,8 +506,8 @@ class Critic:
     detail term (--lambda-detail) is met by a lattice of ConvTranspose noise."""
 
     def __init__(self, out: Path, lr: float, width: int, targets: str):
-        cfg = Config(spectral_norm=True, adv_loss="hinge", disc_channels=width, gen_channels=8)
-        self.D = build_models(cfg)[1]
+        self.D = models.build_discriminator(Config(spectral_norm=True, disc_channels=width))
+        models.init_weights(self.D)  # as build_models initialises its D
         self.opt = torch.optim.Adam(self.D.parameters(), lr=lr, betas=(0.5, 0.999))
         self.path = out / "critic.pt"
         self.last = 0.0
