@@ -244,7 +244,8 @@ def brighter_than_around(grey: torch.Tensor, levels: float) -> torch.Tensor:
 
 def paint_terms(args: argparse.Namespace, pred: torch.Tensor, mask: torch.Tensor,
                 x: torch.Tensor, y: torch.Tensor, grin: torch.Tensor) -> torch.Tensor:
-    """--mouth-paint, --mouth-hold and --paint-smooth's terms (0 when all are off)."""
+    """--mouth-paint, --mouth-hold, --paint-smooth and --lambda-detail's terms (0 when all are
+    off)."""
     loss = torch.zeros(())
     if args.mouth_paint:
         kept, painted = mouth_kept(mask, x, y, grin, args.mouth_darker, args.mouth_teeth,
